@@ -32,3 +32,24 @@ lint: venv
 
 test-unit: venv
 	$(PY) -m pytest tests/unit -q
+
+# Installs what the tests need outside Python (promtool, kcat) when it is missing.
+system-deps:
+	@if [ -x scripts/install-test-tools ]; then scripts/install-test-tools; fi
+
+# The whole suite against a real broker. Kafka is stopped afterwards if this run
+# started it; a broker that was already running is left alone. pytest's exit code
+# (5 when no test ran) is the target's exit code.
+test: venv system-deps
+	@if scripts/kafka-local status >/dev/null 2>&1; then started=no; else started=yes; fi; \
+	scripts/kafka-local up || exit $$?; \
+	$(PY) -m pytest tests $(PYTEST_ARGS); rc=$$?; \
+	if [ $$started = yes ]; then scripts/kafka-local down; fi; \
+	exit $$rc
+
+demo: venv
+	scripts/kafka-local up
+	$(PY) -m shipper.demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
