@@ -1,0 +1,346 @@
+"""The Kafka client seam: produce whole batches, learn each entry's outcome.
+
+Two sides with one contract:
+
+- :class:`ConfluentProducerClient` wraps one ``confluent_kafka.Producer`` (librdkafka).
+- :class:`MemoryProducerClient` keeps topics in memory and can be told to fail; it
+  serves unit tests of the code above it.
+
+Lifecycle (both sides)::
+
+    client = ConfluentProducerClient(conf)   # connects lazily, starts its poll thread
+    client.send(topic, values, keys, partitions, on_done)   # never blocks on the network;
+                                             # blocks only while librdkafka's local queue
+                                             # is full (backpressure), polling meanwhile
+    ...                                      # on_done(SendResult) is called once per send,
+                                             # from the poll thread, when every message of
+                                             # the send is acked or has failed
+    client.flush(timeout)                    # blocks until all sends are done or timeout
+    client.close(timeout)                    # flush, then stop the poll thread
+
+Failures carry the encoded value, key and a reason tag (``error``, ``timeout``,
+``message_too_large``, ``auth_failure``) so the caller can hand them to the DLQ.
+An authentication failure is detected from librdkafka's error callback and makes the
+client purge what it holds, so callers learn about it at once instead of after
+``message.timeout.ms``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConfluentProducerClient",
+    "Failure",
+    "MemoryProducerClient",
+    "ProducerClient",
+    "SendResult",
+    "reason_for_error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One message that Kafka did not take."""
+
+    value: bytes
+    key: bytes | None
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class SendResult:
+    """The outcome of one :meth:`ProducerClient.send`."""
+
+    topic: str
+    sent: int
+    delivered: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def reason_for_error(code: int, name: str) -> str:
+    """Map a librdkafka error to the DLQ reason tag."""
+    if name in ("_MSG_TIMED_OUT", "REQUEST_TIMED_OUT", "_TIMED_OUT"):
+        return "timeout"
+    if name in ("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"):
+        return "message_too_large"
+    if name in (
+        "_AUTHENTICATION",
+        "SASL_AUTHENTICATION_FAILED",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+    ):
+        return "auth_failure"
+    return "error"
+
+
+DoneCallback = Callable[[SendResult], None]
+
+
+class ProducerClient(ABC):
+    """Produces batches to one broker set. See the module docstring for the lifecycle."""
+
+    @abstractmethod
+    def send(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None] | None,
+        partitions: Sequence[int] | None,
+        on_done: DoneCallback,
+    ) -> None:
+        """Queue every value for ``topic``; ``on_done`` runs once when all are settled."""
+
+    @abstractmethod
+    def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        """Number of partitions of ``topic`` from broker metadata (0 if unknown)."""
+
+    @abstractmethod
+    def flush(self, timeout: float) -> int:
+        """Wait until nothing is outstanding or ``timeout``; return what is still out."""
+
+    @abstractmethod
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then release the client; return what was still outstanding."""
+
+    @property
+    @abstractmethod
+    def outstanding(self) -> int:
+        """Messages queued but not yet settled."""
+
+    @property
+    @abstractmethod
+    def last_error(self) -> str | None:
+        """The most recent client-level error (connection, authentication), if any."""
+
+
+class _Tracker:
+    """Counts the delivery reports of one send and reports once all have arrived.
+
+    One tracker per send, passed as the same callback to every ``produce`` call, so a
+    batch costs one object, not one closure per message.
+    """
+
+    __slots__ = ("lock", "on_done", "remaining", "result")
+
+    def __init__(self, result: SendResult, on_done: DoneCallback) -> None:
+        self.result = result
+        self.remaining = result.sent
+        self.on_done = on_done
+        self.lock = threading.Lock()
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        # Runs on the poll thread (or in flush); only failures allocate.
+        with self.lock:
+            if err is None:
+                self.result.delivered += 1
+            else:
+                self.result.failures.append(
+                    Failure(msg.value(), msg.key(), reason_for_error(err.code(), err.name()), err.str())
+                )
+            self.remaining -= 1
+            done = self.remaining == 0
+        if done:
+            self.result.finished = time.time()
+            self.on_done(self.result)
+
+
+class ConfluentProducerClient(ProducerClient):
+    """A ``confluent_kafka.Producer`` with its own poll thread."""
+
+    def __init__(self, config: dict[str, Any], poll_interval: float = 0.02) -> None:
+        from confluent_kafka import Producer
+
+        self._errors: list[str] = []
+        self._auth_failed = threading.Event()
+        conf = dict(config)
+        conf["error_cb"] = self._on_error
+        self._producer = Producer(conf)
+        self._stop = threading.Event()
+        self._poll_interval = poll_interval
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:  # the config holds credentials: never show it
+        return f"ConfluentProducerClient(outstanding={self.outstanding})"
+
+    def _on_error(self, err: Any) -> None:
+        text = err.str()
+        name = err.name()
+        if name in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"):
+            text = f"SASL authentication failed: {text}"
+            self._auth_failed.set()
+        elif name in ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"):
+            text = f"Failed to connect to Kafka broker: {text}"
+        self._errors.append(text)
+        del self._errors[:-20]
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(self._poll_interval)
+            if self._auth_failed.is_set():
+                # Credentials will not fix themselves: fail everything held now, with
+                # the reason, rather than after message.timeout.ms.
+                self._auth_failed.clear()
+                self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+                self._producer.poll(0)
+
+    def send(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None] | None,
+        partitions: Sequence[int] | None,
+        on_done: DoneCallback,
+    ) -> None:
+        result = SendResult(topic=topic, sent=len(values), started=time.time())
+        if not values:
+            result.finished = result.started
+            on_done(result)
+            return
+        tracker = _Tracker(result, on_done)
+        produce = self._producer.produce
+        n = len(values)
+        i = 0
+        # The common shapes get their own loops so the per-message work stays minimal.
+        while i < n:
+            try:
+                if partitions is None and keys is None:
+                    while i < n:
+                        produce(topic, values[i], on_delivery=tracker)
+                        i += 1
+                elif partitions is None:
+                    assert keys is not None
+                    while i < n:
+                        produce(topic, values[i], keys[i], on_delivery=tracker)
+                        i += 1
+                else:
+                    ks = keys if keys is not None else [None] * n
+                    while i < n:
+                        produce(topic, values[i], ks[i], partitions[i], on_delivery=tracker)
+                        i += 1
+            except BufferError:
+                # librdkafka's local queue is full: that is backpressure. Let the poll
+                # thread drain delivery reports, then carry on where we stopped.
+                time.sleep(0.005)
+            except Exception as exc:  # noqa: BLE001 - e.g. unknown partition: fail the rest
+                from confluent_kafka import KafkaException
+
+                err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                reason = reason_for_error(err.code(), err.name()) if err is not None else "error"
+                text = err.str() if err is not None else str(exc)
+                # Fail this one message and keep going with the rest.
+                with tracker.lock:
+                    result.failures.append(
+                        Failure(values[i], keys[i] if keys is not None else None, reason, text)
+                    )
+                    tracker.remaining -= 1
+                    done = tracker.remaining == 0
+                i += 1
+                if done:
+                    result.finished = time.time()
+                    on_done(result)
+
+    def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        md = self._producer.list_topics(topic, timeout=timeout)
+        t = md.topics.get(topic)
+        if t is None or t.error is not None:
+            return 0
+        return len(t.partitions)
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._producer)
+
+    @property
+    def last_error(self) -> str | None:
+        return self._errors[-1] if self._errors else None
+
+    def flush(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while len(self._producer) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(self._producer)
+
+    def close(self, timeout: float = 10.0) -> int:
+        left = self.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if left:
+            # Whatever is left fails now (its on_done reports it) instead of vanishing.
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer.flush(1)
+        return left
+
+
+class MemoryProducerClient(ProducerClient):
+    """An in-memory broker for unit tests: topics are lists of (partition, key, value).
+
+    ``fail_next(n, reason)`` makes the next ``n`` messages fail with ``reason``.
+    Delivery is synchronous: ``on_done`` runs inside :meth:`send`.
+    """
+
+    def __init__(self, partitions: int = 3) -> None:
+        self.default_partitions = partitions
+        self.topics: dict[str, list[tuple[int, bytes | None, bytes]]] = {}
+        self.partitions: dict[str, int] = {}
+        self._fail: list[str] = []
+        self._rr = 0
+
+    def fail_next(self, n: int, reason: str = "error") -> None:
+        self._fail.extend([reason] * n)
+
+    def send(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None] | None,
+        partitions: Sequence[int] | None,
+        on_done: DoneCallback,
+    ) -> None:
+        result = SendResult(topic=topic, sent=len(values), started=time.time())
+        log = self.topics.setdefault(topic, [])
+        n_parts = self.partitions.setdefault(topic, self.default_partitions)
+        for i, v in enumerate(values):
+            k = keys[i] if keys is not None else None
+            if self._fail:
+                reason = self._fail.pop(0)
+                result.failures.append(Failure(v, k, reason, f"injected failure: {reason}"))
+                continue
+            if partitions is not None:
+                p = partitions[i]
+            else:
+                p = self._rr % n_parts
+                self._rr += 1
+            if not 0 <= p < n_parts:
+                result.failures.append(Failure(v, k, "error", f"Local: Unknown partition {p}"))
+                continue
+            log.append((p, k, bytes(v)))
+            result.delivered += 1
+        result.finished = time.time()
+        on_done(result)
+
+    def partition_count(self, topic: str, timeout: float = 10.0) -> int:
+        return self.partitions.setdefault(topic, self.default_partitions)
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def close(self, timeout: float = 10.0) -> int:
+        return 0
+
+    @property
+    def outstanding(self) -> int:
+        return 0
+
+    @property
+    def last_error(self) -> str | None:
+        return None
