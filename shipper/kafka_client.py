@@ -129,12 +129,15 @@ class _Tracker:
     batch costs one object, not one closure per message.
     """
 
-    __slots__ = ("lock", "on_done", "remaining", "result")
+    __slots__ = ("explain", "lock", "on_done", "remaining", "result")
 
-    def __init__(self, result: SendResult, on_done: DoneCallback) -> None:
+    def __init__(
+        self, result: SendResult, on_done: DoneCallback, explain: Callable[[Any], tuple[str, str]]
+    ) -> None:
         self.result = result
         self.remaining = result.sent
         self.on_done = on_done
+        self.explain = explain
         self.lock = threading.Lock()
 
     def __call__(self, err: Any, msg: Any) -> None:
@@ -143,9 +146,8 @@ class _Tracker:
             if err is None:
                 self.result.delivered += 1
             else:
-                self.result.failures.append(
-                    Failure(msg.value(), msg.key(), reason_for_error(err.code(), err.name()), err.str())
-                )
+                reason, text = self.explain(err)
+                self.result.failures.append(Failure(msg.value(), msg.key(), reason, text))
             self.remaining -= 1
             done = self.remaining == 0
         if done:
@@ -161,6 +163,7 @@ class ConfluentProducerClient(ProducerClient):
 
         self._errors: list[str] = []
         self._auth_failed = threading.Event()
+        self._auth_error: str | None = None
         conf = dict(config)
         conf["error_cb"] = self._on_error
         self._producer = Producer(conf)
@@ -177,11 +180,19 @@ class ConfluentProducerClient(ProducerClient):
         name = err.name()
         if name in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"):
             text = f"SASL authentication failed: {text}"
+            self._auth_error = text
             self._auth_failed.set()
         elif name in ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"):
             text = f"Failed to connect to Kafka broker: {text}"
         self._errors.append(text)
         del self._errors[:-20]
+
+    def _explain(self, err: Any) -> tuple[str, str]:
+        name = err.name()
+        if name in ("_PURGE_QUEUE", "_PURGE_INFLIGHT") and self._auth_error is not None:
+            # Purged by us because the broker refused the credentials: say so.
+            return "auth_failure", self._auth_error
+        return reason_for_error(err.code(), name), err.str()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -206,7 +217,7 @@ class ConfluentProducerClient(ProducerClient):
             result.finished = result.started
             on_done(result)
             return
-        tracker = _Tracker(result, on_done)
+        tracker = _Tracker(result, on_done, self._explain)
         produce = self._producer.produce
         n = len(values)
         i = 0
@@ -262,6 +273,9 @@ class ConfluentProducerClient(ProducerClient):
 
     @property
     def last_error(self) -> str | None:
+        # An authentication failure outranks the disconnects that follow it.
+        if self._auth_error is not None:
+            return self._auth_error
         return self._errors[-1] if self._errors else None
 
     def flush(self, timeout: float) -> int:
