@@ -1,0 +1,129 @@
+"""The flush policy of a per-topic Batcher, without Ray.
+
+Entries arrive in *segments* (the part of one submission that goes to one topic).
+The :class:`Accumulator` holds them in a bounded queue and says when to flush:
+when ``batch_size`` entries are waiting, or when the oldest has waited
+``batch_timeout``. A flush takes everything waiting and cuts it into *chunks* of at
+most ``batch_size`` entries; a chunk may hold pieces of several segments, and a
+large segment is spread over several chunks. Each piece remembers its segment, so
+outcomes can be credited back to the right submission.
+
+Capacity counts entries from the moment they are offered until they are settled
+(delivered, failed or handed to the DLQ), so memory stays bounded by ``capacity``
+even while Kafka is slow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
+
+
+@dataclass(slots=True, eq=False)
+class Segment:
+    """Entries of one submission for one topic, already encoded."""
+
+    values: list[bytes]
+    keys: list[bytes | None] | None = None
+    levels: list[str] | None = None
+    submitted_at: float = 0.0  # wall-clock time the submission entered the pipeline
+    arrived: float = 0.0  # monotonic time it reached the Batcher
+    ident: int = 0
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """``segment.values[start:end]``: the part of a segment that rides in one chunk."""
+
+    segment: Segment
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Piece]]:
+    """Cut ``segments`` (in order) into chunks of at most ``batch_size`` entries."""
+    chunks: list[list[Piece]] = []
+    current: list[Piece] = []
+    room = batch_size
+    for seg in segments:
+        start = 0
+        n = len(seg)
+        while start < n:
+            take = min(room, n - start)
+            current.append(Piece(seg, start, start + take))
+            start += take
+            room -= take
+            if room == 0:
+                chunks.append(current)
+                current = []
+                room = batch_size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@dataclass
+class Accumulator:
+    """Bounded queue + flush policy for one topic. Not thread-safe: one owner."""
+
+    batch_size: int
+    batch_timeout: float
+    capacity: int
+    clock: Callable[[], float] = time.monotonic
+    pending: list[Segment] = field(default_factory=list)
+    pending_entries: int = 0
+    in_flight: int = 0
+
+    @property
+    def queued(self) -> int:
+        """Entries accepted and not yet settled (waiting plus being produced)."""
+        return self.pending_entries + self.in_flight
+
+    @property
+    def utilization(self) -> float:
+        return self.queued / self.capacity if self.capacity else 1.0
+
+    def has_room(self, n: int) -> bool:
+        """Whether ``n`` more entries fit. An empty queue takes any segment, so one
+        segment larger than the capacity cannot wedge the pipeline."""
+        return self.queued == 0 or self.queued + n <= self.capacity
+
+    def offer(self, seg: Segment) -> None:
+        seg.arrived = self.clock()
+        self.pending.append(seg)
+        self.pending_entries += len(seg)
+
+    def due(self) -> bool:
+        if not self.pending:
+            return False
+        if self.pending_entries >= self.batch_size:
+            return True
+        return self.clock() - self.pending[0].arrived >= self.batch_timeout
+
+    def seconds_until_due(self) -> float | None:
+        """How long until the oldest waiting entry times out (None: nothing waits)."""
+        if not self.pending:
+            return None
+        if self.pending_entries >= self.batch_size:
+            return 0.0
+        return max(0.0, self.pending[0].arrived + self.batch_timeout - self.clock())
+
+    def take(self) -> list[list[Piece]]:
+        """Everything waiting, as chunks of at most ``batch_size``; moves it in flight."""
+        segs, self.pending = self.pending, []
+        n, self.pending_entries = self.pending_entries, 0
+        self.in_flight += n
+        return plan_chunks(segs, self.batch_size)
+
+    def settle(self, n: int) -> None:
+        """``n`` in-flight entries reached an outcome."""
+        self.in_flight -= n
