@@ -1,0 +1,91 @@
+"""Producer actor: one ``confluent_kafka.Producer`` for one broker set.
+
+A broker set is a broker list plus its security settings; the actor is named after
+the set's stable id, and a set may have several replicas that Batchers share
+round-robin. Each call carries a whole chunk (up to ``batch_size`` entries, in
+pieces that belong to different submissions) and returns one result per piece once
+every message of it is acked or has failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import ray
+
+from shipper.config import KafkaSinkConfig
+from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
+
+__all__ = ["ProducerActor", "Part", "producer_name", "start_producer"]
+
+#: One piece of a chunk: values, keys (or None) and explicit partitions (or None).
+Part = tuple[list[bytes], list[bytes | None] | None, list[int] | None]
+
+
+def producer_name(broker_set: str, replica: int) -> str:
+    return f"producer:{broker_set}:{replica}"
+
+
+def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
+    conf = dict(sink.librdkafka_config())
+    # Keyed messages without an explicit partition land where Kafka's Java client
+    # would put them (murmur2), the same function our own hash partitioner uses.
+    conf.setdefault("partitioner", "murmur2_random")
+    return conf
+
+
+class ProducerActor:
+    """Holds the Kafka client; every method is safe to call concurrently (async actor)."""
+
+    def __init__(self, sink: KafkaSinkConfig, client: ProducerClient | None = None) -> None:
+        self._client = client or ConfluentProducerClient(librdkafka_settings(sink))
+        self._produced = 0
+        self._failed = 0
+
+    async def produce(self, topic: str, parts: list[Part]) -> list[SendResult]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[SendResult]] = []
+        for values, keys, partitions in parts:
+            fut: asyncio.Future[SendResult] = loop.create_future()
+            futures.append(fut)
+
+            def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
+                loop.call_soon_threadsafe(fut.set_result, r)
+
+            self._client.send(topic, values, keys, partitions, done)
+        results = list(await asyncio.gather(*futures))
+        for r in results:
+            self._produced += r.delivered
+            self._failed += len(r.failures)
+        return results
+
+    async def partition_count(self, topic: str) -> int:
+        return await asyncio.to_thread(self._client.partition_count, topic)
+
+    async def flush(self, timeout: float) -> int:
+        return await asyncio.to_thread(self._client.flush, timeout)
+
+    async def close(self, timeout: float) -> int:
+        return await asyncio.to_thread(self._client.close, timeout)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "outstanding": self._client.outstanding,
+            "last_error": self._client.last_error,
+            "delivered": self._produced,
+            "failed": self._failed,
+        }
+
+
+def start_producer(sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str) -> Any:
+    """Create (or find) the named Producer actor for ``broker_set``/``replica``."""
+    cls = ray.remote(ProducerActor)
+    return cls.options(  # type: ignore[attr-defined]
+        name=producer_name(broker_set, replica),
+        namespace=namespace,
+        get_if_exists=True,
+        max_concurrency=256,
+        max_restarts=-1,
+        num_cpus=0,
+    ).remote(sink)

@@ -1,0 +1,113 @@
+"""What the Router does to a submission, without Ray.
+
+A submission arrives either as raw input lines (JSON lines or plain text, from files
+and stdin) or as Python objects (from the API). :class:`Intake` decodes and
+validates each entry, picks its topic, encodes it once as the Kafka value, enforces
+``max_message_bytes``, extracts the partition key, and groups the survivors by topic.
+Every entry that cannot go on is returned as an :class:`EntryFailure` with its
+reason, so it can be counted and handed to the DLQ path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipper.config import KafkaSinkConfig
+from shipper.entries import LogEntry, decode_lines, encode_entries, from_objects
+from shipper.errors import EntryError, MessageTooLargeError
+from shipper.outcomes import EntryFailure
+from shipper.partitioning import make_partitioner
+from shipper.routing import TopicRouter
+
+__all__ = ["Intake", "Prepared", "TopicSegment"]
+
+
+@dataclass(slots=True)
+class TopicSegment:
+    """The encoded entries of one submission that go to one topic."""
+
+    values: list[bytes] = field(default_factory=list)
+    keys: list[bytes | None] | None = None
+    levels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A submission after the Router: per-topic segments plus what was rejected."""
+
+    submitted: int
+    segments: dict[str, TopicSegment]
+    rejected: list[EntryFailure]
+
+
+def _failure(err: EntryError, value: bytes | None = None, topic: str | None = None) -> EntryFailure:
+    return EntryFailure(err.reason, str(err), topic=topic, value=value, line=err.line)
+
+
+class Intake:
+    def __init__(self, sink: KafkaSinkConfig) -> None:
+        r = sink.routing
+        self.router = TopicRouter(
+            sink.topic,
+            routing_enabled=r.enabled,
+            high_topic=r.high_priority_topic,
+            low_topic=r.low_priority_topic,
+            high_levels=r.high_priority_levels,
+            low_levels=r.low_priority_levels,
+            topic_label=r.topic_label,
+        )
+        self.max_bytes = sink.max_message_bytes
+        part = sink.partitioning
+        # Keys are extracted here, next to the decoded entry; partitions are assigned
+        # by the Batcher, which knows the topic's partition count.
+        self.keyer = (
+            make_partitioner(part.strategy, part.key_field)
+            if part.enabled and part.strategy == "hash" and part.key_field
+            else None
+        )
+
+    def prepare_lines(self, lines: bytes | Iterable[bytes | str], first_line: int = 1) -> Prepared:
+        if isinstance(lines, bytes | bytearray):
+            lines = bytes(lines).split(b"\n")
+            if lines and lines[-1] == b"":
+                lines.pop()
+        entries, errors = decode_lines(lines, first_line)
+        return self._prepare(entries, errors)
+
+    def prepare_objects(self, objs: Iterable[LogEntry | Mapping[str, Any] | str]) -> Prepared:
+        entries, errors = from_objects(objs)
+        return self._prepare(entries, errors)
+
+    def _prepare(self, entries: list[LogEntry], errors: list[EntryError]) -> Prepared:
+        rejected = [_failure(e) for e in errors]
+        segments: dict[str, TopicSegment] = {}
+        routed = self.router.route(entries)
+        for topic, idx in routed.items():
+            if isinstance(idx, EntryError):  # pragma: no cover - defensive
+                continue
+            group = [entries[i] for i in idx]
+            values = encode_entries(group)
+            seg = TopicSegment()
+            keys: list[bytes | None] | None = [] if self.keyer is not None else None
+            for entry, value in zip(group, values, strict=True):
+                if len(value) > self.max_bytes:
+                    rejected.append(
+                        _failure(MessageTooLargeError(len(value), self.max_bytes), value, topic)
+                    )
+                    continue
+                seg.values.append(value)
+                seg.levels.append(entry.level)
+                if keys is not None:
+                    assert self.keyer is not None
+                    keys.append(self.keyer.key_for(entry))
+            seg.keys = keys
+            if seg.values:
+                segments[topic] = seg
+        rejected.extend(self.router.rejected)
+        self.router.rejected = []
+        return Prepared(len(entries) + len(errors), segments, rejected)
