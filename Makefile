@@ -49,7 +49,7 @@ test: venv system-deps
 
 demo: venv
 	scripts/kafka-local up
-	$(PY) -m shipper.demo $(DEMO_ARGS)
+	$(PY) -m actors.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -39,3 +39,28 @@ def make_topic(kafka: LocalKafka) -> Iterator[Callable[..., str]]:
 def topic(make_topic: Callable[..., str]) -> str:
     """A fresh three-partition topic."""
     return make_topic(partitions=3)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole session (starting Ray costs seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def sink_config(kafka: LocalKafka, topic: str, listener: str = "PLAINTEXT", mechanism: str | None = None, **overrides: object) -> dict[str, object]:
+    """A whole config dict for ``topic`` on the local broker, with test-friendly timing."""
+    sink: dict[str, object] = {
+        "enabled": True,
+        "topic": topic,
+        "batch_size": 1000,
+        "batch_timeout": "20ms",
+        "timeout": "15s",
+        **kafka.sink_settings(listener, mechanism),
+    }
+    sink.update(overrides)
+    return {"sinks": {"kafka": sink}, "metrics": {"enabled": False}}
