@@ -486,10 +486,22 @@ class _SnapshotReader(PrometheusMetricReader):
     def __init__(self, server: MetricsServer, registry: CollectorRegistry) -> None:
         super().__init__(disable_target_info=True, scope_info_enabled=False, registry=registry)
         self._server = server
+        self._received = False
+
+    # MetricReader marks collect() @final; overriding it is the one place to notice that
+    # the SDK skipped _receive_metrics (see below). It only adds to the base behaviour.
+    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
+        self._received = False
+        super().collect(timeout_millis)
+        if not self._received:
+            # The SDK skips _receive_metrics when no instrument had a data point, which
+            # would hide the histograms of a snapshot that holds nothing else.
+            self._receive_metrics(MetricsData(resource_metrics=[]), timeout_millis)
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
+        self._received = True
         metrics: list[Metric] = []
         resource = Resource.get_empty()
         if metrics_data is not None:
