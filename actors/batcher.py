@@ -19,12 +19,12 @@ import time
 from typing import Any
 
 import ray
+from shipper.config import KafkaSinkConfig
+from shipper.partitioning import make_partitioner
 
 from shipper.batching import Accumulator, Piece, Segment
-from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import SendResult
 from shipper.outcomes import EntryFailure, SegmentOutcome
-from shipper.partitioning import make_partitioner
 
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
 
@@ -136,13 +136,15 @@ class BatcherActor:
         producer = self.producers[0]
         try:
             count = int(await producer.partition_count.remote(self.topic))
-        except Exception:  # noqa: BLE001 - keep the last known count; produce will tell
+        except Exception:
             count = 0
         if count > 0:
             self._num_partitions = count
             self._partitions_read = now
 
-    def _parts_for(self, chunk: list[Piece]) -> list[tuple[list[bytes], list[bytes | None] | None, list[int] | None]]:
+    def _parts_for(
+        self, chunk: list[Piece]
+    ) -> list[tuple[list[bytes], list[bytes | None] | None, list[int] | None]]:
         parts = []
         for piece in chunk:
             seg = piece.segment
@@ -165,7 +167,7 @@ class BatcherActor:
         parts = self._parts_for(chunk)
         try:
             results: list[SendResult] = await producer.produce.remote(self.topic, parts)
-        except Exception as exc:  # noqa: BLE001 - the Producer died or refused: report, never drop
+        except Exception as exc:
             results = [
                 SendResult(
                     topic=self.topic,

@@ -29,7 +29,14 @@ AUDIT = "audit-logs"  # reached only through the kafka_topic label
 TOPICS = {DEFAULT_TOPIC: 6, HIGH: 3, LOW: 3, AUDIT: 1}
 MAX_MESSAGE_BYTES = 64 * 1024
 
-LEVELS = ["debug"] * 15 + ["info"] * 55 + ["warn"] * 15 + ["error"] * 10 + ["trace"] * 3 + ["fatal", "critical"]
+LEVELS = (
+    ["debug"] * 15
+    + ["info"] * 55
+    + ["warn"] * 15
+    + ["error"] * 10
+    + ["trace"] * 3
+    + ["fatal", "critical"]
+)
 SERVICES = ["api", "billing", "auth", "search", "worker", "gateway"]
 ACTIONS = ["GET /v1/orders", "POST /v1/payments", "login", "reindex", "sync", "export"]
 
@@ -44,7 +51,8 @@ def sample_lines(n: int, seed: int = 7) -> list[bytes]:
         service = rng.choice(SERVICES)
         entry: dict[str, Any] = {
             "message": f"{rng.choice(ACTIONS)} took {rng.randint(1, 900)}ms "
-            f"status={rng.choice([200, 200, 200, 201, 404, 500])} request_id={rng.getrandbits(48):012x}",
+            f"status={rng.choice([200, 200, 200, 201, 404, 500])} "
+            f"request_id={rng.getrandbits(48):012x}",
             "level": rng.choice(LEVELS),
             "timestamp": base + i * 0.001,
             "labels": {"service": service, "host": f"{service}-{rng.randint(1, 4)}", "env": "demo"},
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, parts in TOPICS.items():
         try:
             create_topic(admin, name, partitions=parts)
-        except Exception:  # noqa: BLE001 - already there with --keep-topics
+        except Exception:
             pass
 
     print(f"demo: generating {args.entries:,} sample log entries", flush=True)
@@ -108,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         elapsed = time.monotonic() - t0
         stats = shipper.stats()
         failures = stats.failed_by_reason
-    print(f"\nshipped {stats.entries_in:,} entries in {elapsed:.2f}s: {stats.delivered / elapsed:,.0f} entries/s\n")
+    print(
+        f"\nshipped {stats.entries_in:,} entries in {elapsed:.2f}s: "
+        f"{stats.delivered / elapsed:,.0f} entries/s\n"
+    )
     print(stats.table())
 
     print("\nreading the topics back:")

@@ -23,13 +23,12 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import ray
-
 from shipper.config import ShipperConfig, check_files, load_config
 from shipper.entries import LogEntry
+
 from shipper.errors import ConfigError, ShutdownError
 from shipper.outcomes import EntryFailure, SubmissionResult
 
@@ -192,7 +191,9 @@ class Shipper:
         self.config = load_config(config if not isinstance(config, Mapping) else dict(config))
         sink = self.config.sinks.kafka
         if not sink.enabled:
-            raise ConfigError(["sinks.kafka.enabled: the Kafka sink is disabled; set enabled: true"])
+            raise ConfigError(
+                ["sinks.kafka.enabled: the Kafka sink is disabled; set enabled: true"]
+            )
         problems = check_files(self.config)
         if problems:
             raise ConfigError(problems)
@@ -229,7 +230,11 @@ class Shipper:
     def submit_lines(self, lines: bytes | list[bytes], first_line: int = 1) -> Ack:
         """Submit raw input: JSON lines or text lines, as one newline-separated blob or a
         list of lines. ``first_line`` numbers the lines in error messages."""
-        size = lines.count(b"\n") + (0 if lines.endswith(b"\n") else 1) if isinstance(lines, bytes) else len(lines)
+        size = (
+            lines.count(b"\n") + (0 if lines.endswith(b"\n") else 1)
+            if isinstance(lines, bytes)
+            else len(lines)
+        )
         return self._submit(size, lambda t: self._router.submit_lines.remote(lines, t, first_line))
 
     def _submit(self, size: int, call: Any) -> Ack:
@@ -248,7 +253,9 @@ class Shipper:
         try:
             result: SubmissionResult = ray.get(ack.ref, timeout=timeout)
         except ray.exceptions.GetTimeoutError as exc:
-            raise TimeoutError(f"submission of {ack.size} entries not settled in {timeout}s") from exc
+            raise TimeoutError(
+                f"submission of {ack.size} entries not settled in {timeout}s"
+            ) from exc
         except ray.exceptions.RayError as exc:
             # The Router died with the submission: report every entry, drop none.
             result = SubmissionResult(
@@ -337,6 +344,7 @@ class Shipper:
 
     def __repr__(self) -> str:
         sink = self.config.sinks.kafka
-        return f"Shipper(topic={sink.topic!r}, brokers={len(sink.brokers)}, namespace={self.namespace!r})"
-
-
+        return (
+            f"Shipper(topic={sink.topic!r}, brokers={len(sink.brokers)}, "
+            f"namespace={self.namespace!r})"
+        )

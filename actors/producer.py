@@ -13,11 +13,11 @@ import asyncio
 from typing import Any
 
 import ray
-
 from shipper.config import KafkaSinkConfig
+
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
 
-__all__ = ["ProducerActor", "Part", "producer_name", "start_producer"]
+__all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
 
 #: One piece of a chunk: values, keys (or None) and explicit partitions (or None).
 Part = tuple[list[bytes], list[bytes | None] | None, list[int] | None]

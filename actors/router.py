@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
-
 from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry
+
 from shipper.intake import Intake, Prepared
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
 
@@ -42,7 +42,9 @@ class RouterActor:
             self.batchers[topic] = handle
         return handle
 
-    async def submit_lines(self, lines: bytes | list[bytes], submitted_at: float, first_line: int = 1) -> SubmissionResult:
+    async def submit_lines(
+        self, lines: bytes | list[bytes], submitted_at: float, first_line: int = 1
+    ) -> SubmissionResult:
         return await self._dispatch(self.intake.prepare_lines(lines, first_line), submitted_at)
 
     async def submit_objects(
@@ -60,7 +62,10 @@ class RouterActor:
         topics = list(prep.segments)
         refs = [
             self._batcher(t).enqueue.remote(
-                prep.segments[t].values, prep.segments[t].keys, prep.segments[t].levels, submitted_at
+                prep.segments[t].values,
+                prep.segments[t].keys,
+                prep.segments[t].levels,
+                submitted_at,
             )
             for t in topics
         ]
@@ -98,7 +103,9 @@ class RouterActor:
         return dict(self.counts)
 
 
-def start_router(sink: KafkaSinkConfig, producers: list[Any], namespace: str, index: int = 0) -> Any:
+def start_router(
+    sink: KafkaSinkConfig, producers: list[Any], namespace: str, index: int = 0
+) -> Any:
     cls = ray.remote(RouterActor)
     return cls.options(  # type: ignore[attr-defined]
         name=f"router:{index}",

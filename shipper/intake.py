@@ -16,10 +16,11 @@ from typing import Any
 
 from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry, decode_lines, encode_entries, from_objects
-from shipper.errors import EntryError, MessageTooLargeError
-from shipper.outcomes import EntryFailure
 from shipper.partitioning import make_partitioner
 from shipper.routing import TopicRouter
+
+from shipper.errors import EntryError, MessageTooLargeError
+from shipper.outcomes import EntryFailure
 
 __all__ = ["Intake", "Prepared", "TopicSegment"]
 

@@ -242,7 +242,7 @@ class ConfluentProducerClient(ProducerClient):
                 # librdkafka's local queue is full: that is backpressure. Let the poll
                 # thread drain delivery reports, then carry on where we stopped.
                 time.sleep(0.005)
-            except Exception as exc:  # noqa: BLE001 - e.g. unknown partition: fail the rest
+            except Exception as exc:
                 from confluent_kafka import KafkaException
 
                 err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None

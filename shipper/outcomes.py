@@ -84,7 +84,9 @@ class SubmissionResult:
         return dict(Counter(f.reason for f in self.failures))
 
     def add_segment(self, seg: SegmentOutcome) -> None:
-        self.delivered_by_topic[seg.topic] = self.delivered_by_topic.get(seg.topic, 0) + seg.delivered
+        self.delivered_by_topic[seg.topic] = (
+            self.delivered_by_topic.get(seg.topic, 0) + seg.delivered
+        )
         self.dlq += seg.dlq
         self.failures.extend(seg.failures)
         self.latency = max(self.latency, seg.latency)

@@ -60,7 +60,9 @@ def add_run_parser(sub: Any) -> None:
         help="progress line on stderr (auto: when stderr is a terminal)",
     )
     p.add_argument("--summary-json", help="also write the summary as JSON to this file")
-    p.add_argument("--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)")
+    p.add_argument(
+        "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)"
+    )
     p.set_defaults(handler=run_command)
 
 

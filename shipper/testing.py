@@ -113,9 +113,7 @@ class LocalKafka:
         if listener.startswith("SASL"):
             mech = mechanism or "SCRAM-SHA-256"
             user, password = self.user(mech)
-            conf.update(
-                {"sasl.mechanism": mech, "sasl.username": user, "sasl.password": password}
-            )
+            conf.update({"sasl.mechanism": mech, "sasl.username": user, "sasl.password": password})
         if listener.endswith("SSL"):
             conf["ssl.ca.location"] = self.ca_file
             if listener == "SSL":
@@ -124,7 +122,9 @@ class LocalKafka:
         conf.update(extra)
         return conf
 
-    def sink_settings(self, listener: str = "PLAINTEXT", mechanism: str | None = None) -> dict[str, Any]:
+    def sink_settings(
+        self, listener: str = "PLAINTEXT", mechanism: str | None = None
+    ) -> dict[str, Any]:
         """The ``sinks.kafka`` keys (brokers, auth, tls) that reach ``listener``."""
         sink: dict[str, Any] = {"brokers": [self.address(listener)]}
         if listener.startswith("SASL"):
@@ -137,7 +137,11 @@ class LocalKafka:
                 "password": password,
             }
         if listener.endswith("SSL"):
-            tls: dict[str, Any] = {"enabled": True, "verify_certificate": True, "ca_file": self.ca_file}
+            tls: dict[str, Any] = {
+                "enabled": True,
+                "verify_certificate": True,
+                "ca_file": self.ca_file,
+            }
             if listener == "SSL":
                 tls.update({"cert_file": self.client_cert, "key_file": self.client_key})
             sink["tls"] = tls

@@ -52,7 +52,13 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
-def sink_config(kafka: LocalKafka, topic: str, listener: str = "PLAINTEXT", mechanism: str | None = None, **overrides: object) -> dict[str, object]:
+def sink_config(
+    kafka: LocalKafka,
+    topic: str,
+    listener: str = "PLAINTEXT",
+    mechanism: str | None = None,
+    **overrides: object,
+) -> dict[str, object]:
     """A whole config dict for ``topic`` on the local broker, with test-friendly timing."""
     sink: dict[str, object] = {
         "enabled": True,

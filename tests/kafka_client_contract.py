@@ -9,7 +9,9 @@ from collections.abc import Callable
 from shipper.kafka_client import ProducerClient, SendResult
 
 
-def send_and_wait(client: ProducerClient, topic: str, values: list[bytes], **kw: object) -> SendResult:
+def send_and_wait(
+    client: ProducerClient, topic: str, values: list[bytes], **kw: object
+) -> SendResult:
     done = threading.Event()
     box: list[SendResult] = []
 
@@ -28,7 +30,10 @@ class KafkaClientContract:
     ``read_back(topic) -> list[(partition, key, value)]`` fixtures/methods."""
 
     def test_every_value_is_delivered_once(
-        self, client: ProducerClient, new_topic: Callable[[int], str], read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]]
+        self,
+        client: ProducerClient,
+        new_topic: Callable[[int], str],
+        read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]],
     ) -> None:
         topic = new_topic(3)
         values = [f"v{i}".encode() for i in range(2000)]
@@ -38,7 +43,10 @@ class KafkaClientContract:
         assert sorted(v for _, _, v in read_back(topic)) == sorted(values)
 
     def test_explicit_partitions_and_keys_are_kept(
-        self, client: ProducerClient, new_topic: Callable[[int], str], read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]]
+        self,
+        client: ProducerClient,
+        new_topic: Callable[[int], str],
+        read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]],
     ) -> None:
         topic = new_topic(3)
         values = [f"v{i}".encode() for i in range(30)]
@@ -50,7 +58,10 @@ class KafkaClientContract:
         assert got == {values[i]: (parts[i], keys[i]) for i in range(30)}
 
     def test_unknown_partition_fails_only_that_message(
-        self, client: ProducerClient, new_topic: Callable[[int], str], read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]]
+        self,
+        client: ProducerClient,
+        new_topic: Callable[[int], str],
+        read_back: Callable[[str], list[tuple[int, bytes | None, bytes]]],
     ) -> None:
         topic = new_topic(2)
         r = send_and_wait(client, topic, [b"ok", b"bad", b"ok2"], partitions=[0, 7, 1])
@@ -58,9 +69,13 @@ class KafkaClientContract:
         assert [(f.value, f.reason) for f in r.failures] == [(b"bad", "error")]
         assert sorted(v for _, _, v in read_back(topic)) == [b"ok", b"ok2"]
 
-    def test_empty_send_completes(self, client: ProducerClient, new_topic: Callable[[int], str]) -> None:
+    def test_empty_send_completes(
+        self, client: ProducerClient, new_topic: Callable[[int], str]
+    ) -> None:
         r = send_and_wait(client, new_topic(1), [])
         assert (r.sent, r.delivered) == (0, 0)
 
-    def test_partition_count_comes_from_metadata(self, client: ProducerClient, new_topic: Callable[[int], str]) -> None:
+    def test_partition_count_comes_from_metadata(
+        self, client: ProducerClient, new_topic: Callable[[int], str]
+    ) -> None:
         assert client.partition_count(new_topic(4)) == 4

@@ -26,7 +26,9 @@ VARIANTS = [
 ]
 
 
-def produce(conf: dict[str, Any], topic: str, values: list[bytes], timeout: float = 20) -> list[Message]:
+def produce(
+    conf: dict[str, Any], topic: str, values: list[bytes], timeout: float = 20
+) -> list[Message]:
     """Produce ``values`` and return their delivery reports (errors included)."""
     reports: list[Message] = []
     p = Producer({**conf, "message.timeout.ms": int(timeout * 1000)})
@@ -75,7 +77,12 @@ def test_ssl_client_without_certificate_is_refused(kafka: LocalKafka) -> None:
     del conf["ssl.certificate.location"], conf["ssl.key.location"]
     errors = _collect_errors(conf, seconds=5)
     assert errors, "the broker accepted a client without a certificate"
-    refused = {KafkaError._SSL, KafkaError._TRANSPORT, KafkaError._AUTHENTICATION, KafkaError._ALL_BROKERS_DOWN}
+    refused = {
+        KafkaError._SSL,
+        KafkaError._TRANSPORT,
+        KafkaError._AUTHENTICATION,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
     assert {e.code() for e in errors} & refused, errors
 
 
@@ -86,7 +93,9 @@ def test_message_over_the_broker_limit_is_rejected(
     topic = make_topic(partitions=1, config={"max.message.bytes": "10000"})
     conf = kafka.client_config(**{"message.max.bytes": 2_000_000})
     (big,) = produce(conf, topic, [b"x" * 50_000])
-    assert big.error() is not None and big.error().code() == KafkaError.MSG_SIZE_TOO_LARGE, big.error()
+    assert big.error() is not None and big.error().code() == KafkaError.MSG_SIZE_TOO_LARGE, (
+        big.error()
+    )
     # The broker rejects a whole record batch, so the small one goes on its own.
     (small,) = produce(conf, topic, [b"small"])
     assert small.error() is None

@@ -30,7 +30,9 @@ def new_topic(make_topic: Callable[..., str]) -> Callable[[int], str]:
 @pytest.fixture
 def read_back(kafka: LocalKafka) -> Callable[[str], list[tuple[int, bytes | None, bytes]]]:
     def read(topic: str) -> list[tuple[int, bytes | None, bytes]]:
-        return [(m.partition(), m.key(), m.value()) for m in consume_all(kafka.client_config(), topic)]
+        return [
+            (m.partition(), m.key(), m.value()) for m in consume_all(kafka.client_config(), topic)
+        ]
 
     return read
 

@@ -29,7 +29,10 @@ def entries(n: int, tenants: int = 10, level: str = "info") -> list[dict[str, ob
 
 
 def values_of(kafka: LocalKafka, topic: str, n: int) -> list[dict[str, object]]:
-    return [json.loads(m.value()) for m in consume_all(kafka.client_config(), topic, expected=n, timeout=60)]
+    return [
+        json.loads(m.value())
+        for m in consume_all(kafka.client_config(), topic, expected=n, timeout=60)
+    ]
 
 
 @pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
@@ -47,7 +50,9 @@ def test_hash_partitioning_keeps_each_tenant_in_one_partition_in_order(
     kafka: LocalKafka, make_topic: Callable[..., str]
 ) -> None:
     topic = make_topic(partitions=6)
-    cfg = sink_config(kafka, topic, partitioning={"enabled": True, "strategy": "hash", "key_field": "tenant_id"})
+    cfg = sink_config(
+        kafka, topic, partitioning={"enabled": True, "strategy": "hash", "key_field": "tenant_id"}
+    )
     with Shipper(cfg) as s:
         acks = [s.submit(entries(1000, tenants=25)[i : i + 250]) for i in range(0, 1000, 250)]
         assert all(a.result(60).ok for a in acks)
@@ -64,12 +69,18 @@ def test_hash_partitioning_keeps_each_tenant_in_one_partition_in_order(
     assert len({p for ps in by_tenant.values() for p in ps}) > 1
 
 
-def test_round_robin_spreads_each_batch_evenly(kafka: LocalKafka, make_topic: Callable[..., str]) -> None:
+def test_round_robin_spreads_each_batch_evenly(
+    kafka: LocalKafka, make_topic: Callable[..., str]
+) -> None:
     topic = make_topic(partitions=4)
-    cfg = sink_config(kafka, topic, batch_size=1000, partitioning={"enabled": True, "strategy": "round-robin"})
+    cfg = sink_config(
+        kafka, topic, batch_size=1000, partitioning={"enabled": True, "strategy": "round-robin"}
+    )
     with Shipper(cfg) as s:
         assert s.submit(entries(1002)).result(60).ok
-    counts = Counter(m.partition() for m in consume_all(kafka.client_config(), topic, expected=1002))
+    counts = Counter(
+        m.partition() for m in consume_all(kafka.client_config(), topic, expected=1002)
+    )
     assert len(counts) == 4 and max(counts.values()) - min(counts.values()) <= 1, counts
 
 
@@ -78,11 +89,15 @@ def test_random_uses_every_partition(kafka: LocalKafka, make_topic: Callable[...
     cfg = sink_config(kafka, topic, partitioning={"enabled": True, "strategy": "random"})
     with Shipper(cfg) as s:
         assert s.submit(entries(10_000)).result(60).ok
-    counts = Counter(m.partition() for m in consume_all(kafka.client_config(), topic, expected=10_000))
+    counts = Counter(
+        m.partition() for m in consume_all(kafka.client_config(), topic, expected=10_000)
+    )
     assert set(counts) == set(range(5)), counts
 
 
-def test_label_override_and_priority_routing(kafka: LocalKafka, make_topic: Callable[..., str]) -> None:
+def test_label_override_and_priority_routing(
+    kafka: LocalKafka, make_topic: Callable[..., str]
+) -> None:
     default, high, low, custom = (make_topic() for _ in range(4))
     cfg = sink_config(
         kafka,
@@ -119,7 +134,9 @@ def test_label_override_and_priority_routing(kafka: LocalKafka, make_topic: Call
         ("SASL_SSL", "SCRAM-SHA-512"),
     ],
 )
-def test_secured_configs_deliver(kafka: LocalKafka, topic: str, listener: str, mechanism: str | None) -> None:
+def test_secured_configs_deliver(
+    kafka: LocalKafka, topic: str, listener: str, mechanism: str | None
+) -> None:
     with Shipper(sink_config(kafka, topic, listener, mechanism)) as s:
         r = s.submit(entries(200)).result(60)
     assert r.ok and r.delivered == 200, r.summary()
@@ -149,9 +166,14 @@ def test_each_acks_level_delivers(kafka: LocalKafka, topic: str, acks: int) -> N
         assert max(seqs.values()) == 1
 
 
-def test_count_in_equals_count_out_for_100k(kafka: LocalKafka, make_topic: Callable[..., str]) -> None:
+def test_count_in_equals_count_out_for_100k(
+    kafka: LocalKafka, make_topic: Callable[..., str]
+) -> None:
     topic = make_topic(partitions=3)
-    lines = [json.dumps({"message": f"m{i}", "level": "info", "fields": {"seq": i}}).encode() for i in range(100_000)]
+    lines = [
+        json.dumps({"message": f"m{i}", "level": "info", "fields": {"seq": i}}).encode()
+        for i in range(100_000)
+    ]
     with Shipper(sink_config(kafka, topic)) as s:
         acks = [s.submit_lines(b"\n".join(lines[i : i + 5000])) for i in range(0, 100_000, 5000)]
         results = [a.result(120) for a in acks]
@@ -169,4 +191,6 @@ def test_close_mid_stream_loses_nothing_acknowledged(kafka: LocalKafka, topic: s
     assert report.drained
     delivered = sum(a.result().delivered for a in acks)
     assert delivered == 20_000 and report.stats.delivered == 20_000
-    assert len(consume_all(kafka.client_config(), topic, expected=delivered, timeout=60)) == delivered
+    assert (
+        len(consume_all(kafka.client_config(), topic, expected=delivered, timeout=60)) == delivered
+    )

@@ -29,14 +29,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
 def test_shipper_runs_as_a_ray_job(kafka: LocalKafka, topic: str, tmp_path: Path) -> None:
     n = 5000
     data = tmp_path / "logs.jsonl"
-    data.write_text("".join(json.dumps({"message": f"job {i}", "level": "info"}) + "\n" for i in range(n)))
+    data.write_text(
+        "".join(json.dumps({"message": f"job {i}", "level": "info"}) + "\n" for i in range(n))
+    )
     cfg = tmp_path / "shipper.yaml"
     cfg.write_text(yaml.safe_dump(sink_config(kafka, topic)))
 
@@ -65,9 +69,14 @@ def test_shipper_runs_as_a_ray_job(kafka: LocalKafka, topic: str, tmp_path: Path
             if submit.returncode == 0:
                 break
             time.sleep(2)  # the job server comes up a little after `ray start` returns
-        assert submit is not None and submit.returncode == 0, submit.stderr[-3000:] if submit else ""
+        assert submit is not None and submit.returncode == 0, (
+            submit.stderr[-3000:] if submit else ""
+        )
         job_id = next(
-            w.strip("'\"") for line in submit.stdout.splitlines() for w in line.split() if w.strip("'\"").startswith("raysubmit_")
+            w.strip("'\"")
+            for line in submit.stdout.splitlines()
+            for w in line.split()
+            if w.strip("'\"").startswith("raysubmit_")
         )
         status = ""
         deadline = time.monotonic() + 240

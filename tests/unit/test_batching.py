@@ -20,8 +20,13 @@ class Clock:
         return self.t
 
 
-@given(st.lists(st.integers(min_value=0, max_value=50), max_size=20), st.integers(min_value=1, max_value=17))
-def test_chunks_keep_every_entry_once_in_order_and_respect_batch_size(sizes: list[int], batch: int) -> None:
+@given(
+    st.lists(st.integers(min_value=0, max_value=50), max_size=20),
+    st.integers(min_value=1, max_value=17),
+)
+def test_chunks_keep_every_entry_once_in_order_and_respect_batch_size(
+    sizes: list[int], batch: int
+) -> None:
     segs = [seg(n, f"s{i}-") for i, n in enumerate(sizes)]
     chunks = plan_chunks(segs, batch)
     flat = [p.segment.values[i] for c in chunks for p in c for i in range(p.start, p.end)]

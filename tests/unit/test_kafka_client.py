@@ -28,7 +28,9 @@ def new_topic(client: MemoryProducerClient) -> Callable[[int], str]:
 
 
 @pytest.fixture
-def read_back(client: MemoryProducerClient) -> Callable[[str], list[tuple[int, bytes | None, bytes]]]:
+def read_back(
+    client: MemoryProducerClient,
+) -> Callable[[str], list[tuple[int, bytes | None, bytes]]]:
     return lambda topic: list(client.topics.get(topic, []))
 
 
