@@ -66,7 +66,12 @@ The durability knobs are LMDB's own:
   loses nothing (its writes are already in the page cache), an OS crash or power cut
   loses the batches of the last seconds. Not "durable" in the design's sense.
 
-``bench/bench_dlq.py`` measures the three modes.
+``bench/bench_dlq.py`` measures the three modes. On the development VM (ext4,
+``fdatasync`` of 4 KiB about 0.1 ms), batches of 1000 x 300-byte entries wrote at
+360k-590k entries/s durable and 520k-640k entries/s without sync; encoding and the
+B-tree work dominate there. On a disk whose flush takes F ms, a durable batch costs
+about 2 ms + 2F (1 ms + F without metasync), so the batch size, not the mode, is what
+keeps the durable rate high.
 
 Disk budget
 -----------
