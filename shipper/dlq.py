@@ -455,7 +455,8 @@ class DlqStore(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the store. Idempotent."""
+        """Release the store. Idempotent. Call it once no other call is in flight:
+        closing under a concurrent reader ends that reader with an error."""
 
     def __enter__(self) -> Self:
         return self

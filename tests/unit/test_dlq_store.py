@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -370,6 +371,23 @@ def test_context_manager_closes(make_store: StoreFactory) -> None:
         store.put_batch([rec(0)])
     with pytest.raises(ShutdownError):
         store.count()
+
+
+def test_concurrent_writers_get_distinct_ids(store: DlqStore) -> None:
+    def writer(w: int) -> list[int]:
+        out: list[int] = []
+        for b in range(10):
+            out += store.put_batch([rec(w * 1000 + b * 10 + i) for i in range(10)])
+            if b % 3 == 0:
+                store.fetch(5)
+        return out
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(writer, range(4)))
+    every = [i for ids in results for i in ids]
+    assert len(set(every)) == 400 and store.count() == 400
+    for ids in results:  # each batch got a contiguous, increasing run
+        assert ids == sorted(ids)
 
 
 # -- the two stores agree -----------------------------------------------------------------
