@@ -301,8 +301,9 @@ _SPECS: tuple[MetricSpec, ...] = (
         kind="counter",
         unit="{entry}",
         description=(
-            "Entries written to the dead-letter queue, by reason (for example "
-            "kafka_error, timeout, too_large, serialization, circuit_open, emergency)."
+            "Entries written to the dead-letter queue, by reason (the values of "
+            "shipper.dlq.DlqReason: error, timeout, message_too_large, "
+            "serialization_error, circuit_open, emergency_backpressure, auth_failure)."
         ),
         labels=("reason",),
     ),

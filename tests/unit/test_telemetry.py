@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -460,3 +467,76 @@ def test_series_missing_from_the_snapshot_disappear(serve: Callable[..., Metrics
     assert 'log_capturer_kafka_queue_size{topic="gone"} 3.0' in _get(server.url + "/metrics")[2]
     current[0] = MetricsRecorder("b").snapshot()
     assert "gone" not in _get(server.url + "/metrics")[2]
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_server_scrapes_the_endpoint(
+    serve: Callable[..., MetricsServer], tmp_path: Path
+) -> None:
+    """Prometheus (Debian package) scrapes the endpoint and answers a query about it."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        reason = "prometheus not found: run scripts/install-test-tools (Debian package prometheus)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    rec = MetricsRecorder("a")
+    _populate_everything(rec)
+    rec.add(SENT, 41, {"sink": "kafka", "status": "success"})
+    server = serve(rec.snapshot)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        prom_port = probe.getsockname()[1]
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: shipper\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{server.port}']}}]\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        query = urllib.parse.quote('log_capturer_logs_sent_total{status="success",sink="kafka"}')
+        url = f"http://127.0.0.1:{prom_port}/api/v1/query?query={query}"
+        deadline = time.monotonic() + 60
+        result: list[Any] = []
+        while time.monotonic() < deadline and not result:
+            assert proc.poll() is None, "prometheus exited early"
+            time.sleep(0.5)
+            status, _, body = _get(url) if _port_open(prom_port) else (0, "", "")
+            if status == 200:
+                result = json.loads(body)["data"]["result"]
+        assert result, "prometheus never returned log_capturer_logs_sent_total"
+        assert result[0]["metric"]["job"] == "shipper"
+        assert float(result[0]["value"][1]) == 41
+        # The histogram arrived as a histogram: its buckets answer a quantile query.
+        q = urllib.parse.quote(f"histogram_quantile(0.5, sum by (le) ({LATENCY}_bucket))")
+        status, _, body = _get(f"http://127.0.0.1:{prom_port}/api/v1/query?query={q}")
+        assert status == 200
+        assert json.loads(body)["data"]["result"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
