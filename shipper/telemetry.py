@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypedDict
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -77,6 +77,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 LabelValues = tuple[str, ...]
 """Label values of one series, in the order of the spec's ``labels``."""
@@ -219,8 +220,7 @@ class MetricsRecorder:
     def __init__(self, source: str, *, catalog: Mapping[str, MetricSpec] = CATALOG) -> None:
         self.source = source
         self.instance = uuid.uuid4().hex
-        self._catalog = catalog
-        self._label_sets = {name: frozenset(spec.labels) for name, spec in catalog.items()}
+        self._catalog = dict(catalog)  # a plain dict: the lookup is on the hot path
         self._lock = threading.Lock()
         self._seq = 0
         self._cells: dict[str, dict[LabelValues, _Cell]] = {}
@@ -239,12 +239,17 @@ class MetricsRecorder:
         if spec.kind != kind:
             raise ValueError(f"{name} is a {spec.kind}, not a {kind}")
         if labels is None:
-            labels = {}
-        if labels.keys() != self._label_sets[name]:
+            labels = _NO_LABELS
+        # Same size and every declared key present means exactly the declared keys.
+        try:
+            values = tuple(map(labels.__getitem__, spec.labels))
+        except KeyError:
+            values = None
+        if values is None or len(labels) != len(values):
             raise ValueError(
                 f"{name} takes labels {sorted(spec.labels)}, got {sorted(labels.keys())}"
             )
-        return spec, tuple(labels[key] for key in spec.labels)
+        return spec, values
 
     def _new_series_check(self, spec: MetricSpec, values: LabelValues) -> None:
         # Only on a series' first appearance: closed label sets are checked once.
