@@ -29,8 +29,9 @@ lint: venv
 	$(VENV)/bin/ruff check shipper actors tests
 	$(VENV)/bin/ruff format --check shipper actors tests
 	$(VENV)/bin/mypy
+	$(PY) scripts/gen-metrics-doc --check
 
-test-unit: venv
+test-unit: venv system-deps
 	$(PY) -m pytest tests/unit -q
 
 # Installs what the tests need outside Python (promtool, kcat) when it is missing.
