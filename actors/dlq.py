@@ -1,0 +1,249 @@
+"""DLQ actor, one per node: owns the node's LMDB dead-letter queue and replays it.
+
+``put`` stores failed entries durably (one LMDB transaction per call) and returns
+only after the commit, so an entry counted as "handed to the DLQ" survives a crash.
+When the disk budget is used up, ``put`` raises :class:`~shipper.dlq.DlqFullError`
+and the caller keeps reporting those entries as failed: nothing is dropped silently.
+
+Reprocessing (``dlq_config.reprocessing_config``) runs every ``interval`` and at once
+when :meth:`kick` is called (the breaker supervisor does that when a breaker closes).
+It pages through the active records oldest first, re-sends them through the Batchers
+of their topics (their values are already encoded), deletes what Kafka acked and
+marks the rest as failed again; a record that has failed ``max_retries`` times is
+parked and kept. The pace starts at ``batch_size`` records per step and doubles after
+each clean step (up to ``max_step``), halving on failure, so a broker that has just
+come back is not flooded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore
+from shipper.outcomes import EntryFailure
+
+__all__ = ["DlqActor", "dlq_name", "failure_to_record", "get_dlq"]
+
+log = logging.getLogger("shipper.dlq")
+
+# Reasons that are decided by the data itself: replaying them cannot succeed, so
+# they are kept for a human (list/export/replay by hand) rather than retried.
+NOT_RETRIED = frozenset({"serialization_error", "message_too_large"})
+
+
+def dlq_name(node_id: str) -> str:
+    return f"dlq:{node_id[:16]}"
+
+
+def failure_to_record(f: EntryFailure, now: float) -> DlqRecord:
+    return DlqRecord(
+        id=0,
+        value=f.value if f.value is not None else b"",
+        topic=f.topic or "",
+        key=f.key,
+        headers=[],
+        reason=f.reason if f.reason != "invalid_topic" else "serialization_error",
+        error=f.error,
+        attempts=0,
+        first_failure=now,
+        last_failure=now,
+        parked=f.reason in NOT_RETRIED,
+    )
+
+
+class DlqActor:
+    def __init__(
+        self,
+        path: str,
+        map_size: int,
+        max_disk_bytes: int,
+        reprocess_enabled: bool = True,
+        interval: float = 300.0,
+        max_retries: int = 3,
+        batch_size: int = 50,
+        max_step: int = 5000,
+        store: Any = None,
+    ) -> None:
+        self.store = store or LmdbDlqStore(path, map_size=map_size, max_disk_bytes=max_disk_bytes)
+        self.reprocess_enabled = reprocess_enabled
+        self.interval = interval
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self.max_step = max_step
+        self.resend: Callable[[str, list[bytes], list[bytes | None]], Any] | None = None
+        self._batchers: Any = None
+        self._kick: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._busy: asyncio.Lock | None = None  # created on the actor's loop
+        self.counts: dict[str, int] = defaultdict(int)
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, failures: list[EntryFailure]) -> int:
+        """Store ``failures`` durably; return how many. Raises ``DlqFullError``."""
+        now = time.time()
+        ids = self.store.put_batch([failure_to_record(f, now) for f in failures])
+        for f in failures:
+            self.counts[f"written:{f.reason}"] += 1
+        return len(ids)
+
+    # ------------------------------------------------------------------ replay
+
+    def attach(self, router: Any) -> None:
+        """The Router whose Batchers replays go through (set by the Shipper)."""
+        self._batchers = router
+
+    def _ensure_loop(self) -> None:
+        if self._task is None:
+            self._kick = asyncio.Event()
+            self._busy = asyncio.Lock()
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def start(self) -> None:
+        self._ensure_loop()
+
+    async def _loop(self) -> None:
+        assert self._kick is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=self.interval)
+            self._kick.clear()
+            if self.reprocess_enabled and self._batchers is not None:
+                try:
+                    await self.reprocess()
+                except Exception:  # noqa: BLE001 - keep the loop alive; next round retries
+                    log.exception("DLQ reprocessing round failed")
+
+    async def kick(self) -> None:
+        """Start a reprocessing round now (e.g. a breaker just closed)."""
+        self._ensure_loop()
+        assert self._kick is not None
+        self._kick.set()
+
+    async def reprocess(
+        self,
+        *,
+        include_parked: bool = False,
+        filter: DlqFilter | None = None,
+        limit: int | None = None,
+        on_progress: Any = None,
+    ) -> dict[str, int]:
+        """One pass over the queue (oldest first). Returns delivered/failed/parked counts."""
+        self._ensure_loop()
+        assert self._busy is not None
+        totals = {"sent": 0, "delivered": 0, "failed": 0, "parked": 0}
+        async with self._busy:
+            step = self.batch_size
+            after = 0
+            while limit is None or totals["sent"] < limit:
+                n = step if limit is None else min(step, limit - totals["sent"])
+                f = filter or DlqFilter(parked=None if include_parked else False)
+                flt = DlqFilter(
+                    reasons=f.reasons,
+                    topics=f.topics,
+                    ids=f.ids,
+                    parked=f.parked,
+                    before=f.before,
+                    after=after,
+                )
+                records = self.store.select(flt, n)
+                if not records:
+                    break
+                after = records[-1].id
+                delivered, failed, parked = await self._resend(records)
+                totals["sent"] += len(records)
+                totals["delivered"] += delivered
+                totals["failed"] += failed
+                totals["parked"] += parked
+                if on_progress is not None:
+                    on_progress.remote(dict(totals))
+                # Additive pacing: grow while clean, back off when Kafka refuses.
+                step = min(self.max_step, step * 2) if failed == 0 else max(self.batch_size, step // 2)
+                if failed and delivered == 0:
+                    break  # Kafka still refuses; the next round (or a kick) tries again
+        self.counts["replayed"] += totals["delivered"]
+        return totals
+
+    async def _resend(self, records: list[DlqRecord]) -> tuple[int, int, int]:
+        assert self._batchers is not None
+        by_topic: dict[str, list[DlqRecord]] = defaultdict(list)
+        for r in records:
+            by_topic[r.topic].append(r)
+        topics = list(by_topic)
+        outs = await asyncio.gather(
+            *(
+                self._batchers.replay.remote(t, [r.value for r in by_topic[t]], [r.key for r in by_topic[t]])
+                for t in topics
+            ),
+            return_exceptions=True,
+        )
+        delivered_ids: list[int] = []
+        failed: dict[str, list[int]] = defaultdict(list)
+        for topic, out in zip(topics, outs, strict=True):
+            recs = by_topic[topic]
+            if isinstance(out, BaseException):
+                failed[f"replay failed: {out}"].extend(r.id for r in recs)
+                continue
+            # Failed values come back with their error; match them to records by value
+            # (a value that occurs twice in the queue is matched to its records in order).
+            fails: dict[bytes, list[str]] = defaultdict(list)
+            for fl in out.failures:
+                fails[fl.value or b""].append(fl.error)
+            for r in recs:
+                errs = fails.get(r.value)
+                if errs:
+                    failed[errs.pop()].append(r.id)
+                else:
+                    delivered_ids.append(r.id)
+        if delivered_ids:
+            self.store.delete(delivered_ids)
+        parked = 0
+        n_failed = 0
+        for error, ids in failed.items():
+            res = self.store.mark_failed(ids, error, self.max_retries)
+            parked += len(res.parked)
+            n_failed += len(ids)
+        return len(delivered_ids), n_failed, parked
+
+    # ------------------------------------------------------------------ reading
+
+    def count(self) -> int:
+        return int(self.store.count())
+
+    def stats(self) -> Any:
+        return self.store.stats()
+
+    def metrics(self) -> dict[str, int]:
+        return {"depth": int(self.store.count()), **self.counts}
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.store.close()
+
+
+def get_dlq(namespace: str, options: dict[str, Any]) -> Any:
+    """The DLQ actor of the calling node (created on first use, pinned to the node)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    cls = ray.remote(DlqActor)
+    return cls.options(  # type: ignore[attr-defined]
+        name=dlq_name(node),
+        namespace=namespace,
+        get_if_exists=True,
+        max_concurrency=64,
+        max_restarts=-1,
+        max_task_retries=0,
+        num_cpus=0,
+        lifetime="detached" if options.pop("detached", False) else None,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(**options)
