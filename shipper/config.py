@@ -404,17 +404,18 @@ class BackpressureConfig(BaseModel):
         return self
 
 
-def _threshold_rules(w: float, c: float, e: float) -> list[tuple[str, str]]:
+def _threshold_rules(w: float | None, c: float | None, e: float | None) -> list[tuple[str, str]]:
     # Each band (warn, slow down, shed) must be entered in order as the queue fills.
+    # None stands for a threshold that is itself invalid (reported on its own).
     problems: list[tuple[str, str]] = []
-    if not w < c:
+    if w is not None and c is not None and not w < c:
         problems.append(
             (
                 "queue_critical_threshold",
                 f"must be greater than queue_warning_threshold ({w}), got {c}",
             )
         )
-    if not c < e:
+    if c is not None and e is not None and not c < e:
         problems.append(
             (
                 "queue_emergency_threshold",
@@ -899,11 +900,9 @@ def _fallback_rules(data: object, prep: _Prepared) -> list[str]:
         names = ("queue_warning_threshold", "queue_critical_threshold", "queue_emergency_threshold")
         bp_fields = BackpressureConfig.model_fields
         levels = [_as_fraction(bp.get(n, bp_fields[n].default)) for n in names]
-        w, c, e = levels
-        if w is not None and c is not None and e is not None:
-            found += [
-                ((*base, "backpressure_config", rel), msg) for rel, msg in _threshold_rules(w, c, e)
-            ]
+        found += [
+            ((*base, "backpressure_config", rel), msg) for rel, msg in _threshold_rules(*levels)
+        ]
     return [f"{_path(loc)}: {msg}" for loc, msg in found if loc not in prep.from_env]
 
 
@@ -1022,9 +1021,23 @@ def check_files(cfg: ShipperConfig) -> list[str]:
 
 
 def to_yaml(cfg: ShipperConfig, *, reveal_secrets: bool = False) -> str:
-    """The effective config as YAML: every option, durations as "5s", secrets masked."""
+    """The effective config as YAML: every option, durations as "5s", secrets masked.
+
+    A literal ``${`` in a value is written as ``$${`` so that loading the output gives
+    back the same config instead of looking the name up in the environment.
+    """
     data = cfg.model_dump(mode="json", context={"reveal_secrets": reveal_secrets})
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    return yaml.safe_dump(_escape_vars(data), sort_keys=False, default_flow_style=False)
+
+
+def _escape_vars(node: object) -> object:
+    if isinstance(node, str):
+        return node.replace("${", "$${")
+    if isinstance(node, dict):
+        return {k: _escape_vars(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_escape_vars(v) for v in node]
+    return node
 
 
 # --------------------------------------------------------------------------- YAML
