@@ -1,0 +1,178 @@
+"""Topic routing: which Kafka topic each entry goes to.
+
+Precedence, first match wins:
+
+1. the entry's ``kafka_topic`` label (the label name is configurable), when present
+   and non-empty;
+2. level routing, when enabled: ``error``/``fatal``/``critical`` go to the high-priority
+   topic (``logs-high-priority``), ``debug``/``trace`` to the low-priority topic
+   (``logs-low-priority``); both lists and both names are configurable;
+3. the default topic.
+
+Topic names follow Kafka's rules: 1 to 249 characters from ``[a-zA-Z0-9._-]``, and not
+``.`` or ``..``. A ``kafka_topic`` label that breaks them is not silently redirected
+elsewhere (the sender asked for a specific topic; guessing would hide the mistake):
+the entry is rejected with an :class:`~shipper.errors.EntryError` whose reason is
+``invalid_topic``, and it goes to the DLQ path like any other bad entry. An empty label
+counts as absent. Invalid configured topics raise :class:`~shipper.errors.ConfigError`
+when the router is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from shipper.entries import LogEntry, normalize_level
+from shipper.errors import ConfigError, EntryError
+
+__all__ = [
+    "DEFAULT_HIGH_LEVELS",
+    "DEFAULT_HIGH_TOPIC",
+    "DEFAULT_LOW_LEVELS",
+    "DEFAULT_LOW_TOPIC",
+    "INVALID_TOPIC",
+    "MAX_TOPIC_LENGTH",
+    "TopicRouter",
+    "topic_problem",
+]
+
+DEFAULT_HIGH_TOPIC: Final = "logs-high-priority"
+DEFAULT_LOW_TOPIC: Final = "logs-low-priority"
+DEFAULT_HIGH_LEVELS: Final = ("error", "fatal", "critical")
+DEFAULT_LOW_LEVELS: Final = ("debug", "trace")
+MAX_TOPIC_LENGTH: Final = 249
+INVALID_TOPIC: Final = "invalid_topic"
+
+_LEGAL: Final = re.compile(r"[a-zA-Z0-9._-]+")
+# Label topics seen so far and whether they are legal; bounded so a stream of distinct
+# bad names cannot grow memory without limit.
+_CACHE_LIMIT: Final = 4096
+
+
+def topic_problem(name: str) -> str | None:
+    """Why ``name`` is not a legal Kafka topic name, or ``None`` when it is."""
+    if not name:
+        return "a topic name cannot be empty"
+    if name in (".", ".."):
+        return f"{name!r} is not allowed as a topic name"
+    if len(name) > MAX_TOPIC_LENGTH:
+        return f"topic name is {len(name)} characters long, the limit is {MAX_TOPIC_LENGTH}"
+    if not _LEGAL.fullmatch(name):
+        return f"topic name {name[:80]!r} has characters outside [a-zA-Z0-9._-]"
+    return None
+
+
+class TopicRouter:
+    """Picks a topic per entry; :meth:`route` does a whole batch.
+
+    ``rejected`` holds the errors of the last :meth:`route` call (entries whose topic
+    label is invalid); they are absent from its result.
+    """
+
+    def __init__(
+        self,
+        default_topic: str,
+        routing_enabled: bool = True,
+        high_topic: str = DEFAULT_HIGH_TOPIC,
+        low_topic: str = DEFAULT_LOW_TOPIC,
+        high_levels: Iterable[str] = DEFAULT_HIGH_LEVELS,
+        low_levels: Iterable[str] = DEFAULT_LOW_LEVELS,
+        topic_label: str = "kafka_topic",
+    ) -> None:
+        problems = []
+        names = [("topic", default_topic)]
+        if routing_enabled:
+            names += [("high_priority_topic", high_topic), ("low_priority_topic", low_topic)]
+        for what, name in names:
+            why = topic_problem(name)
+            if why is not None:
+                problems.append(f"{what}: {why}")
+        if problems:
+            raise ConfigError(problems)
+        self.default_topic = default_topic
+        self.routing_enabled = routing_enabled
+        self.high_topic = high_topic
+        self.low_topic = low_topic
+        self.topic_label = topic_label
+        self.high_levels = tuple(normalize_level(x) for x in high_levels)
+        self.low_levels = tuple(normalize_level(x) for x in low_levels)
+        # level -> topic in one dict, so routing is one lookup; high wins on overlap.
+        self._by_level: dict[str, str] = {}
+        if routing_enabled:
+            for lvl in self.low_levels:
+                self._by_level[lvl] = low_topic
+            for lvl in self.high_levels:
+                self._by_level[lvl] = high_topic
+        self._label_ok: dict[str, str | None] = {}
+        self.rejected: list[EntryError] = []
+
+    def _check_label(self, name: str) -> str | None:
+        why = self._label_ok.get(name, "")
+        if why == "":
+            why = topic_problem(name)
+            if len(self._label_ok) >= _CACHE_LIMIT:
+                self._label_ok.clear()
+            self._label_ok[name] = why
+        return why
+
+    def _invalid(self, name: str, why: str) -> EntryError:
+        return EntryError(
+            INVALID_TOPIC,
+            f"label {self.topic_label}={name[:80]!r} is not a valid Kafka topic: {why}",
+        )
+
+    def topic_for(self, entry: LogEntry) -> str:
+        """The topic of one entry; raises ``EntryError`` (``invalid_topic``) for a bad label."""
+        name = entry.labels.get(self.topic_label) if entry.labels else None
+        if name:
+            why = self._check_label(name)
+            if why is not None:
+                raise self._invalid(name, why)
+            return name
+        return self._by_level.get(entry.level, self.default_topic)
+
+    def route(self, entries: Sequence[LogEntry]) -> dict[str, list[int]]:
+        """Group ``entries`` by topic: topic -> indices into ``entries``, in order.
+
+        Entries with an invalid topic label are left out; their errors are in
+        ``self.rejected`` (replaced on every call).
+        """
+        groups: dict[str, list[int]] = {}
+        rejected: list[EntryError] = []
+        label = self.topic_label
+        by_level = self._by_level.get
+        default = self.default_topic
+        checked = self._label_ok
+        for i, entry in enumerate(entries):
+            labels = entry.labels
+            name = labels.get(label) if labels else None
+            if name:
+                why = checked.get(name, "")
+                if why == "":
+                    why = self._check_label(name)
+                if why is not None:
+                    rejected.append(self._invalid(name, why))
+                    continue
+                topic = name
+            else:
+                topic = by_level(entry.level, default)
+            group = groups.get(topic)
+            if group is None:
+                groups[topic] = [i]
+            else:
+                group.append(i)
+        self.rejected = rejected
+        return groups
+
+    def route_with_errors(
+        self, entries: Sequence[LogEntry]
+    ) -> tuple[dict[str, list[int]], list[tuple[int, EntryError]]]:
+        """Like :meth:`route`, and also returns ``(index, error)`` for each rejected entry."""
+        groups = self.route(entries)
+        if not self.rejected:
+            return groups, []
+        kept = {i for idx in groups.values() for i in idx}
+        missing = [i for i in range(len(entries)) if i not in kept]
+        return groups, list(zip(missing, self.rejected, strict=True))
