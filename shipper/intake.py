@@ -109,6 +109,6 @@ class Intake:
             seg.keys = keys
             if seg.values:
                 segments[topic] = seg
-        rejected.extend(self.router.rejected)
+        rejected.extend(_failure(e) for e in self.router.rejected)
         self.router.rejected = []
         return Prepared(len(entries) + len(errors), segments, rejected)
