@@ -37,6 +37,7 @@ encoding never fails on a decoded or converted entry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any, Final
@@ -65,6 +66,7 @@ LEVEL_ALIASES: Final[dict[str, str]] = {"warning": "warn", "err": "error", "crit
 _ENTRY_KEYS: Final = ("message", "level", "timestamp", "labels", "fields")
 _MESSAGE_ALIASES: Final = ("msg", "log")
 _SERIALIZATION: Final = "serialization_error"
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
 def normalize_level(level: str) -> str:
@@ -322,7 +324,7 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
     Only used when the fast encoder failed, so it may be slow.
     """
     if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
+        return _SURROGATE.sub("\ufffd", value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if depth > 64:  # deep nesting or a cycle: stop and write the text form
