@@ -141,6 +141,20 @@ def test_every_field_has_a_description() -> None:
     assert len(seen) == 13
 
 
+def test_reference_doc_names_every_option() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = []
+    stack: list[type] = [ShipperConfig]
+    while stack:
+        model = stack.pop()
+        for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            if not any(f in doc for f in (f"`{name}`", f".{name}`", f"`{name}.")):
+                missing.append(f"{model.__name__}.{name}")
+            if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
+                stack.append(field.annotation)
+    assert missing == []
+
+
 def test_models_are_frozen_and_picklable() -> None:
     cfg = load(minimal(auth={"enabled": True, "username": "u", "password": SECRET}))
     with pytest.raises(ValidationError):
