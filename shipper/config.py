@@ -839,9 +839,11 @@ def _loc_key(key: object) -> str | int:
 def _prepare(raw: object, env: Mapping[str, str]) -> tuple[object, _Prepared]:
     prep = _Prepared()
     data = _substitute(raw, (), env, prep)
-    sinks = data.get("sinks") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return data, prep
+    sinks = data.get("sinks")
     kafka = sinks.get("kafka") if isinstance(sinks, dict) else None
-    if isinstance(kafka, dict):
+    if isinstance(sinks, dict) and isinstance(kafka, dict):
         preset = kafka.get("preset")
         if isinstance(preset, str) and preset in PRESETS:
             kafka = _deep_merge(PRESETS[preset], kafka)
@@ -852,7 +854,6 @@ def _prepare(raw: object, env: Mapping[str, str]) -> tuple[object, _Prepared]:
             kafka = {**kafka, "brokers": override}
             for i in range(len(override)):
                 prep.from_env[("sinks", "kafka", "brokers", i)] = ["KAFKA_BROKERS"]
-        assert isinstance(sinks, dict) and isinstance(data, dict)
         data = {**data, "sinks": {**sinks, "kafka": kafka}}
     return data, prep
 
