@@ -216,7 +216,9 @@ def decode_lines(
                     continue
             out.append(LogEntry(item.rstrip()))
         else:
-            raw = bytes(item).strip()
+            if type(item) is not bytes:  # bytearray / memoryview from a reader
+                item = bytes(item)
+            raw = item.strip()
             if not raw:
                 continue
             if raw[0] == 0x7B:  # "{"
@@ -229,7 +231,7 @@ def decode_lines(
                 out.append(None)
                 continue
             try:
-                out.append(LogEntry(bytes(item).rstrip().decode()))
+                out.append(LogEntry(item.rstrip().decode()))
             except UnicodeDecodeError as exc:
                 out.append(_error(_describe(exc), lineno))
 
@@ -250,14 +252,16 @@ def decode_lines(
             for slot, raw, ln in zip(json_slot, json_raw, json_line, strict=True):
                 out[slot] = _decode_json_line(raw, ln)
 
-    entries: list[LogEntry] = []
-    errors: list[EntryError] = []
-    for x in out:
-        if isinstance(x, LogEntry):
-            entries.append(x)
-        else:
-            assert x is not None
-            errors.append(x)
+    return _split(out)
+
+
+def _split(
+    out: list[LogEntry | EntryError | None],
+) -> tuple[list[LogEntry], list[EntryError]]:
+    entries: list[LogEntry] = [x for x in out if isinstance(x, LogEntry)]
+    if len(entries) == len(out):
+        return entries, []
+    errors = [x for x in out if isinstance(x, EntryError)]
     return entries, errors
 
 
@@ -307,15 +311,7 @@ def from_objects(
                     out[slot] = _from_record(d)
                 except Exception as exc:
                     out[slot] = _error(_describe(exc), slot + 1)
-    entries: list[LogEntry] = []
-    errors: list[EntryError] = []
-    for x in out:
-        if isinstance(x, LogEntry):
-            entries.append(x)
-        else:
-            assert x is not None
-            errors.append(x)
-    return entries, errors
+    return _split(out)
 
 
 def _sanitize(value: Any, depth: int = 0) -> Any:
