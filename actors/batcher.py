@@ -14,17 +14,20 @@ reported as failed with the reason; they are never counted as delivered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+import uuid
 from typing import Any
 
 import ray
-from shipper.config import KafkaSinkConfig
-from shipper.partitioning import make_partitioner
 
 from shipper.batching import Accumulator, Piece, Segment
+from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import SendResult
+from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
+from shipper.partitioning import make_partitioner
 
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
 
@@ -70,6 +73,9 @@ class BatcherActor:
         self._task: asyncio.Task[None] | None = None
         self._chunks: set[asyncio.Task[None]] = set()
         self.stats_counts = {"entries": 0, "chunks": 0, "delivered": 0, "failed": 0}
+        self.gate = SequenceGate()
+        self.source = uuid.uuid4().hex[:12]
+        self._chunk_seq = 0
 
     # ------------------------------------------------------------------ intake
 
@@ -85,22 +91,25 @@ class BatcherActor:
         keys: list[bytes | None] | None,
         levels: list[str] | None,
         submitted_at: float,
+        order: tuple[str, int] | None = None,
     ) -> SegmentOutcome:
         self._start()
         assert self._room is not None and self._wakeup is not None
         n = len(values)
-        async with self._room:
-            await self._room.wait_for(lambda: self.acc.has_room(n))
-        loop = asyncio.get_running_loop()
-        ident = self._next_id
-        self._next_id += 1
-        pending = _Pending(loop.create_future(), SegmentOutcome(self.topic, n))
-        self._waiting[ident] = pending
-        seg = Segment(values, keys, levels, submitted_at, ident=ident)
-        self.acc.offer(seg)
-        self.stats_counts["entries"] += n
-        if self.acc.due():
-            self._wakeup.set()
+        turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
+        async with turn:
+            async with self._room:
+                await self._room.wait_for(lambda: self.acc.has_room(n))
+            loop = asyncio.get_running_loop()
+            ident = self._next_id
+            self._next_id += 1
+            pending = _Pending(loop.create_future(), SegmentOutcome(self.topic, n))
+            self._waiting[ident] = pending
+            seg = Segment(values, keys, levels, submitted_at, ident=ident)
+            self.acc.offer(seg)
+            self.stats_counts["entries"] += n
+            if self.acc.due():
+                self._wakeup.set()
         return await pending.future
 
     # ------------------------------------------------------------------ flushing
@@ -165,8 +174,12 @@ class BatcherActor:
         self._rr += 1
         self.stats_counts["chunks"] += 1
         parts = self._parts_for(chunk)
+        seq = self._chunk_seq
+        self._chunk_seq += 1
         try:
-            results: list[SendResult] = await producer.produce.remote(self.topic, parts)
+            results: list[SendResult] = await producer.produce.remote(
+                self.topic, parts, (self.source, seq)
+            )
         except Exception as exc:
             results = [
                 SendResult(

@@ -119,7 +119,7 @@ class DlqActor:
             if self.reprocess_enabled and self._batchers is not None:
                 try:
                     await self.reprocess()
-                except Exception:  # noqa: BLE001 - keep the loop alive; next round retries
+                except Exception:
                     log.exception("DLQ reprocessing round failed")
 
     async def kick(self) -> None:
@@ -166,7 +166,9 @@ class DlqActor:
                 if on_progress is not None:
                     on_progress.remote(dict(totals))
                 # Additive pacing: grow while clean, back off when Kafka refuses.
-                step = min(self.max_step, step * 2) if failed == 0 else max(self.batch_size, step // 2)
+                step = (
+                    min(self.max_step, step * 2) if failed == 0 else max(self.batch_size, step // 2)
+                )
                 if failed and delivered == 0:
                     break  # Kafka still refuses; the next round (or a kick) tries again
         self.counts["replayed"] += totals["delivered"]
@@ -180,7 +182,9 @@ class DlqActor:
         topics = list(by_topic)
         outs = await asyncio.gather(
             *(
-                self._batchers.replay.remote(t, [r.value for r in by_topic[t]], [r.key for r in by_topic[t]])
+                self._batchers.replay.remote(
+                    t, [r.value for r in by_topic[t]], [r.key for r in by_topic[t]]
+                )
                 for t in topics
             ),
             return_exceptions=True,

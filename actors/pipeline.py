@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
+
 from shipper.config import ShipperConfig, check_files, load_config
 from shipper.entries import LogEntry
-
 from shipper.errors import ConfigError, ShutdownError
 from shipper.outcomes import EntryFailure, SubmissionResult
 
@@ -216,6 +216,8 @@ class Shipper:
         self._inflight: dict[Any, Ack] = {}
         self._closed = False
         self._stats = RunStats()
+        self._source = uuid.uuid4().hex[:12]
+        self._seq = 0
         # Make sure the actors are up (and the config usable) before the first submit.
         ray.get(self._router.stats.remote())
         ray.get([p.health.remote() for p in self._producers])
@@ -225,7 +227,9 @@ class Shipper:
     def submit(self, entries: Iterable[LogEntry | Mapping[str, Any] | str]) -> Ack:
         """Submit Python objects (dicts, ``LogEntry`` or plain strings) as one submission."""
         batch = list(entries)
-        return self._submit(len(batch), lambda t: self._router.submit_objects.remote(batch, t))
+        return self._submit(
+            len(batch), lambda t, order: self._router.submit_objects.remote(batch, t, order)
+        )
 
     def submit_lines(self, lines: bytes | list[bytes], first_line: int = 1) -> Ack:
         """Submit raw input: JSON lines or text lines, as one newline-separated blob or a
@@ -235,7 +239,9 @@ class Shipper:
             if isinstance(lines, bytes)
             else len(lines)
         )
-        return self._submit(size, lambda t: self._router.submit_lines.remote(lines, t, first_line))
+        return self._submit(
+            size, lambda t, order: self._router.submit_lines.remote(lines, t, first_line, order)
+        )
 
     def _submit(self, size: int, call: Any) -> Ack:
         if self._closed:
@@ -243,7 +249,9 @@ class Shipper:
         while len(self._inflight) >= self._max_inflight:
             ready, _ = ray.wait(list(self._inflight), num_returns=1)
             self._settle(self._inflight[ready[0]], None)
-        ack = Ack(self, call(time.time()), size)
+        order = (self._source, self._seq)
+        self._seq += 1
+        ack = Ack(self, call(time.time(), order), size)
         self._inflight[ack.ref] = ack
         return ack
 

@@ -10,12 +10,14 @@ every message of it is acked or has failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import ray
-from shipper.config import KafkaSinkConfig
 
+from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.ordering import SequenceGate
 
 __all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
 
@@ -42,18 +44,23 @@ class ProducerActor:
         self._client = client or ConfluentProducerClient(librdkafka_settings(sink))
         self._produced = 0
         self._failed = 0
+        self.gate = SequenceGate()
 
-    async def produce(self, topic: str, parts: list[Part]) -> list[SendResult]:
+    async def produce(
+        self, topic: str, parts: list[Part], order: tuple[str, int] | None = None
+    ) -> list[SendResult]:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[SendResult]] = []
-        for values, keys, partitions in parts:
-            fut: asyncio.Future[SendResult] = loop.create_future()
-            futures.append(fut)
+        turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
+        async with turn:
+            for values, keys, partitions in parts:
+                fut: asyncio.Future[SendResult] = loop.create_future()
+                futures.append(fut)
 
-            def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
-                loop.call_soon_threadsafe(fut.set_result, r)
+                def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
+                    loop.call_soon_threadsafe(fut.set_result, r)
 
-            self._client.send(topic, values, keys, partitions, done)
+                self._client.send(topic, values, keys, partitions, done)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered

@@ -10,15 +10,18 @@ outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import ray
+
 from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry
-
 from shipper.intake import Intake, Prepared
+from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
 
 from .batcher import start_batcher
@@ -34,6 +37,11 @@ class RouterActor:
         self.intake = Intake(sink)
         self.batchers: dict[str, Any] = {}
         self.counts = {"submissions": 0, "entries": 0, "rejected": 0}
+        # Calls are numbered per sender so that submit order survives Ray's
+        # concurrent execution of async actor calls (see shipper.ordering).
+        self.gate = SequenceGate()
+        self.source = uuid.uuid4().hex[:12]
+        self._seq: dict[str, int] = {}
 
     def _batcher(self, topic: str) -> Any:
         handle = self.batchers.get(topic)
@@ -43,16 +51,48 @@ class RouterActor:
         return handle
 
     async def submit_lines(
-        self, lines: bytes | list[bytes], submitted_at: float, first_line: int = 1
+        self,
+        lines: bytes | list[bytes],
+        submitted_at: float,
+        first_line: int = 1,
+        order: tuple[str, int] | None = None,
     ) -> SubmissionResult:
-        return await self._dispatch(self.intake.prepare_lines(lines, first_line), submitted_at)
+        async with self._turn(order):
+            prep = self.intake.prepare_lines(lines, first_line)
+            refs = self._hand_over(prep, submitted_at)
+        return await self._collect(prep, refs, submitted_at)
 
     async def submit_objects(
-        self, objs: Iterable[LogEntry | Mapping[str, Any] | str], submitted_at: float
+        self,
+        objs: Iterable[LogEntry | Mapping[str, Any] | str],
+        submitted_at: float,
+        order: tuple[str, int] | None = None,
     ) -> SubmissionResult:
-        return await self._dispatch(self.intake.prepare_objects(objs), submitted_at)
+        async with self._turn(order):
+            prep = self.intake.prepare_objects(objs)
+            refs = self._hand_over(prep, submitted_at)
+        return await self._collect(prep, refs, submitted_at)
 
-    async def _dispatch(self, prep: Prepared, submitted_at: float) -> SubmissionResult:
+    def _turn(self, order: tuple[str, int] | None) -> Any:
+        if order is None:
+            return contextlib.nullcontext()
+        return self.gate.turn(*order)
+
+    def _hand_over(self, prep: Prepared, submitted_at: float) -> list[Any]:
+        refs = []
+        for t, seg in prep.segments.items():
+            seq = self._seq.get(t, 0)
+            self._seq[t] = seq + 1
+            refs.append(
+                self._batcher(t).enqueue.remote(
+                    seg.values, seg.keys, seg.levels, submitted_at, (self.source, seq)
+                )
+            )
+        return refs
+
+    async def _collect(
+        self, prep: Prepared, refs: list[Any], submitted_at: float
+    ) -> SubmissionResult:
         self.counts["submissions"] += 1
         self.counts["entries"] += prep.submitted
         self.counts["rejected"] += len(prep.rejected)
@@ -60,15 +100,6 @@ class RouterActor:
             submitted=prep.submitted, failures=list(prep.rejected), submitted_at=submitted_at
         )
         topics = list(prep.segments)
-        refs = [
-            self._batcher(t).enqueue.remote(
-                prep.segments[t].values,
-                prep.segments[t].keys,
-                prep.segments[t].levels,
-                submitted_at,
-            )
-            for t in topics
-        ]
         outs = await asyncio.gather(*refs, return_exceptions=True)
         for topic, out in zip(topics, outs, strict=True):
             if isinstance(out, SegmentOutcome):

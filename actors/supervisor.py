@@ -137,7 +137,9 @@ class SupervisorActor:
         return list(self.transitions)
 
 
-def start_supervisor(namespace: str, failure_threshold: int, success_threshold: int, open_timeout: float) -> Any:
+def start_supervisor(
+    namespace: str, failure_threshold: int, success_threshold: int, open_timeout: float
+) -> Any:
     cls = ray.remote(SupervisorActor)
     return cls.options(  # type: ignore[attr-defined]
         name="supervisor",

@@ -1,0 +1,77 @@
+"""Keep each sender's calls in order across an async actor.
+
+Ray runs the calls of an async actor concurrently and does not promise to start them
+in the order they were sent. Entries with the same key must still reach Kafka in
+the order they were submitted, so every hop numbers its calls per sender
+(``source``, ``seq``) and the receiver lets each call through its ordered section
+only when it is that sender's turn.
+
+Every sender's sequence starts at 0. A lost call (its sender died, or the receiver
+restarted and the calls its predecessor took are gone) must not wedge the pipeline,
+so a call that has waited ``max_wait`` seconds for a gap goes ahead anyway, and the
+gap is logged and counted; calls numbered below the current turn pass at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+__all__ = ["SequenceGate"]
+
+log = logging.getLogger("shipper.ordering")
+
+
+class SequenceGate:
+    """Lets ``(source, seq)`` calls through one at a time per source, in ``seq`` order."""
+
+    def __init__(self, max_wait: float = 30.0) -> None:
+        self.max_wait = max_wait
+        self._next: dict[str, int] = {}
+        self._waiting: dict[str, set[int]] = {}
+        self._cond: asyncio.Condition | None = None
+        self.gaps_skipped = 0
+
+    def _condition(self) -> asyncio.Condition:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    @contextlib.asynccontextmanager
+    async def turn(self, source: str, seq: int) -> AsyncIterator[None]:
+        """``async with gate.turn(src, n):`` runs its body when ``n`` is ``src``'s turn."""
+        cond = self._condition()
+        async with cond:
+            self._next.setdefault(source, 0)
+            waiting = self._waiting.setdefault(source, set())
+            waiting.add(seq)
+            try:
+                while seq > self._next[source]:
+                    try:
+                        await asyncio.wait_for(
+                            cond.wait_for(lambda: self._next[source] >= seq), self.max_wait
+                        )
+                    except TimeoutError:
+                        # Only the earliest waiter skips the gap; the others then
+                        # follow it in order instead of all rushing ahead at once.
+                        if seq == min(waiting):
+                            self.gaps_skipped += 1
+                            log.warning(
+                                "call %d from %s waited %.0fs for call %d; going ahead",
+                                seq,
+                                source,
+                                self.max_wait,
+                                self._next[source],
+                            )
+                            self._next[source] = seq
+            finally:
+                waiting.discard(seq)
+        try:
+            yield
+        finally:
+            async with cond:
+                if seq >= self._next[source]:
+                    self._next[source] = seq + 1
+                cond.notify_all()
