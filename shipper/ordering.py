@@ -43,35 +43,35 @@ class SequenceGate:
     async def turn(self, source: str, seq: int) -> AsyncIterator[None]:
         """``async with gate.turn(src, n):`` runs its body when ``n`` is ``src``'s turn."""
         cond = self._condition()
+        # Calls of this source that have not finished (waiting or running), so that a
+        # timed-out waiter can tell a real gap from a turn that is merely slow.
+        unfinished = self._waiting.setdefault(source, set())
         async with cond:
             self._next.setdefault(source, 0)
-            waiting = self._waiting.setdefault(source, set())
-            waiting.add(seq)
-            try:
-                while seq > self._next[source]:
-                    try:
-                        await asyncio.wait_for(
-                            cond.wait_for(lambda: self._next[source] >= seq), self.max_wait
+            unfinished.add(seq)
+            while seq > self._next[source]:
+                try:
+                    await asyncio.wait_for(
+                        cond.wait_for(lambda: self._next[source] >= seq), self.max_wait
+                    )
+                except TimeoutError:
+                    # Only the earliest unfinished call skips the gap; the others then
+                    # follow it in order instead of all rushing ahead at once.
+                    if seq == min(unfinished):
+                        self.gaps_skipped += 1
+                        log.warning(
+                            "call %d from %s waited %.0fs for call %d; going ahead",
+                            seq,
+                            source,
+                            self.max_wait,
+                            self._next[source],
                         )
-                    except TimeoutError:
-                        # Only the earliest waiter skips the gap; the others then
-                        # follow it in order instead of all rushing ahead at once.
-                        if seq == min(waiting):
-                            self.gaps_skipped += 1
-                            log.warning(
-                                "call %d from %s waited %.0fs for call %d; going ahead",
-                                seq,
-                                source,
-                                self.max_wait,
-                                self._next[source],
-                            )
-                            self._next[source] = seq
-            finally:
-                waiting.discard(seq)
+                        self._next[source] = seq
         try:
             yield
         finally:
             async with cond:
+                unfinished.discard(seq)
                 if seq >= self._next[source]:
                     self._next[source] = seq + 1
                 cond.notify_all()
