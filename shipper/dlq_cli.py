@@ -149,6 +149,10 @@ def _open(target: _Target) -> LmdbDlqStore:
 
 
 def _duration(text: str) -> float:
+    # Days too: "older than 2d" is how an operator thinks about a DLQ backlog.
+    days = text.strip().lower().removesuffix("d")
+    if days != text.strip().lower() and days.replace(".", "", 1).isdigit():
+        return float(days) * 86400.0
     try:
         return parse_duration(text)
     except DurationError as exc:
@@ -838,7 +842,7 @@ def _filter_arguments(
         "--older-than",
         type=_duration,
         metavar="DURATION",
-        help="only records whose first failure is older than this (e.g. 90s, 30m, 2h)",
+        help="only records whose first failure is older than this (e.g. 90s, 30m, 2h, 7d)",
     )
     f.add_argument(
         "--limit",
