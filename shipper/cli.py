@@ -22,6 +22,7 @@ from typing import TextIO
 
 from shipper import __version__
 from shipper.config import check_files, load_config, to_yaml
+from shipper.dlq_cli import register as register_dlq
 from shipper.errors import ConfigError
 
 __all__ = [
@@ -134,6 +135,7 @@ register_subcommand(
     check_config,
 )
 
+register_dlq(register_subcommand)  # shipper dlq stats|list|replay|purge|export
 
 if __name__ == "__main__":  # pragma: no cover - python -m shipper.cli
     sys.exit(main())
