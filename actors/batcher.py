@@ -1,20 +1,37 @@
 """Batcher actor, one per topic: a bounded queue that flushes whole chunks to Producers.
 
-``enqueue`` accepts a segment (one submission's entries for this topic), waits while
-the queue is full (so memory stays bounded by ``queue_size``), and returns the
-segment's outcome once every entry of it is acked or failed. A background task
-flushes when ``batch_size`` entries wait or the oldest has waited ``batch_timeout``,
-assigns partitions per the configured strategy, and hands each chunk to the next
-Producer replica of the topic's broker set.
+``enqueue`` accepts a segment (one submission's entries for this topic), applies the
+backpressure policy, waits while the queue is full (so memory stays bounded by
+``queue_size``), and returns the segment's outcome once every entry of it is acked,
+handed to the DLQ, or failed. A background task flushes when ``batch_size`` entries
+wait or the oldest has waited ``batch_timeout``, assigns partitions per the
+configured strategy, and hands each chunk to the next Producer replica of the
+topic's broker set.
 
-If a Producer call fails (the actor died, say), the entries of that chunk are
-reported as failed with the reason; they are never counted as delivered.
+Failure handling, in order:
+
+- the broker set's circuit breaker is pushed here by the supervisor; while it is open
+  a chunk goes straight to the DLQ (``circuit_open``) without a produce attempt, and
+  while it is half-open only the chunk holding the supervisor's probe is produced;
+- every chunk's outcome is reported to the supervisor (fire and forget);
+- entries Kafka did not take go to the node's DLQ actor when ``dlq_config`` says so
+  (``send_on_error``, ``send_on_timeout``) and count as handed over only once the DLQ
+  has committed them; the rest, and everything the DLQ refuses (disk budget used up),
+  stay failures in the acknowledgement. A Producer that dies fails its chunk the same
+  way: never counted as delivered, never dropped silently.
+
+Backpressure (``backpressure_config``), measured as queued / queue_size:
+warning -> a rate-limited log line; critical -> intake slows (an arriving segment
+waits for the queue to drop below critical, for an escalated timeout); emergency ->
+entries are shed to the DLQ (``emergency_backpressure``) lowest level first, while
+error, fatal and critical entries wait for room instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 import uuid
@@ -22,18 +39,26 @@ from typing import Any
 
 import ray
 
+from shipper.backpressure import BackpressurePolicy, Pressure, RateLimitedLog
 from shipper.batching import Accumulator, Piece, Segment
+from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
-from shipper.kafka_client import SendResult
+from shipper.kafka_client import Failure, SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
 from shipper.partitioning import make_partitioner
 
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
 
+log = logging.getLogger("shipper.batcher")
+
 # Partition counts are re-read from broker metadata this often, so a topic that
 # grows partitions gets them used.
 PARTITION_REFRESH_SECONDS = 30.0
+# Failures that say the broker set is unwell (as opposed to a bad entry).
+BROKER_FAILURES = frozenset({"timeout", "error", "auth_failure"})
+
+Part = tuple[list[bytes], list[bytes | None] | None, list[int] | None]
 
 
 def batcher_name(topic: str) -> str:
@@ -48,15 +73,37 @@ class _Pending:
     def __init__(self, future: asyncio.Future[SegmentOutcome], outcome: SegmentOutcome) -> None:
         self.future = future
         self.outcome = outcome
-        self.remaining = outcome.entries
+        self.remaining = 0
 
 
 class BatcherActor:
-    def __init__(self, topic: str, sink: KafkaSinkConfig, producers: list[Any]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        sink: KafkaSinkConfig,
+        producers: list[Any],
+        supervisor: Any = None,
+        dlq: Any = None,
+        telemetry: Any = None,
+    ) -> None:
         self.topic = topic
         self.sink = sink
         self.producers = producers
+        self.supervisor = supervisor
+        self.dlq = dlq if sink.dlq_config.enabled else None
+        self.telemetry = telemetry
+        self.broker_set = sink.broker_set_id()
+        self.breaker_state = BreakerState.CLOSED
         self.acc = Accumulator(sink.batch_size, sink.batch_timeout, sink.queue_size)
+        bp = sink.backpressure_config
+        self.policy = BackpressurePolicy(
+            bp.queue_warning_threshold,
+            bp.queue_critical_threshold,
+            bp.queue_emergency_threshold,
+            enabled=bp.enabled,
+            timeout_escalation=bp.timeout_escalation,
+        )
+        self.warn = RateLimitedLog(10.0, logger=log)
         part = sink.partitioning
         self.partitioner = (
             make_partitioner(part.strategy, part.key_field, random.Random())
@@ -72,18 +119,41 @@ class BatcherActor:
         self._room: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self._chunks: set[asyncio.Task[None]] = set()
-        self.stats_counts = {"entries": 0, "chunks": 0, "delivered": 0, "failed": 0}
         self.gate = SequenceGate()
         self.source = uuid.uuid4().hex[:12]
         self._chunk_seq = 0
+        self.counts: dict[str, int] = {
+            "entries": 0,
+            "chunks": 0,
+            "delivered": 0,
+            "failed": 0,
+            "dlq": 0,
+            "circuit_open": 0,
+            "shed": 0,
+            "backpressure_warning": 0,
+            "backpressure_critical": 0,
+            "backpressure_emergency": 0,
+        }
+        self.batch_sizes: list[int] = []
+
+    # ------------------------------------------------------------------ wiring
+
+    async def _start(self) -> None:
+        if self._task is not None:
+            return
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Condition()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.supervisor is not None:
+            me = ray.get_runtime_context().current_actor
+            state = await self.supervisor.register.remote(self.broker_set, me)
+            self.breaker_state = BreakerState(state)
+
+    def set_breaker_state(self, state: int) -> None:
+        """Pushed by the supervisor on every breaker change of this broker set."""
+        self.breaker_state = BreakerState(state)
 
     # ------------------------------------------------------------------ intake
-
-    def _start(self) -> None:
-        if self._task is None:
-            self._wakeup = asyncio.Event()
-            self._room = asyncio.Condition()
-            self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def enqueue(
         self,
@@ -93,24 +163,117 @@ class BatcherActor:
         submitted_at: float,
         order: tuple[str, int] | None = None,
     ) -> SegmentOutcome:
-        self._start()
-        assert self._room is not None and self._wakeup is not None
-        n = len(values)
+        await self._start()
         turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
         async with turn:
-            async with self._room:
-                await self._room.wait_for(lambda: self.acc.has_room(n))
-            loop = asyncio.get_running_loop()
-            ident = self._next_id
-            self._next_id += 1
-            pending = _Pending(loop.create_future(), SegmentOutcome(self.topic, n))
-            self._waiting[ident] = pending
-            seg = Segment(values, keys, levels, submitted_at, ident=ident)
-            self.acc.offer(seg)
-            self.stats_counts["entries"] += n
-            if self.acc.due():
-                self._wakeup.set()
-        return await pending.future
+            out = SegmentOutcome(self.topic, len(values))
+            values, keys, levels = await self._apply_pressure(values, keys, levels, out)
+            fut = await self._offer(values, keys, levels, submitted_at, out, replay=False)
+        return await fut
+
+    async def replay(self, values: list[bytes], keys: list[bytes | None] | None) -> SegmentOutcome:
+        """Re-send DLQ records: same queue and breaker, but failures come back to the
+        caller (the DLQ actor) instead of being dead-lettered again."""
+        await self._start()
+        out = SegmentOutcome(self.topic, len(values))
+        if self.breaker_state == BreakerState.OPEN:
+            # Kafka is known to be down: do not spend a retry of these records on it.
+            out.failures = [
+                EntryFailure("circuit_open", self._open_text(), self.topic, v) for v in values
+            ]
+            return out
+        fut = await self._offer(values, keys, None, time.time(), out, replay=True)
+        return await fut
+
+    async def _offer(
+        self,
+        values: list[bytes],
+        keys: list[bytes | None] | None,
+        levels: list[str] | None,
+        submitted_at: float,
+        out: SegmentOutcome,
+        replay: bool,
+    ) -> asyncio.Future[SegmentOutcome]:
+        assert self._room is not None and self._wakeup is not None
+        fut: asyncio.Future[SegmentOutcome] = asyncio.get_running_loop().create_future()
+        n = len(values)
+        if n == 0:
+            fut.set_result(out)
+            return fut
+        async with self._room:
+            await self._room.wait_for(lambda: self.acc.has_room(n))
+        ident = self._next_id
+        self._next_id += 1
+        pending = _Pending(fut, out)
+        pending.remaining = n
+        self._waiting[ident] = pending
+        first = not self.acc.pending
+        self.acc.offer(Segment(values, keys, levels, submitted_at, ident=ident, replay=replay))
+        self.counts["entries"] += n
+        # Wake the flush loop when a batch is full, or when this is the first waiting
+        # segment (so the loop starts counting batch_timeout from it).
+        if first or self.acc.due():
+            self._wakeup.set()
+        return fut
+
+    async def _apply_pressure(
+        self,
+        values: list[bytes],
+        keys: list[bytes | None] | None,
+        levels: list[str] | None,
+        out: SegmentOutcome,
+    ) -> tuple[list[bytes], list[bytes | None] | None, list[str] | None]:
+        if not self.policy.enabled or not values:
+            return values, keys, levels
+        pressure = self.policy.level(self.acc.utilization)
+        if pressure >= Pressure.WARNING:
+            self.counts[f"backpressure_{pressure.name.lower()}"] += 1
+            self.warn.warning(
+                "queue for topic %s at %.0f%% of queue_size %d (%s)",
+                self.topic,
+                self.acc.utilization * 100,
+                self.acc.capacity,
+                pressure.name.lower(),
+                key=pressure.name,
+            )
+        if pressure == Pressure.CRITICAL:
+            # Slow intake: give the Producers a moment to drain below critical.
+            wait = self.policy.escalated_timeout(
+                min(self.sink.batch_timeout, 0.1), self.acc.utilization
+            )
+            assert self._room is not None
+            with contextlib.suppress(TimeoutError):
+                async with self._room:
+                    await asyncio.wait_for(
+                        self._room.wait_for(
+                            lambda: self.policy.level(self.acc.utilization) < Pressure.CRITICAL
+                        ),
+                        wait,
+                    )
+        adm = self.policy.admit(
+            levels or ["info"] * len(values), self.acc.queued, self.acc.capacity
+        )
+        if not adm.shed:
+            return values, keys, levels
+        shed = [
+            EntryFailure(
+                "emergency_backpressure",
+                f"queue for topic {self.topic} past queue_emergency_threshold "
+                f"({self.acc.utilization:.0%} of {self.acc.capacity}); entry sent to the DLQ",
+                self.topic,
+                values[i],
+                keys[i] if keys else None,
+            )
+            for i in adm.shed
+        ]
+        self.counts["shed"] += len(shed)
+        await self._dead_letter(shed, out)
+        keep = sorted(adm.admitted + adm.waiting)
+        return (
+            [values[i] for i in keep],
+            [keys[i] for i in keep] if keys is not None else None,
+            [levels[i] for i in keep] if levels is not None else None,
+        )
 
     # ------------------------------------------------------------------ flushing
 
@@ -118,10 +281,8 @@ class BatcherActor:
         assert self._wakeup is not None
         while True:
             wait = self.acc.seconds_until_due()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
-            except TimeoutError:
-                pass
             self._wakeup.clear()
             if self.acc.due():
                 await self._flush_now()
@@ -132,7 +293,9 @@ class BatcherActor:
             return
         await self._ensure_partitions()
         for chunk in chunks:
-            task = asyncio.get_running_loop().create_task(self._send(chunk))
+            seq = self._chunk_seq
+            self._chunk_seq += 1
+            task = asyncio.get_running_loop().create_task(self._send(chunk, seq))
             self._chunks.add(task)
             task.add_done_callback(self._chunks.discard)
 
@@ -142,19 +305,16 @@ class BatcherActor:
         now = time.monotonic()
         if self._num_partitions and now - self._partitions_read < PARTITION_REFRESH_SECONDS:
             return
-        producer = self.producers[0]
         try:
-            count = int(await producer.partition_count.remote(self.topic))
+            count = int(await self.producers[0].partition_count.remote(self.topic))
         except Exception:
             count = 0
         if count > 0:
             self._num_partitions = count
             self._partitions_read = now
 
-    def _parts_for(
-        self, chunk: list[Piece]
-    ) -> list[tuple[list[bytes], list[bytes | None] | None, list[int] | None]]:
-        parts = []
+    def _parts_for(self, chunk: list[Piece]) -> list[Part]:
+        parts: list[Part] = []
         for piece in chunk:
             seg = piece.segment
             whole = piece.start == 0 and piece.end == len(seg)
@@ -169,63 +329,102 @@ class BatcherActor:
             parts.append((values, keys, partitions))
         return parts
 
-    async def _send(self, chunk: list[Piece]) -> None:
-        producer = self.producers[self._rr % len(self.producers)]
-        self._rr += 1
-        self.stats_counts["chunks"] += 1
-        parts = self._parts_for(chunk)
-        seq = self._chunk_seq
-        self._chunk_seq += 1
-        try:
-            results: list[SendResult] = await producer.produce.remote(
-                self.topic, parts, (self.source, seq)
-            )
-        except Exception as exc:
-            results = [
-                SendResult(
-                    topic=self.topic,
-                    sent=len(v),
-                    failures=[],
-                    finished=time.time(),
-                )
-                for v, _k, _p in parts
-            ]
-            for r, (values, keys, _p) in zip(results, parts, strict=True):
-                from shipper.kafka_client import Failure
+    def _open_text(self) -> str:
+        return (
+            f"Circuit breaker open for broker set {self.broker_set}: no produce attempt, "
+            "entries kept in the DLQ until Kafka recovers"
+        )
 
-                r.failures = [
-                    Failure(v, keys[i] if keys else None, "error", f"producer unavailable: {exc}")
-                    for i, v in enumerate(values)
-                ]
+    async def _may_produce(self) -> bool:
+        if self.breaker_state == BreakerState.CLOSED or self.supervisor is None:
+            return True
+        if self.breaker_state == BreakerState.HALF_OPEN:
+            return bool(await self.supervisor.acquire_probe.remote(self.broker_set))
+        return False
+
+    async def _send(self, chunk: list[Piece], seq: int) -> None:
+        parts = self._parts_for(chunk)
+        started = time.monotonic()
+        if await self._may_produce():
+            producer = self.producers[self._rr % len(self.producers)]
+            self._rr += 1
+            self.counts["chunks"] += 1
+            self.batch_sizes.append(sum(len(v) for v, _k, _p in parts))
+            del self.batch_sizes[:-1000]
+            try:
+                results: list[SendResult] = await producer.produce.remote(
+                    self.topic, parts, (self.source, seq)
+                )
+            except Exception as exc:
+                results = _failed_results(
+                    self.topic, parts, "error", f"producer unavailable: {exc}"
+                )
+            delivered = sum(r.delivered for r in results)
+            broken = any(f.reason in BROKER_FAILURES for r in results for f in r.failures)
+            if self.supervisor is not None:
+                self.supervisor.report.remote(self.broker_set, delivered > 0 or not broken)
+        else:
+            n = sum(len(v) for v, _k, _p in parts)
+            self.counts["circuit_open"] += n
+            results = _failed_results(self.topic, parts, "circuit_open", self._open_text())
+        self.duration = time.monotonic() - started
+        await self._settle(chunk, results)
+
+    async def _settle(self, chunk: list[Piece], results: list[SendResult]) -> None:
+        # Dead-letter what qualifies (one DLQ call per chunk), then credit each piece.
         for piece, r in zip(chunk, results, strict=True):
-            self._credit(piece, r)
+            pending = self._waiting.get(piece.segment.ident)
+            if pending is None:
+                continue
+            out = pending.outcome
+            out.delivered += r.delivered
+            self.counts["delivered"] += r.delivered
+            failures = [
+                EntryFailure(f.reason, f.error, self.topic, f.value, f.key) for f in r.failures
+            ]
+            if failures and not piece.segment.replay:
+                await self._dead_letter(failures, out)
+            else:
+                out.failures.extend(failures)
+                self.counts["failed"] += len(failures)
+            out.latency = max(out.latency, r.finished - piece.segment.submitted_at)
+            pending.remaining -= len(piece)
+            if pending.remaining == 0:
+                del self._waiting[piece.segment.ident]
+                if not pending.future.done():
+                    pending.future.set_result(out)
         self.acc.settle(sum(len(p) for p in chunk))
         assert self._room is not None
         async with self._room:
             self._room.notify_all()
 
-    def _credit(self, piece: Piece, r: SendResult) -> None:
-        pending = self._waiting.get(piece.segment.ident)
-        if pending is None:
-            return
-        out = pending.outcome
-        out.delivered += r.delivered
-        self.stats_counts["delivered"] += r.delivered
-        self.stats_counts["failed"] += len(r.failures)
-        for f in r.failures:
-            out.failures.append(EntryFailure(f.reason, f.error, self.topic, f.value, f.key))
-        out.latency = max(out.latency, r.finished - piece.segment.submitted_at)
-        pending.remaining -= len(piece)
-        if pending.remaining == 0:
-            del self._waiting[piece.segment.ident]
-            if not pending.future.done():
-                pending.future.set_result(out)
+    def _qualifies(self, reason: str) -> bool:
+        cfg = self.sink.dlq_config
+        return cfg.send_on_timeout if reason == "timeout" else cfg.send_on_error
+
+    async def _dead_letter(self, failures: list[EntryFailure], out: SegmentOutcome) -> None:
+        """Hand ``failures`` to the DLQ where the config says so; count the rest as failed."""
+        to_dlq = [f for f in failures if self.dlq is not None and self._qualifies(f.reason)]
+        kept = [f for f in failures if not (self.dlq is not None and self._qualifies(f.reason))]
+        if to_dlq:
+            assert self.dlq is not None
+            try:
+                stored = int(await self.dlq.put.remote(to_dlq))
+                out.dlq += stored
+                self.counts["dlq"] += stored
+            except Exception as exc:
+                note = f" (not dead-lettered: {_short(exc)})"
+                kept += [
+                    EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key) for f in to_dlq
+                ]
+        out.failures.extend(kept)
+        self.counts["failed"] += len(kept)
 
     # ------------------------------------------------------------------ control
 
     async def flush(self) -> int:
         """Send everything waiting now and return once nothing is in flight."""
-        self._start()
+        await self._start()
         await self._flush_now()
         while self._chunks:
             await asyncio.gather(*list(self._chunks), return_exceptions=True)
@@ -238,17 +437,43 @@ class BatcherActor:
             "capacity": self.acc.capacity,
             "utilization": self.acc.utilization,
             "partitions": self._num_partitions,
-            **self.stats_counts,
+            "breaker_state": int(self.breaker_state),
+            **self.counts,
         }
 
 
-def start_batcher(topic: str, sink: KafkaSinkConfig, producers: list[Any], namespace: str) -> Any:
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def _failed_results(topic: str, parts: list[Part], reason: str, error: str) -> list[SendResult]:
+    now = time.time()
+    out = []
+    for values, keys, _p in parts:
+        r = SendResult(topic=topic, sent=len(values), started=now, finished=now)
+        r.failures = [
+            Failure(v, keys[i] if keys else None, reason, error) for i, v in enumerate(values)
+        ]
+        out.append(r)
+    return out
+
+
+def start_batcher(
+    topic: str,
+    sink: KafkaSinkConfig,
+    producers: list[Any],
+    namespace: str,
+    supervisor: Any = None,
+    dlq: Any = None,
+    telemetry: Any = None,
+) -> Any:
     cls = ray.remote(BatcherActor)
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name=batcher_name(topic),
         namespace=namespace,
         get_if_exists=True,
         max_concurrency=1024,
         max_restarts=-1,
         num_cpus=0,
-    ).remote(topic, sink, producers)
+    ).remote(topic, sink, producers, supervisor, dlq, telemetry)

@@ -128,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for name in TOPICS:
         msgs = consume_all(admin, name, expected=expected.get(name, 0), timeout=120)
-        parts = Counter(m.partition() for m in msgs)
-        levels = Counter(json.loads(m.value())["level"] for m in msgs)
+        per_part = Counter(m.partition() or 0 for m in msgs)
+        levels = Counter(json.loads(m.value() or b"{}")["level"] for m in msgs)
         for m in msgs:
-            tenant_parts[(name, m.key().decode() if m.key() else "-")].add(m.partition())
+            key = m.key()
+            tenant_parts[(name, key.decode() if key else "-")].add(m.partition() or 0)
         match = "ok" if len(msgs) == expected.get(name, 0) else "MISMATCH"
         ok &= match == "ok"
         print(
-            f"  {name:<20} {len(msgs):>8,} entries  partitions {dict(sorted(parts.items()))}  "
+            f"  {name:<20} {len(msgs):>8,} entries  partitions {dict(sorted(per_part.items()))}  "
             f"levels {dict(levels.most_common())}  [{match}]"
         )
     split = [t for t, ps in tenant_parts.items() if len(ps) > 1 and t[1] != "-"]

@@ -27,7 +27,7 @@ from typing import Any
 
 import ray
 
-from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore
+from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
 from shipper.outcomes import EntryFailure
 
 __all__ = ["DlqActor", "dlq_name", "failure_to_record", "get_dlq"]
@@ -50,7 +50,7 @@ def failure_to_record(f: EntryFailure, now: float) -> DlqRecord:
         topic=f.topic or "",
         key=f.key,
         headers=[],
-        reason=f.reason if f.reason != "invalid_topic" else "serialization_error",
+        reason=DlqReason(f.reason if f.reason != "invalid_topic" else "serialization_error"),
         error=f.error,
         attempts=0,
         first_failure=now,
@@ -240,7 +240,7 @@ def get_dlq(namespace: str, options: dict[str, Any]) -> Any:
 
     node = ray.get_runtime_context().get_node_id()
     cls = ray.remote(DlqActor)
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name=dlq_name(node),
         namespace=namespace,
         get_if_exists=True,

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -32,8 +33,10 @@ from shipper.entries import LogEntry
 from shipper.errors import ConfigError, ShutdownError
 from shipper.outcomes import EntryFailure, SubmissionResult
 
+from .dlq import get_dlq
 from .producer import start_producer
 from .router import start_router
+from .supervisor import start_supervisor
 
 __all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
 
@@ -211,7 +214,34 @@ class Shipper:
             start_producer(sink, broker_set, i, self.namespace)
             for i in range(pipe.producer_replicas)
         ]
-        self._router = start_router(sink, self._producers, self.namespace)
+        cb = sink.circuit_breaker
+        self._supervisor = start_supervisor(
+            self.namespace, cb.failure_threshold, cb.success_threshold, cb.timeout
+        )
+        self._dlq = None
+        if sink.dlq_config.enabled:
+            d = sink.dlq_config
+            r = d.reprocessing_config
+            self._dlq = get_dlq(
+                self.namespace,
+                {
+                    "path": str(Path(d.path).resolve()),
+                    "map_size": d.map_size_bytes,
+                    "max_disk_bytes": d.max_disk_bytes,
+                    "reprocess_enabled": r.enabled,
+                    "interval": r.interval,
+                    "max_retries": r.max_retries,
+                    "batch_size": r.batch_size,
+                },
+            )
+        self._router = start_router(
+            sink, self._producers, self.namespace, self._supervisor, self._dlq
+        )
+        if self._dlq is not None:
+            ray.get(self._dlq.attach.remote(self._router))
+            ray.get(self._supervisor.register_dlq.remote(self._dlq))
+            # Whatever an earlier run left in the DLQ is replayed from the start.
+            ray.get(self._dlq.kick.remote())
         self._max_inflight = pipe.max_inflight_submissions
         self._inflight: dict[Any, Ack] = {}
         self._closed = False
@@ -330,8 +360,28 @@ class Shipper:
             log.warning("%s", report)
         return report
 
+    def dlq_count(self) -> int:
+        """Records in this node's DLQ (0 when the DLQ is disabled)."""
+        return 0 if self._dlq is None else int(ray.get(self._dlq.count.remote()))
+
+    def reprocess_dlq(self, **kw: Any) -> dict[str, int]:
+        """Run one DLQ reprocessing pass now and return its counts."""
+        if self._dlq is None:
+            return {}
+        return dict(ray.get(self._dlq.reprocess.remote(**kw)))
+
+    def breaker_states(self) -> dict[str, dict[str, Any]]:
+        return dict(ray.get(self._supervisor.states.remote()))
+
     def _kill_actors(self) -> None:
-        handles = [self._router, *self._producers]
+        if self._dlq is not None:
+            try:
+                ray.get(self._dlq.close.remote(), timeout=10)
+            except ray.exceptions.RayError:
+                pass
+        handles = [self._router, *self._producers, self._supervisor]
+        if self._dlq is not None:
+            handles.append(self._dlq)
         try:
             stats = ray.get(self._router.batcher_stats.remote(), timeout=5)
             for s in stats:

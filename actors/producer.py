@@ -88,7 +88,7 @@ class ProducerActor:
 def start_producer(sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str) -> Any:
     """Create (or find) the named Producer actor for ``broker_set``/``replica``."""
     cls = ray.remote(ProducerActor)
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name=producer_name(broker_set, replica),
         namespace=namespace,
         get_if_exists=True,

@@ -30,10 +30,21 @@ __all__ = ["RouterActor", "start_router"]
 
 
 class RouterActor:
-    def __init__(self, sink: KafkaSinkConfig, producers: list[Any], namespace: str) -> None:
+    def __init__(
+        self,
+        sink: KafkaSinkConfig,
+        producers: list[Any],
+        namespace: str,
+        supervisor: Any = None,
+        dlq: Any = None,
+        telemetry: Any = None,
+    ) -> None:
         self.sink = sink
         self.producers = producers
         self.namespace = namespace
+        self.supervisor = supervisor
+        self.dlq = dlq if sink.dlq_config.enabled else None
+        self.telemetry = telemetry
         self.intake = Intake(sink)
         self.batchers: dict[str, Any] = {}
         self.counts = {"submissions": 0, "entries": 0, "rejected": 0}
@@ -46,7 +57,15 @@ class RouterActor:
     def _batcher(self, topic: str) -> Any:
         handle = self.batchers.get(topic)
         if handle is None:
-            handle = start_batcher(topic, self.sink, self.producers, self.namespace)
+            handle = start_batcher(
+                topic,
+                self.sink,
+                self.producers,
+                self.namespace,
+                self.supervisor,
+                self.dlq,
+                self.telemetry,
+            )
             self.batchers[topic] = handle
         return handle
 
@@ -96,9 +115,8 @@ class RouterActor:
         self.counts["submissions"] += 1
         self.counts["entries"] += prep.submitted
         self.counts["rejected"] += len(prep.rejected)
-        result = SubmissionResult(
-            submitted=prep.submitted, failures=list(prep.rejected), submitted_at=submitted_at
-        )
+        result = SubmissionResult(submitted=prep.submitted, submitted_at=submitted_at)
+        await self._reject(prep.rejected, result)
         topics = list(prep.segments)
         outs = await asyncio.gather(*refs, return_exceptions=True)
         for topic, out in zip(topics, outs, strict=True):
@@ -122,6 +140,30 @@ class RouterActor:
             result.latency = time.time() - submitted_at
         return result
 
+    async def _reject(self, rejected: list[EntryFailure], result: SubmissionResult) -> None:
+        """Entries the Router refused (bad data, too large) go to the DLQ when
+        ``send_on_error`` says so; otherwise, or if the DLQ refuses, they stay failures."""
+        if not rejected:
+            return
+        if self.dlq is not None and self.sink.dlq_config.send_on_error:
+            try:
+                result.dlq += int(await self.dlq.put.remote(rejected))
+                result.dead_lettered.extend(rejected)
+                return
+            except Exception as exc:
+                note = f" (not dead-lettered: {str(exc).strip().splitlines()[-1][:300]})"
+                rejected = [
+                    EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line)
+                    for f in rejected
+                ]
+        result.failures.extend(rejected)
+
+    async def replay(
+        self, topic: str, values: list[bytes], keys: list[bytes | None] | None
+    ) -> SegmentOutcome:
+        """Re-send already encoded DLQ records to ``topic`` (called by the DLQ actor)."""
+        return await self._batcher(topic).replay.remote(values, keys)  # type: ignore[no-any-return]
+
     async def flush(self) -> int:
         """Flush every Batcher this Router knows; return what is still queued."""
         left = await asyncio.gather(*(b.flush.remote() for b in self.batchers.values()))
@@ -135,14 +177,20 @@ class RouterActor:
 
 
 def start_router(
-    sink: KafkaSinkConfig, producers: list[Any], namespace: str, index: int = 0
+    sink: KafkaSinkConfig,
+    producers: list[Any],
+    namespace: str,
+    supervisor: Any = None,
+    dlq: Any = None,
+    telemetry: Any = None,
+    index: int = 0,
 ) -> Any:
     cls = ray.remote(RouterActor)
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name=f"router:{index}",
         namespace=namespace,
         get_if_exists=True,
         max_concurrency=256,
         max_restarts=-1,
         num_cpus=0,
-    ).remote(sink, producers, namespace)
+    ).remote(sink, producers, namespace, supervisor, dlq, telemetry)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -58,7 +59,7 @@ class SupervisorActor:
             b = CircuitBreaker(
                 self.failure_threshold, self.success_threshold, self.open_timeout, clock=self.clock
             )
-            b.on_change(lambda old, new, bs=broker_set: self._changed(bs, old, new))
+            b.on_change(functools.partial(self._changed, broker_set))
             self.breakers[broker_set] = b
         return b
 
@@ -99,7 +100,9 @@ class SupervisorActor:
         return int(self._breaker(broker_set).state)
 
     async def register_dlq(self, handle: Any) -> None:
-        self.dlqs.append(handle)
+        ids = {h._actor_id for h in self.dlqs}
+        if handle._actor_id not in ids:
+            self.dlqs.append(handle)
 
     async def report(self, broker_set: str, ok: bool) -> None:
         b = self._breaker(broker_set)
@@ -141,7 +144,7 @@ def start_supervisor(
     namespace: str, failure_threshold: int, success_threshold: int, open_timeout: float
 ) -> Any:
     cls = ray.remote(SupervisorActor)
-    return cls.options(  # type: ignore[attr-defined]
+    return cls.options(
         name="supervisor",
         namespace=namespace,
         get_if_exists=True,

@@ -32,6 +32,7 @@ class Segment:
     submitted_at: float = 0.0  # wall-clock time the submission entered the pipeline
     arrived: float = 0.0  # monotonic time it reached the Batcher
     ident: int = 0
+    replay: bool = False  # re-sent from the DLQ: failures go back to the DLQ actor, not in
 
     def __len__(self) -> int:
         return len(self.values)

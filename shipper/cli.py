@@ -24,6 +24,7 @@ from shipper import __version__
 from shipper.config import check_files, load_config, to_yaml
 from shipper.dlq_cli import register as register_dlq
 from shipper.errors import ConfigError
+from shipper.runner import add_run_arguments, run_command
 
 __all__ = [
     "EXIT_OK",
@@ -133,6 +134,13 @@ register_subcommand(
     "validate a config file and print the effective configuration (secrets masked)",
     _check_config_arguments,
     check_config,
+)
+
+register_subcommand(
+    "run",
+    "ship JSON lines or text lines from files or stdin to Kafka (starts or joins Ray)",
+    add_run_arguments,
+    run_command,
 )
 
 register_dlq(register_subcommand)  # shipper dlq stats|list|replay|purge|export

@@ -10,17 +10,16 @@ reason, so it can be counted and handed to the DLQ path.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry, decode_lines, encode_entries, from_objects
-from shipper.partitioning import make_partitioner
-from shipper.routing import TopicRouter
-
 from shipper.errors import EntryError, MessageTooLargeError
 from shipper.outcomes import EntryFailure
+from shipper.partitioning import make_partitioner
+from shipper.routing import TopicRouter
 
 __all__ = ["Intake", "Prepared", "TopicSegment"]
 
@@ -77,15 +76,37 @@ class Intake:
             lines = bytes(lines).split(b"\n")
             if lines and lines[-1] == b"":
                 lines.pop()
+        if not isinstance(lines, list):
+            lines = list(lines)
         entries, errors = decode_lines(lines, first_line)
-        return self._prepare(entries, errors)
+
+        def raw(err: EntryError) -> bytes | None:
+            # Keep the bad input itself, so the DLQ holds what was refused.
+            if err.line is None or not 0 <= err.line - first_line < len(lines):
+                return None
+            item = lines[err.line - first_line]
+            return item.encode("utf-8", "surrogateescape") if isinstance(item, str) else bytes(item)
+
+        return self._prepare(entries, errors, raw)
 
     def prepare_objects(self, objs: Iterable[LogEntry | Mapping[str, Any] | str]) -> Prepared:
+        objs = list(objs)
         entries, errors = from_objects(objs)
-        return self._prepare(entries, errors)
 
-    def _prepare(self, entries: list[LogEntry], errors: list[EntryError]) -> Prepared:
-        rejected = [_failure(e) for e in errors]
+        def raw(err: EntryError) -> bytes | None:
+            if err.line is None or not 0 < err.line <= len(objs):
+                return None
+            return repr(objs[err.line - 1]).encode("utf-8", "replace")
+
+        return self._prepare(entries, errors, raw)
+
+    def _prepare(
+        self,
+        entries: list[LogEntry],
+        errors: list[EntryError],
+        raw: Callable[[EntryError], bytes | None],
+    ) -> Prepared:
+        rejected = [_failure(e, raw(e)) for e in errors]
         segments: dict[str, TopicSegment] = {}
         routed = self.router.route(entries)
         for topic, idx in routed.items():

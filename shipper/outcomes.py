@@ -67,6 +67,8 @@ class SubmissionResult:
     failures: list[EntryFailure] = field(default_factory=list)
     submitted_at: float = 0.0
     latency: float = 0.0
+    # Entries the Router refused and the DLQ took (their reasons, for the caller).
+    dead_lettered: list[EntryFailure] = field(default_factory=list)
 
     @property
     def delivered(self) -> int:
@@ -82,6 +84,11 @@ class SubmissionResult:
 
     def failed_by_reason(self) -> dict[str, int]:
         return dict(Counter(f.reason for f in self.failures))
+
+    def dlq_by_reason(self) -> dict[str, int]:
+        """Reasons of the Router's rejections that went to the DLQ (Kafka-side ones are
+        counted in ``dlq`` only)."""
+        return dict(Counter(f.reason for f in self.dead_lettered))
 
     def add_segment(self, seg: SegmentOutcome) -> None:
         self.delivered_by_topic[seg.topic] = (

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["add_run_parser", "read_blocks", "run_command"]
+__all__ = ["add_run_arguments", "read_blocks", "run_command"]
 
 BLOCK_BYTES = 1 << 20
 
@@ -42,8 +42,7 @@ def read_blocks(stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[t
         yield rest, 1
 
 
-def add_run_parser(sub: Any) -> None:
-    p = sub.add_parser("run", help="ship log lines from files or stdin to Kafka")
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", required=True, help="configuration file (YAML)")
     p.add_argument(
         "--input",
@@ -63,7 +62,6 @@ def add_run_parser(sub: Any) -> None:
     p.add_argument(
         "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS or a local Ray)"
     )
-    p.set_defaults(handler=run_command)
 
 
 class _Progress:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 __all__ = [
     "LISTENERS",
@@ -238,7 +238,7 @@ def consume_all(
                 if m.error() is not None:
                     raise KafkaException(m.error())
                 out.append(m)
-                nxt[m.partition()] = m.offset() + 1
+                nxt[m.partition() or 0] = (m.offset() or 0) + 1
             if msgs:
                 last_new = time.monotonic()
             if expected is not None:

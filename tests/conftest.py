@@ -7,6 +7,7 @@ tests never skip: if the broker cannot be started, they fail with the script's e
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -68,5 +69,6 @@ def sink_config(
         "timeout": "15s",
         **kafka.sink_settings(listener, mechanism),
     }
+    sink.setdefault("dlq_config", {"path": tempfile.mkdtemp(prefix="shipper-test-dlq-")})
     sink.update(overrides)
     return {"sinks": {"kafka": sink}, "metrics": {"enabled": False}}

@@ -47,6 +47,9 @@ def test_shipper_runs_as_a_ray_job(kafka: LocalKafka, topic: str, tmp_path: Path
     gcs, dash = free_port(), free_port()
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
+    # Ray 2.60 switches a head to token auth when ~/.ray/auth_token exists (any local
+    # ray.init() writes one); the job CLI then needs the same mode. Loopback only here.
+    env["RAY_AUTH_MODE"] = "disabled"
     temp = Path("/tmp") / f"ray-job-{os.getpid()}"
     start = run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
