@@ -85,7 +85,7 @@ def test_shipper_runs_as_a_ray_job(kafka: LocalKafka, topic: str, tmp_path: Path
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             st = run([str(BIN / "ray"), "job", "status", "--address", address, job_id], env)
-            status = st.stdout
+            status = (st.stdout + st.stderr).upper()
             if any(s in status for s in ("SUCCEEDED", "FAILED", "STOPPED")):
                 break
             time.sleep(2)
