@@ -73,6 +73,7 @@ class DlqActor:
         store: Any = None,
     ) -> None:
         self.store = store or LmdbDlqStore(path, map_size=map_size, max_disk_bytes=max_disk_bytes)
+        self.max_disk_bytes = max_disk_bytes
         self.reprocess_enabled = reprocess_enabled
         self.interval = interval
         self.max_retries = max_retries
@@ -221,6 +222,10 @@ class DlqActor:
 
     def count(self) -> int:
         return int(self.store.count())
+
+    def has_room(self, nbytes: int = 1 << 16) -> bool:
+        """Whether about ``nbytes`` more would fit in the disk budget."""
+        return bool(self.store.disk_used() + nbytes <= self.max_disk_bytes)
 
     def stats(self) -> Any:
         return self.store.stats()

@@ -30,7 +30,7 @@ import ray
 
 from shipper.config import ShipperConfig, check_files, load_config
 from shipper.entries import LogEntry
-from shipper.errors import ConfigError, ShutdownError
+from shipper.errors import BackpressureError, ConfigError, ShutdownError
 from shipper.outcomes import EntryFailure, SubmissionResult
 
 from .dlq import get_dlq
@@ -247,6 +247,7 @@ class Shipper:
         self._closed = False
         self._stats = RunStats()
         self._source = uuid.uuid4().hex[:12]
+        self._dlq_full = False
         self._seq = 0
         # Make sure the actors are up (and the config usable) before the first submit.
         ray.get(self._router.stats.remote())
@@ -276,9 +277,30 @@ class Shipper:
     def _submit(self, size: int, call: Any) -> Ack:
         if self._closed:
             raise ShutdownError("the shipper is closed; create a new Shipper to submit more")
+        timeout = self.config.pipeline.submit_timeout
+        deadline = time.monotonic() + timeout
         while len(self._inflight) >= self._max_inflight:
-            ready, _ = ray.wait(list(self._inflight), num_returns=1)
+            left = deadline - time.monotonic()
+            ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=max(0.0, left))
+            if not ready:
+                raise BackpressureError(
+                    f"the pipeline took no new submission for {timeout:.0f}s "
+                    f"({len(self._inflight)} in flight); Kafka is slow or down. The entries "
+                    "were not accepted: submit them again later"
+                )
             self._settle(self._inflight[ready[0]], None)
+        if self._dlq_full and self._dlq is not None:
+            # Kafka refused entries and the DLQ could not take them: accept nothing
+            # more until the DLQ has room again (or the submit timeout passes).
+            while not ray.get(self._dlq.has_room.remote()):
+                if time.monotonic() >= deadline:
+                    raise BackpressureError(
+                        "the DLQ's disk budget is used up and Kafka is not taking entries; "
+                        "nothing more is accepted. Free space with `shipper dlq replay` or "
+                        "`shipper dlq purge`, or raise dlq_config.max_disk_bytes"
+                    )
+                time.sleep(0.2)
+            self._dlq_full = False
         order = (self._source, self._seq)
         self._seq += 1
         ack = Ack(self, call(time.time(), order), size)
@@ -303,6 +325,8 @@ class Shipper:
         ack._result = result
         self._inflight.pop(ack.ref, None)
         self._stats.record(result)
+        if any("not dead-lettered" in f.error for f in result.failures):
+            self._dlq_full = True
 
     # ------------------------------------------------------------------ control
 
@@ -371,7 +395,16 @@ class Shipper:
         return dict(ray.get(self._dlq.reprocess.remote(**kw)))
 
     def breaker_states(self) -> dict[str, dict[str, Any]]:
+        """Per broker set: state (0 closed, 1 open, 2 half-open), opens, retry time."""
         return dict(ray.get(self._supervisor.states.remote()))
+
+    def breaker_history(self) -> list[tuple[float, str, int, int]]:
+        """Every breaker transition so far: (wall time, broker set, old, new)."""
+        return list(ray.get(self._supervisor.history.remote()))
+
+    def dlq_stats(self) -> Any:
+        """This node's DLQ figures (``shipper.dlq.DlqStats``), or None without a DLQ."""
+        return None if self._dlq is None else ray.get(self._dlq.stats.remote())
 
     def _kill_actors(self) -> None:
         if self._dlq is not None:
