@@ -22,12 +22,17 @@ How CPU is counted:
 
 - :func:`tree_cpu` sums ``utime + stime`` of a process and all its live
   descendants, plus ``cutime + cstime`` (the CPU of children that have exited and
-  were reaped by a process in the tree). Ray workers are children of the raylet,
-  which reaps them, so a worker that dies between two readings still counts.
-  Two readings of the same tree give the CPU spent in between.
+  were reaped by a process in the tree). Two readings of the same tree give the CPU
+  spent in between, provided the processes that worked in between are still alive at
+  the second reading: the raylet ignores SIGCHLD, so the kernel reaps Ray workers
+  without adding their CPU to anyone's ``cutime``. The suite therefore takes the
+  second reading before the pipeline's actors are killed.
 - :func:`self_cpu` is the calling process alone (all its threads).
-- For child commands :mod:`bench.reaper` makes itself a *child subreaper*, so
-  every descendant is reaped by it and ``RUSAGE_CHILDREN`` holds their exact total.
+- For child commands (the CLI), :func:`reap_main` makes itself a *child subreaper*
+  and reaps the whole tree, so ``RUSAGE_CHILDREN`` holds the CPU of every process
+  that was reaped with accounting; it also samples each descendant's own CPU every
+  100 ms (which catches the Ray workers the raylet lets the kernel reap, but misses
+  each process's last moments) and reports the larger of the two totals.
 
 Peak RSS: :func:`reset_peak_rss` clears the kernel's high-water mark of this
 process (``/proc/self/clear_refs``), :func:`peak_rss_self` reads it back
@@ -746,9 +751,12 @@ def reap_main(argv: list[str]) -> int:
 
     This process becomes a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``), so
     every descendant of CMD, including daemons that outlive it (the Ray instance the
-    CLI starts), is reaped here and lands in ``RUSAGE_CHILDREN``: exact CPU seconds
-    for the tree. RSS of the tree is sampled every 100 ms. After CMD exits, leftovers
-    get 30 s to go, then SIGTERM, then SIGKILL (by pid; they are all ours).
+    CLI starts), is reaped here and lands in ``RUSAGE_CHILDREN``. Ray workers are
+    reaped by the kernel without accounting (the raylet ignores SIGCHLD), so each
+    descendant's own CPU is also sampled every 100 ms; ``cpu_s`` is the larger of the
+    two totals (both are in the output). RSS of the tree is sampled at the same time.
+    After CMD exits, leftovers get 30 s to go, then SIGTERM, then SIGKILL (by pid;
+    they are all ours).
     """
     import ctypes
     import resource
@@ -768,6 +776,7 @@ def reap_main(argv: list[str]) -> int:
     peak_tree = peak_cli = peak_actors = 0
     last_sample = 0.0
     killed: list[int] = []
+    seen_cpu: dict[int, int] = {}
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -785,6 +794,7 @@ def reap_main(argv: list[str]) -> int:
             last_sample = now
             tree = actors = 0
             for p in descendants(me):
+                seen_cpu[p] = max(seen_cpu.get(p, 0), _cpu_ticks(p, False))
                 rss = rss_bytes(p)
                 tree += rss
                 role = ray_role(cmdline(p))
@@ -806,7 +816,9 @@ def reap_main(argv: list[str]) -> int:
         "rc": rc,
         "wall_s": round(t_exit - t0, 4),
         "tree_wall_s": round(time.perf_counter() - t0, 4),
-        "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+        "cpu_s": round(max(ru.ru_utime + ru.ru_stime, sum(seen_cpu.values()) / CLK_TCK), 3),
+        "cpu_s_rusage": round(ru.ru_utime + ru.ru_stime, 3),
+        "cpu_s_sampled": round(sum(seen_cpu.values()) / CLK_TCK, 3),
         "subreaper": subreaper,
         "peak_rss_tree": peak_tree,
         "peak_rss_cli": peak_cli,

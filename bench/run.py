@@ -63,16 +63,6 @@ CONTENDERS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "cli": ("CLI (shipper run)", c.cli),
 }
 PARTITIONS = 6
-#: What ``shipper run`` would be if the installed entry point lacks the subcommand:
-#: the same handler, reached through its own argparse registration.
-CLI_SHIM = (
-    "import argparse, sys\n"
-    "from shipper.runner import add_run_parser\n"
-    "p = argparse.ArgumentParser(prog='shipper')\n"
-    "add_run_parser(p.add_subparsers(dest='command'))\n"
-    "a = p.parse_args(sys.argv[1:])\n"
-    "sys.exit(a.handler(a))\n"
-)
 
 
 def log(msg: str) -> None:
@@ -83,17 +73,12 @@ def log(msg: str) -> None:
 
 
 def cli_command() -> tuple[list[str], str]:
-    """The command that runs ``shipper run``, and a note on how it was found."""
+    """The command that runs ``shipper run`` (the installed entry point)."""
     exe = Path(sys.executable).with_name("shipper")
-    if exe.exists():
-        probe = subprocess.run([str(exe), "run", "--help"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return [str(exe)], f"{exe} run"
-    return (
-        [sys.executable, "-c", CLI_SHIM],
-        "shim: `shipper run` is not registered in shipper.cli, so the suite calls "
-        "shipper.runner.run_command through its own argparse parser",
-    )
+    probe = subprocess.run([str(exe), "run", "--help"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        raise SystemExit(f"{exe} run --help failed: is the package installed in this venv?")
+    return [str(exe)], f"{exe} run"
 
 
 def broker_log_dir(kafka: Any) -> Path | None:
@@ -189,9 +174,19 @@ def one_run(
     from shipper.testing import create_topic, delete_topic
 
     conf = b.client_conf()
-    topic = create_topic(
-        conf, f"bench-{uuid.uuid4().hex[:12]}", partitions=PARTITIONS, config=topic_config
-    )
+    topic = f"bench-{uuid.uuid4().hex[:12]}"
+    # The broker is shared: if someone restarts it, wait for it rather than give up.
+    for attempt in range(6):
+        try:
+            create_topic(conf, topic, partitions=PARTITIONS, config=topic_config)
+            break
+        except Exception as exc:  # broker down or restarting
+            if attempt == 5:
+                log(f"    FAILED: cannot create a topic: {exc!r}")
+                return {"error": f"cannot create a topic: {exc!r}"}
+            log(f"    broker not answering ({exc!r}); retrying in 10 s")
+            delete_topic(conf, topic, timeout=10)
+            time.sleep(10)
     try:
         try:
             res = fn(b, topic, *args, **kw)
@@ -348,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(data_file, "wb") as f:
         for line in lines:
             f.write(line + b"\n")
-    cli_cmd, cli_note = cli_command()
+    cli_cmd, cli_note = cli_command() if "cli" in args.contenders else ([], "not run")
     if args.partitioning == "librdkafka":
         partitioning: dict[str, Any] = {"enabled": False}
     elif args.partitioning == "hash":
@@ -391,12 +386,18 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
     }
     log(f"machine: {meta['machine'].get('cpu')} x{meta['machine']['cores']}; broker {b.bootstrap}")
-    if cli_note.startswith("shim"):
-        log(f"note: {cli_note}")
 
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {
         codec: {name: [] for name in args.contenders} for codec in args.codecs
     }
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(t_start))
+    partial = results_dir / f"partial-{stamp}.json"
+    extra: dict[str, Any] = {}
+
+    def checkpoint() -> None:
+        """Raw figures so far, so that a crash late in a long run loses nothing."""
+        partial.write_text(json.dumps({"meta": meta, "raw": raw, **extra}, default=str))
+
     for run in range(args.runs):
         for codec in args.codecs:
             for name in args.contenders:
@@ -405,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = one_run(b, fn, codec)
                 res["run"] = run + 1
                 raw[codec][name].append(res)
+                checkpoint()
                 if "error" not in res:
                     log(
                         f"    {res['msg_per_s']:>10,.0f} msg/s  cpu {res['cpu_s_per_million']:.2f}"
@@ -447,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 res["run"] = run + 1
                 lat_runs[name].append(res)
+                extra["latency_runs"] = lat_runs
+                checkpoint()
                 if "error" not in res:
                     log(
                         f"    p50/p95/p99 {res['latency_p50_ms']:.2f} / {res['latency_p95_ms']:.2f}"
@@ -469,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
                 res = one_run(b, c.pipeline_api, args.memory_codec, queue_size=qs)
                 res["run"] = run + 1
                 memory.setdefault(str(qs), {"runs": []})["runs"].append(res)
+                extra["memory_runs"] = memory
+                checkpoint()
                 if "error" not in res:
                     log(
                         f"    driver {fmt_mb(res['peak_rss_driver'])}, actors "
@@ -492,8 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.json)
     out.write_text(json.dumps(report, indent=1, default=str))
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(t_start))
     (results_dir / f"run-{stamp}.json").write_text(out.read_text())
+    partial.unlink(missing_ok=True)
     print(render(report))
     log(f"\nwrote {out} (and run-{stamp}.json) in {meta['duration_s']:.0f} s")
     data_file.unlink(missing_ok=True)
