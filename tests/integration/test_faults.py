@@ -206,7 +206,10 @@ def test_backpressure_thresholds_shed_low_levels_first(
         batch_size=100,
         timeout="60s",
         circuit_breaker={"failure_threshold": 1000, "success_threshold": 1, "timeout": "60s"},
+        routing={"enabled": False},  # every level in one queue
     )
+    # Keep what was shed in the DLQ so the test can look at it.
+    cfg["sinks"]["kafka"]["dlq_config"]["reprocessing_config"]["enabled"] = False
     cfg["pipeline"] = {"max_inflight_submissions": 32, "submit_timeout": "60s"}
 
     def level(i: int) -> str:
@@ -310,6 +313,8 @@ def test_sigkill_of_the_whole_shipper_with_a_full_dlq_loses_nothing(
         # The whole shipper dies at once: driver, actors, Ray's own processes.
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
         kill_by_cmdline(ray_tmp)
     broker.start()
     with LmdbDlqStore(dlq) as store:
