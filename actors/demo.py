@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import time
 from collections import Counter, defaultdict
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     kafka = LocalKafka.ensure_up()
     admin = kafka.client_config()
     if not args.keep_topics:
+        shutil.rmtree("data/demo-dlq", ignore_errors=True)  # a fresh run starts empty
         for name in TOPICS:
             delete_topic(admin, name)
         time.sleep(1.0)  # deletions settle before the names are reused
