@@ -123,19 +123,21 @@ class RouterActor:
             if isinstance(out, SegmentOutcome):
                 result.add_segment(out)
                 continue
-            # The Batcher failed: every entry of the segment is reported, none dropped.
+            # The Batcher failed: every entry of the segment goes to the DLQ or is
+            # reported, none is dropped.
             seg = prep.segments[topic]
             self.batchers.pop(topic, None)
-            for i, value in enumerate(seg.values):
-                result.failures.append(
-                    EntryFailure(
-                        "error",
-                        f"batcher for {topic} failed: {out}",
-                        topic=topic,
-                        value=value,
-                        key=seg.keys[i] if seg.keys else None,
-                    )
+            lost = [
+                EntryFailure(
+                    "error",
+                    f"batcher for {topic} failed: {str(out).strip().splitlines()[-1][:300]}",
+                    topic=topic,
+                    value=value,
+                    key=seg.keys[i] if seg.keys else None,
                 )
+                for i, value in enumerate(seg.values)
+            ]
+            await self._reject(lost, result)
         if result.latency == 0.0:
             result.latency = time.time() - submitted_at
         return result
