@@ -1,0 +1,514 @@
+"""The telemetry actor (one scrape endpoint per deployment) and the per-actor Reporter.
+
+::
+
+    Batcher / Router / Producer / Supervisor / DLQ           TelemetryActor ("telemetry")
+      Reporter(telemetry, "batcher:logs")                      Aggregator
+        .recorder: MetricsRecorder  --push(snapshot)----->       .update(snapshot)
+        (at most every `interval` s, fire and forget)          MetricsServer (own thread)
+      supervisor / producer  --report_health(bs, state, t)-->    GET /metrics  merged
+                                                                 GET /healthz  200 while up
+                                                                 GET /ready    200 / 503
+
+* :class:`TelemetryActor` keeps the latest cumulative snapshot of every source and serves
+  their merge (counters and histograms summed, gauges per the catalog) through
+  :class:`shipper.telemetry.MetricsServer`. Snapshots are cumulative, so a restarted
+  telemetry actor is whole again after one push round; a restarted *source* (new
+  recorder instance under the same source name) has its old counts retired, not lost.
+* ``/ready`` is 200 only when at least one broker set has reported, no broker set's
+  circuit breaker is open (state 1), and for every broker set a broker answered within
+  ``stale_after`` seconds (wall time). Half-open (2) does not by itself make the
+  endpoint unready. ``/healthz`` is 200 while the actor's process serves.
+* :class:`Reporter` is a plain object used *inside* the other actors: it owns a
+  :class:`~shipper.telemetry.MetricsRecorder` and sends ``recorder.snapshot()`` to the
+  telemetry actor at most every ``interval`` seconds (:meth:`Reporter.maybe_push`), at
+  once (:meth:`Reporter.push_now`), or from a background task
+  (:meth:`Reporter.start_periodic` for async actors, :meth:`Reporter.start_thread`
+  for threaded ones). With ``telemetry=None`` (metrics disabled) it records locally
+  and sends nothing, so actor code needs no ``if``. A ``refresh`` callback runs just
+  before every snapshot: the place to set gauges (queue size, DLQ depth).
+
+Calls each actor is expected to make
+------------------------------------
+``rec`` is ``self.metrics.recorder``; ``T`` is the topic, ``BS`` the broker set id.
+Every actor: construct ``self.metrics = Reporter(telemetry, SOURCE, refresh=...)`` in
+``__init__``, call ``self.metrics.start_periodic()`` from its first async method (it is
+idempotent), and ``self.metrics.push_now()`` at the end of ``flush``/``close`` so a
+scrape right after a flush sees the final counts. Zero-valued series are created at
+start so ``rate()`` and the alerts have data before the first event.
+
+Batcher, ``SOURCE = f"batcher:{topic}"``, ``refresh=self._refresh_metrics``::
+
+    # __init__: publish zeros
+    for status in ("success", "error"):
+        rec.add("log_capturer_logs_sent_total", 0, {"sink": "kafka", "status": status})
+    rec.add("log_capturer_kafka_delivered_total", 0, {"topic": T})
+    rec.add("log_capturer_errors_total", 0, {"component": "kafka_sink"})
+    for level in ("warning", "critical", "emergency"):
+        rec.add("log_capturer_kafka_backpressure_total", 0, {"level": level})
+    # _refresh_metrics (runs before every push)
+    rec.set("log_capturer_kafka_queue_size", self.acc.queued, {"topic": T})
+    rec.set("log_capturer_kafka_queue_utilization", self.acc.utilization, {"topic": T})
+    # _apply_pressure: count upward crossings only (keep self._last_pressure)
+    if pressure > self._last_pressure and pressure >= Pressure.WARNING:
+        rec.add("log_capturer_kafka_backpressure_total", 1, {"level": pressure.name.lower()})
+    self._last_pressure = pressure
+    # _send, when a produce attempt is made (n = entries in the chunk)
+    rec.observe("log_capturer_kafka_batch_size", n, {"topic": T})
+    ... results = await producer.produce.remote(...)
+    rec.observe("log_capturer_kafka_batch_duration_seconds",
+                time.monotonic() - started, {"topic": T})
+    rec.add("log_capturer_errors_total",
+            sum(len(r.failures) for r in results), {"component": "kafka_sink"})
+    # _settle, per piece (r = its SendResult)
+    rec.add("log_capturer_kafka_delivered_total", r.delivered, {"topic": T})
+    if not piece.segment.replay:     # replays are counted by the DLQ actor instead
+        rec.add("log_capturer_logs_sent_total", r.delivered,
+                {"sink": "kafka", "status": "success"})
+        if r.delivered:
+            rec.observe("log_capturer_kafka_end_to_end_latency_seconds",
+                        max(0.0, r.finished - piece.segment.submitted_at),
+                        {"topic": T}, count=r.delivered)
+        rec.add("log_capturer_logs_sent_total", len(failures),
+                {"sink": "kafka", "status": "error"})   # DLQ'd or kept, both settled
+    # _dead_letter: entries that end with neither delivery nor a DLQ copy
+    for f in kept: rec.add("log_capturer_kafka_dropped_total", 1,
+                           {"reason": "dlq_full" if <DLQ refused> else "dlq_disabled"})
+    self.metrics.maybe_push()        # end of _settle
+
+Router, ``SOURCE = f"router:{index}"`` (no gauges)::
+
+    rec.add("log_capturer_errors_total", 0, {"component": "router"})       # __init__
+    # _collect: entries the intake refused (prep.rejected), all settled as errors
+    rec.add("log_capturer_logs_sent_total", len(prep.rejected),
+            {"sink": "kafka", "status": "error"})
+    rec.add("log_capturer_errors_total", len(prep.rejected), {"component": "router"})
+    # _reject, those not dead-lettered, per reason
+    rec.add("log_capturer_kafka_dropped_total", 1, {"reason": f.reason})
+    # _collect, a Batcher call that raised (whole segment failed)
+    rec.add("log_capturer_logs_sent_total", len(seg.values),
+            {"sink": "kafka", "status": "error"})
+    rec.add("log_capturer_errors_total", 1, {"component": "router"})
+    rec.add("log_capturer_kafka_dropped_total", len(seg.values), {"reason": "batcher_failed"})
+    self.metrics.maybe_push()        # end of _collect
+
+Producer, ``SOURCE = f"producer:{BS}:{replica}"``; the librdkafka statistics
+(:mod:`shipper.rdkafka_stats`) go in through the client config::
+
+    conf = librdkafka_settings(sink)
+    conf.setdefault("statistics.interval.ms", 5000)
+    conf["stats_cb"] = make_stats_cb(self.metrics.recorder, BS,
+                                     codec=sink.compression, on_summary=self._on_stats)
+
+    def _on_stats(self, s: StatsSummary) -> None:   # runs on the client's poll thread
+        if s.brokers_up and self.telemetry is not None:
+            self.telemetry.report_health.remote(BS, None, time.time())
+        self.metrics.maybe_push()
+
+Supervisor, ``SOURCE = "supervisor"``::
+
+    # _breaker(), when a breaker is created
+    rec.set("log_capturer_kafka_circuit_breaker_state", 0, {"broker_set": BS})
+    rec.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
+    telemetry.report_health.remote(BS, 0, None)
+    # _changed(BS, old, new)
+    rec.set("log_capturer_kafka_circuit_breaker_state", int(new), {"broker_set": BS})
+    if new == BreakerState.OPEN:
+        rec.add("log_capturer_circuit_breaker_opens_total", 1, {"sink": "kafka"})
+    telemetry.report_health.remote(BS, int(new), None)
+    self.metrics.push_now()
+    # report(BS, ok=True): a broker answered; at most once a second per broker set
+    telemetry.report_health.remote(BS, None, time.time())
+    # refresh= re-sends every breaker's state, so a restarted telemetry actor relearns it
+    for bs, b in self.breakers.items(): telemetry.report_health.remote(bs, int(b.state), None)
+
+DLQ, ``SOURCE = dlq_name(node)``, ``refresh=self._refresh_metrics``::
+
+    rec.set("log_capturer_dlq_depth", self.store.count())              # _refresh_metrics
+    # put(): per stored record r = failure_to_record(f, now)
+    rec.add("log_capturer_dlq_writes_total", 1, {"reason": r.reason.value})
+    # put() raising DlqFullError
+    rec.add("log_capturer_errors_total", 1, {"component": "dlq"})
+    # _resend, per record r: outcome delivered | requeued (failed, retried later)
+    #                        | given_up (parked by mark_failed)
+    rec.add("log_capturer_dlq_replays_total", 1, {"reason": r.reason.value, "outcome": o})
+    self.metrics.push_now()          # end of reprocess() and put()
+
+Driver (``Shipper``)::
+
+    m = self.config.metrics
+    self._telemetry = start_telemetry(self.namespace, m.host, m.port) if m.enabled else None
+    self.metrics_url = ray.get(self._telemetry.url.remote()) if self._telemetry else None
+    # pass self._telemetry to producers, supervisor, router (-> batchers) and the DLQ;
+    # kill it last in _kill_actors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from shipper.metrics_catalog import BREAKER_STATE_CODES
+from shipper.telemetry import Aggregator, MetricsRecorder, MetricsServer, Snapshot
+
+__all__ = [
+    "DEFAULT_STALE_AFTER",
+    "TELEMETRY_NAME",
+    "Reporter",
+    "TelemetryActor",
+    "start_telemetry",
+]
+
+log = logging.getLogger("shipper.telemetry")
+
+TELEMETRY_NAME = "telemetry"
+DEFAULT_STALE_AFTER = 30.0
+"""Seconds without a broker answer after which ``/ready`` fails. Producers report every
+``statistics.interval.ms`` (5 s suggested) while a broker connection is up."""
+
+_OPEN = BREAKER_STATE_CODES["open"]
+
+
+@dataclass
+class _BrokerSetHealth:
+    breaker_state: int = 0
+    last_success: float = -math.inf
+
+
+class TelemetryActor:
+    """Aggregates every actor's metrics and serves ``/metrics``, ``/healthz``, ``/ready``.
+
+    The HTTP server binds in the constructor (``port=0`` picks a free port) and serves
+    from its own thread, so scrapes never wait for the actor's method queue.
+    ``source_ttl`` (seconds, ``None`` = never) forgets sources that stopped pushing,
+    e.g. actors killed for good: their counters stay in the totals, their gauges go.
+    ``clock`` gives wall time (``time.time``) and exists for tests.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        stale_after: float = DEFAULT_STALE_AFTER,
+        source_ttl: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not stale_after > 0:
+            raise ValueError(f"stale_after must be > 0, got {stale_after!r}")
+        self.stale_after = float(stale_after)
+        self.source_ttl = source_ttl
+        self._clock = clock
+        self._lock = threading.Lock()  # health and last-seen maps: HTTP thread reads them
+        self._aggregator = Aggregator()
+        self._health: dict[str, _BrokerSetHealth] = {}
+        self._last_seen: dict[str, float] = {}
+        self._own = MetricsRecorder(TELEMETRY_NAME)
+        self._own.add("log_capturer_errors_total", 0, {"component": "telemetry"})
+        self._aggregator.update(self._own.snapshot())
+        self._server = MetricsServer(host, port, self._collect, self._healthy, self._ready)
+        self._server.start()
+        log.info("telemetry endpoint at %s/metrics", self._server.url)
+
+    # ------------------------------------------------------------------ intake
+
+    def push(self, snapshot: Snapshot) -> bool:
+        """Take a source's latest cumulative snapshot; ``False`` if ignored (older, or
+        rejected as not matching the catalog, which is counted and logged)."""
+        try:
+            taken = self._aggregator.update(snapshot)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            source = snapshot.get("source") if isinstance(snapshot, dict) else None
+            log.warning("telemetry: rejected a snapshot from %r: %s", source, exc)
+            self._own.add("log_capturer_errors_total", 1, {"component": "telemetry"})
+            self._aggregator.update(self._own.snapshot())
+            return False
+        if taken:
+            with self._lock:
+                self._last_seen[snapshot["source"]] = self._clock()
+        return taken
+
+    def forget(self, source: str) -> None:
+        """Drop ``source`` for good: its counters stay in the totals, its gauges go."""
+        self._aggregator.forget(source)
+        with self._lock:
+            self._last_seen.pop(source, None)
+
+    def report_health(
+        self,
+        broker_set: str,
+        breaker_state: int | None = None,
+        last_success_wall_time: float | None = None,
+    ) -> None:
+        """What ``/ready`` decides on, per broker set. ``None`` leaves a field as it was.
+
+        ``breaker_state`` is the breaker's code (0 closed, 1 open, 2 half-open);
+        ``last_success_wall_time`` is ``time.time()`` when a broker of the set last
+        answered (an older time than the one known is ignored).
+        """
+        if breaker_state is not None and breaker_state not in BREAKER_STATE_CODES.values():
+            raise ValueError(f"unknown breaker state {breaker_state!r}")
+        with self._lock:
+            h = self._health.setdefault(broker_set, _BrokerSetHealth())
+            if breaker_state is not None:
+                h.breaker_state = int(breaker_state)
+            if last_success_wall_time is not None:
+                h.last_success = max(h.last_success, float(last_success_wall_time))
+
+    def forget_broker_set(self, broker_set: str) -> None:
+        """Stop considering ``broker_set`` for ``/ready`` (e.g. removed from the config)."""
+        with self._lock:
+            self._health.pop(broker_set, None)
+
+    # ------------------------------------------------------------------ reading
+
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` the endpoint is bound to (the real port when 0 was asked)."""
+        return self._server.host, self._server.port
+
+    def url(self) -> str:
+        """Base URL a client on another machine can use (``/metrics`` etc. appended).
+
+        A wildcard bind (``0.0.0.0``/``::``) is shown with this node's IP address.
+        """
+        host = self._server.host
+        if host in ("0.0.0.0", "::", ""):
+            import ray
+
+            host = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self._server.port}"
+
+    def ready(self) -> tuple[bool, str]:
+        """What ``/ready`` answers: ``(ok, reason)``."""
+        return self._ready()
+
+    def health(self) -> dict[str, dict[str, float]]:
+        """Per broker set: breaker state and seconds since a broker last answered."""
+        now = self._clock()
+        with self._lock:
+            return {
+                bs: {"breaker_state": h.breaker_state, "since_success": now - h.last_success}
+                for bs, h in self._health.items()
+            }
+
+    def sources(self) -> list[str]:
+        """Sources whose latest snapshot is held, sorted (includes ``telemetry``)."""
+        return self._aggregator.sources()
+
+    def merged(self) -> Snapshot:
+        """The merged snapshot a scrape renders (for tests and the CLI)."""
+        return self._collect()
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self._server.close()
+
+    # ------------------------------------------------------------------ server hooks
+
+    def _collect(self) -> Snapshot:
+        if self.source_ttl is not None:
+            cutoff = self._clock() - self.source_ttl
+            with self._lock:
+                silent = [s for s, t in self._last_seen.items() if t < cutoff]
+            for source in silent:
+                log.info(
+                    "telemetry: %s sent nothing for %.0fs; forgetting it", source, self.source_ttl
+                )
+                self.forget(source)
+        return self._aggregator.merged()
+
+    def _healthy(self) -> bool:
+        return True
+
+    def _ready(self) -> tuple[bool, str]:
+        now = self._clock()
+        with self._lock:
+            health = dict(self._health)
+        if not health:
+            return False, "not ready: no broker set has reported yet"
+        problems: list[str] = []
+        for bs in sorted(health):
+            h = health[bs]
+            if h.breaker_state == _OPEN:
+                problems.append(f"circuit breaker open for broker set {bs}")
+            elif now - h.last_success > self.stale_after:
+                if math.isinf(h.last_success):
+                    problems.append(f"no broker of set {bs} has answered yet")
+                else:
+                    problems.append(
+                        f"no broker of set {bs} answered in the last {self.stale_after:g}s "
+                        f"(last {now - h.last_success:.0f}s ago)"
+                    )
+        if problems:
+            return False, "not ready: " + "; ".join(problems)
+        return True, f"ready: {len(health)} broker set(s) reachable, breakers not open"
+
+
+def start_telemetry(
+    namespace: str,
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    *,
+    stale_after: float = DEFAULT_STALE_AFTER,
+    source_ttl: float | None = None,
+) -> Any:
+    """Create (or find) the deployment's ``telemetry`` actor in ``namespace``.
+
+    It is pinned to the calling node (the driver's), so ``host:port`` names a port on
+    the machine that started the shipper. An existing actor keeps its address: the
+    arguments only matter for the first caller. Restarted forever if it dies; with a
+    fixed port it binds the same port again (with port 0 it gets a new one).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    cls = ray.remote(TelemetryActor)
+    return cls.options(
+        name=TELEMETRY_NAME,
+        namespace=namespace,
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(host, port, stale_after, source_ttl)
+
+
+class Reporter:
+    """Owns an actor's :class:`MetricsRecorder` and pushes its snapshots to telemetry.
+
+    ``telemetry`` is the telemetry actor handle or ``None`` (nothing is sent).
+    ``recorder`` is a recorder or the source name for a new one; source names must be
+    unique per actor (``batcher:<topic>``, ``producer:<set>:<replica>`` ...).
+    Thread-safe: ``maybe_push`` may be called from the event loop and from client
+    threads alike. Sending never raises and never waits: a telemetry actor that is
+    down loses nothing, since the next snapshot carries the cumulative figures.
+    """
+
+    def __init__(
+        self,
+        telemetry: Any,
+        recorder: MetricsRecorder | str,
+        *,
+        interval: float = 1.0,
+        refresh: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0, got {interval!r}")
+        self.telemetry = telemetry
+        self.recorder = (
+            recorder if isinstance(recorder, MetricsRecorder) else MetricsRecorder(recorder)
+        )
+        self.interval = float(interval)
+        self.refresh = refresh
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = -math.inf
+        self.pushes = 0
+        self._task: asyncio.Task[None] | None = None
+        self._future: Future[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def source(self) -> str:
+        return self.recorder.source
+
+    def maybe_push(self) -> bool:
+        """Push if ``interval`` has passed since the last push; ``True`` if it did."""
+        with self._lock:
+            now = self._clock()
+            if now - self._last < self.interval:
+                return False
+            self._last = now
+        return self._send()
+
+    def push_now(self) -> bool:
+        """Push at once (after a flush, on a breaker change, before closing)."""
+        with self._lock:
+            self._last = self._clock()
+        return self._send()
+
+    def _send(self) -> bool:
+        if self.refresh is not None:
+            try:
+                self.refresh()
+            except Exception:
+                log.warning("metrics refresh of %s failed", self.source, exc_info=True)
+        if self.telemetry is None:
+            return False
+        snapshot = self.recorder.snapshot()
+        try:
+            self.telemetry.push.remote(snapshot)
+        except Exception as exc:  # e.g. Ray shutting down; the next push resends all
+            log.debug("metrics push from %s failed: %s", self.source, exc)
+            return False
+        self.pushes += 1
+        return True
+
+    # ------------------------------------------------------------------ background
+
+    async def _periodic(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.maybe_push()
+
+    def start_periodic(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Push every ``interval`` from a task on ``loop`` (default: the running loop).
+
+        Idempotent. Call it from an async method of the actor (the running loop is the
+        actor's), or pass the actor's loop from another thread.
+        """
+        if self._task is not None or self._future is not None:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        target = loop or running
+        if target is None:
+            raise RuntimeError(
+                "Reporter.start_periodic needs an event loop: call it from an async "
+                "method or pass the loop"
+            )
+        coro: Coroutine[Any, Any, None] = self._periodic()
+        if target is running:
+            self._task = target.create_task(coro, name=f"metrics:{self.source}")
+        else:
+            self._future = asyncio.run_coroutine_threadsafe(coro, target)
+
+    def start_thread(self) -> None:
+        """Push every ``interval`` from a daemon thread (for actors without a loop)."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(self.interval):
+                self.maybe_push()
+
+        self._thread = threading.Thread(target=run, name=f"metrics:{self.source}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background pusher (if any) and push the final figures."""
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self._future is not None:
+            self._future.cancel()
+            self._future = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            with contextlib.suppress(RuntimeError):
+                thread.join(timeout=2 * self.interval)
+        self.push_now()
