@@ -109,27 +109,28 @@ class Intake:
         rejected = [_failure(e, raw(e)) for e in errors]
         segments: dict[str, TopicSegment] = {}
         routed = self.router.route(entries)
+        limit = self.max_bytes
         for topic, idx in routed.items():
-            if isinstance(idx, EntryError):  # pragma: no cover - defensive
-                continue
-            group = [entries[i] for i in idx]
+            group = entries if len(idx) == len(entries) else [entries[i] for i in idx]
             values = encode_entries(group)
-            seg = TopicSegment()
-            keys: list[bytes | None] | None = [] if self.keyer is not None else None
-            for entry, value in zip(group, values, strict=True):
-                if len(value) > self.max_bytes:
-                    rejected.append(
-                        _failure(MessageTooLargeError(len(value), self.max_bytes), value, topic)
-                    )
-                    continue
-                seg.values.append(value)
-                seg.levels.append(entry.level)
-                if keys is not None:
-                    assert self.keyer is not None
-                    keys.append(self.keyer.key_for(entry))
-            seg.keys = keys
-            if seg.values:
-                segments[topic] = seg
+            # Whole-batch work on the fast path; the per-entry loop only runs when an
+            # entry is too large (rare).
+            if values and max(map(len, values)) > limit:
+                kept = [i for i, v in enumerate(values) if len(v) <= limit]
+                rejected.extend(
+                    _failure(MessageTooLargeError(len(v), limit), v, topic)
+                    for v in values
+                    if len(v) > limit
+                )
+                group = [group[i] for i in kept]
+                values = [values[i] for i in kept]
+            if not values:
+                continue
+            segments[topic] = TopicSegment(
+                values=values,
+                keys=self.keyer.keys_for(group) if self.keyer is not None else None,
+                levels=[e.level for e in group],
+            )
         rejected.extend(_failure(e) for e in self.router.rejected)
         self.router.rejected = []
         return Prepared(len(entries) + len(errors), segments, rejected)
