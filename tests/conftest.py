@@ -11,6 +11,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# These machines are noisy (2 cores, a broker and Ray beside the tests): Hypothesis
+# must judge properties, not timing.
+settings.register_profile(
+    "shipper", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("shipper")
 
 from shipper.testing import LocalKafka, create_topic, delete_topic
 
