@@ -48,6 +48,8 @@ from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
 from shipper.partitioning import make_partitioner
 
+from .telemetry import Reporter
+
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
 
 log = logging.getLogger("shipper.batcher")
@@ -135,6 +137,20 @@ class BatcherActor:
             "backpressure_emergency": 0,
         }
         self.batch_sizes: list[int] = []
+        self._last_pressure = Pressure.NORMAL
+        self.metrics = Reporter(telemetry, f"batcher:{topic}", refresh=self._refresh)
+        rec = self.metrics.recorder
+        for status in ("success", "error"):
+            rec.add("log_capturer_logs_sent_total", 0, {"sink": "kafka", "status": status})
+        rec.add("log_capturer_kafka_delivered_total", 0, {"topic": topic})
+        rec.add("log_capturer_errors_total", 0, {"component": "kafka_sink"})
+        for lvl in ("warning", "critical", "emergency"):
+            rec.add("log_capturer_kafka_backpressure_total", 0, {"level": lvl})
+
+    def _refresh(self) -> None:
+        rec = self.metrics.recorder
+        rec.set("log_capturer_kafka_queue_size", self.acc.queued, {"topic": self.topic})
+        rec.set("log_capturer_kafka_queue_utilization", self.acc.utilization, {"topic": self.topic})
 
     # ------------------------------------------------------------------ wiring
 
@@ -144,6 +160,7 @@ class BatcherActor:
         self._wakeup = asyncio.Event()
         self._room = asyncio.Condition()
         self._task = asyncio.get_running_loop().create_task(self._run())
+        self.metrics.start_periodic()
         if self.supervisor is not None:
             me = ray.get_runtime_context().current_actor
             state = await self.supervisor.register.remote(self.broker_set, me)
@@ -226,6 +243,12 @@ class BatcherActor:
         if not self.policy.enabled or not values:
             return values, keys, levels
         pressure = self.policy.level(self.acc.utilization)
+        if pressure > self._last_pressure and pressure >= Pressure.WARNING:
+            # Count each upward crossing once, not every segment that sees it.
+            self.metrics.recorder.add(
+                "log_capturer_kafka_backpressure_total", 1, {"level": pressure.name.lower()}
+            )
+        self._last_pressure = pressure
         if pressure >= Pressure.WARNING:
             self.counts[f"backpressure_{pressure.name.lower()}"] += 1
             self.warn.warning(
@@ -359,6 +382,18 @@ class BatcherActor:
                 results = _failed_results(
                     self.topic, parts, "error", f"producer unavailable: {exc}"
                 )
+            rec = self.metrics.recorder
+            rec.observe(
+                "log_capturer_kafka_batch_size", self.batch_sizes[-1], {"topic": self.topic}
+            )
+            rec.observe(
+                "log_capturer_kafka_batch_duration_seconds",
+                time.monotonic() - started,
+                {"topic": self.topic},
+            )
+            n_failed = sum(len(r.failures) for r in results)
+            if n_failed:
+                rec.add("log_capturer_errors_total", n_failed, {"component": "kafka_sink"})
             delivered = sum(r.delivered for r in results)
             broken = any(f.reason in BROKER_FAILURES for r in results for f in r.failures)
             if self.supervisor is not None:
@@ -379,6 +414,21 @@ class BatcherActor:
             out = pending.outcome
             out.delivered += r.delivered
             self.counts["delivered"] += r.delivered
+            rec = self.metrics.recorder
+            labels = {"topic": self.topic}
+            if r.delivered:
+                rec.add("log_capturer_kafka_delivered_total", r.delivered, labels)
+            if not piece.segment.replay:
+                if r.delivered:
+                    rec.add("log_capturer_logs_sent_total", r.delivered, _SUCCESS)
+                    rec.observe(
+                        "log_capturer_kafka_end_to_end_latency_seconds",
+                        max(0.0, r.finished - piece.segment.submitted_at),
+                        labels,
+                        count=r.delivered,
+                    )
+                if r.failures:
+                    rec.add("log_capturer_logs_sent_total", len(r.failures), _ERROR)
             failures = [
                 EntryFailure(f.reason, f.error, self.topic, f.value, f.key) for f in r.failures
             ]
@@ -394,6 +444,7 @@ class BatcherActor:
                 if not pending.future.done():
                     pending.future.set_result(out)
         self.acc.settle(sum(len(p) for p in chunk))
+        self.metrics.maybe_push()
         assert self._room is not None
         async with self._room:
             self._room.notify_all()
@@ -419,6 +470,11 @@ class BatcherActor:
                 ]
         out.failures.extend(kept)
         self.counts["failed"] += len(kept)
+        if kept:
+            why = "dlq_disabled" if self.dlq is None else "dlq_full"
+            self.metrics.recorder.add(
+                "log_capturer_kafka_dropped_total", len(kept), {"reason": why}
+            )
 
     # ------------------------------------------------------------------ control
 
@@ -428,6 +484,7 @@ class BatcherActor:
         await self._flush_now()
         while self._chunks:
             await asyncio.gather(*list(self._chunks), return_exceptions=True)
+        self.metrics.push_now()
         return self.acc.queued
 
     def stats(self) -> dict[str, Any]:
@@ -440,6 +497,10 @@ class BatcherActor:
             "breaker_state": int(self.breaker_state),
             **self.counts,
         }
+
+
+_SUCCESS = {"sink": "kafka", "status": "success"}
+_ERROR = {"sink": "kafka", "status": "error"}
 
 
 def _short(exc: BaseException) -> str:

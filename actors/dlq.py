@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +29,8 @@ import ray
 
 from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
 from shipper.outcomes import EntryFailure
+
+from .telemetry import Reporter
 
 __all__ = ["DlqActor", "dlq_name", "failure_to_record", "get_dlq"]
 
@@ -71,6 +73,7 @@ class DlqActor:
         batch_size: int = 50,
         max_step: int = 5000,
         store: Any = None,
+        telemetry: Any = None,
     ) -> None:
         self.store = store or LmdbDlqStore(path, map_size=map_size, max_disk_bytes=max_disk_bytes)
         self.max_disk_bytes = max_disk_bytes
@@ -85,15 +88,26 @@ class DlqActor:
         self._task: asyncio.Task[None] | None = None
         self._busy: asyncio.Lock | None = None  # created on the actor's loop
         self.counts: dict[str, int] = defaultdict(int)
+        self.metrics = Reporter(telemetry, f"dlq:{path}", refresh=self._refresh)
+
+    def _refresh(self) -> None:
+        self.metrics.recorder.set("log_capturer_dlq_depth", self.store.count())
 
     # ------------------------------------------------------------------ writes
 
     def put(self, failures: list[EntryFailure]) -> int:
         """Store ``failures`` durably; return how many. Raises ``DlqFullError``."""
         now = time.time()
-        ids = self.store.put_batch([failure_to_record(f, now) for f in failures])
-        for f in failures:
-            self.counts[f"written:{f.reason}"] += 1
+        records = [failure_to_record(f, now) for f in failures]
+        try:
+            ids = self.store.put_batch(records)
+        except Exception:
+            self.metrics.recorder.add("log_capturer_errors_total", 1, {"component": "dlq"})
+            raise
+        for reason, n in Counter(r.reason.value for r in records).items():
+            self.counts[f"written:{reason}"] += n
+            self.metrics.recorder.add("log_capturer_dlq_writes_total", n, {"reason": reason})
+        self.metrics.push_now()
         return len(ids)
 
     # ------------------------------------------------------------------ replay
@@ -106,6 +120,7 @@ class DlqActor:
         if self._task is None:
             self._kick = asyncio.Event()
             self._busy = asyncio.Lock()
+            self.metrics.start_periodic()
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def start(self) -> None:
@@ -191,6 +206,7 @@ class DlqActor:
             return_exceptions=True,
         )
         delivered_ids: list[int] = []
+        untouched = 0
         failed: dict[str, list[int]] = defaultdict(list)
         for topic, out in zip(topics, outs, strict=True):
             recs = by_topic[topic]
@@ -201,22 +217,38 @@ class DlqActor:
             # (a value that occurs twice in the queue is matched to its records in order).
             fails: dict[bytes, list[str]] = defaultdict(list)
             for fl in out.failures:
-                fails[fl.value or b""].append(fl.error)
+                # A breaker that is open again means nobody tried Kafka: no retry spent.
+                fails[fl.value or b""].append("" if fl.reason == "circuit_open" else fl.error)
             for r in recs:
                 errs = fails.get(r.value)
                 if errs:
-                    failed[errs.pop()].append(r.id)
+                    error = errs.pop()
+                    if error:
+                        failed[error].append(r.id)
+                    else:
+                        untouched += 1
                 else:
                     delivered_ids.append(r.id)
+        rec = self.metrics.recorder
+        reason_of = {r.id: r.reason.value for r in records}
         if delivered_ids:
             self.store.delete(delivered_ids)
+            for reason, n in Counter(reason_of[i] for i in delivered_ids).items():
+                rec.add(
+                    "log_capturer_dlq_replays_total", n, {"reason": reason, "outcome": "delivered"}
+                )
         parked = 0
         n_failed = 0
         for error, ids in failed.items():
             res = self.store.mark_failed(ids, error, self.max_retries)
             parked += len(res.parked)
+            for outcome, group in (("requeued", res.retried), ("given_up", res.parked)):
+                for reason, n in Counter(reason_of[i] for i in group).items():
+                    rec.add(
+                        "log_capturer_dlq_replays_total", n, {"reason": reason, "outcome": outcome}
+                    )
             n_failed += len(ids)
-        return len(delivered_ids), n_failed, parked
+        return len(delivered_ids), n_failed + untouched, parked
 
     # ------------------------------------------------------------------ reading
 
@@ -230,7 +262,7 @@ class DlqActor:
     def stats(self) -> Any:
         return self.store.stats()
 
-    def metrics(self) -> dict[str, int]:
+    def figures(self) -> dict[str, int]:
         return {"depth": int(self.store.count()), **self.counts}
 
     def close(self) -> None:

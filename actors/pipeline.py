@@ -37,6 +37,7 @@ from .dlq import get_dlq
 from .producer import start_producer
 from .router import start_router
 from .supervisor import start_supervisor
+from .telemetry import start_telemetry
 
 __all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
 
@@ -210,13 +211,23 @@ class Shipper:
         self.namespace = namespace or f"shipper-{uuid.uuid4().hex[:8]}"
         pipe = self.config.pipeline
         broker_set = sink.broker_set_id()
+        m = self.config.metrics
+        self._telemetry = start_telemetry(self.namespace, m.host, m.port) if m.enabled else None
+        #: The Prometheus scrape URL (``None`` when metrics are disabled).
+        self.metrics_url: str | None = None
+        if self._telemetry is not None:
+            self.metrics_url = str(ray.get(self._telemetry.url.remote())) + "/metrics"
         self._producers = [
-            start_producer(sink, broker_set, i, self.namespace)
+            start_producer(sink, broker_set, i, self.namespace, self._telemetry)
             for i in range(pipe.producer_replicas)
         ]
         cb = sink.circuit_breaker
         self._supervisor = start_supervisor(
-            self.namespace, cb.failure_threshold, cb.success_threshold, cb.timeout
+            self.namespace,
+            cb.failure_threshold,
+            cb.success_threshold,
+            cb.timeout,
+            self._telemetry,
         )
         self._dlq = None
         if sink.dlq_config.enabled:
@@ -232,10 +243,11 @@ class Shipper:
                     "interval": r.interval,
                     "max_retries": r.max_retries,
                     "batch_size": r.batch_size,
+                    "telemetry": self._telemetry,
                 },
             )
         self._router = start_router(
-            sink, self._producers, self.namespace, self._supervisor, self._dlq
+            sink, self._producers, self.namespace, self._supervisor, self._dlq, self._telemetry
         )
         if self._dlq is not None:
             ray.get(self._dlq.attach.remote(self._router))
@@ -421,6 +433,8 @@ class Shipper:
                 handles.append(ray.get_actor(f"batcher:{s['topic']}", namespace=self.namespace))
         except (ray.exceptions.RayError, ValueError):
             pass
+        if self._telemetry is not None:
+            handles.append(self._telemetry)  # last: it serves the final figures
         for h in handles:
             try:
                 ray.kill(h, no_restart=True)

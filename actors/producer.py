@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import ray
@@ -18,6 +19,9 @@ import ray
 from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
 from shipper.ordering import SequenceGate
+from shipper.rdkafka_stats import make_stats_cb
+
+from .telemetry import Reporter
 
 __all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
 
@@ -40,8 +44,28 @@ def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
 class ProducerActor:
     """Holds the Kafka client; every method is safe to call concurrently (async actor)."""
 
-    def __init__(self, sink: KafkaSinkConfig, client: ProducerClient | None = None) -> None:
-        self._client = client or ConfluentProducerClient(librdkafka_settings(sink))
+    def __init__(
+        self,
+        sink: KafkaSinkConfig,
+        client: ProducerClient | None = None,
+        telemetry: Any = None,
+        replica: int = 0,
+    ) -> None:
+        self.broker_set = sink.broker_set_id()
+        self.telemetry = telemetry
+        self.metrics = Reporter(telemetry, f"producer:{self.broker_set}:{replica}")
+        if client is None:
+            conf = librdkafka_settings(sink)
+            # librdkafka's own figures (rtt, queue depth, retries, compression ratio).
+            conf.setdefault("statistics.interval.ms", 5000)
+            conf["stats_cb"] = make_stats_cb(
+                self.metrics.recorder,
+                self.broker_set,
+                codec=sink.compression,
+                on_summary=self._on_stats,
+            )
+            client = ConfluentProducerClient(conf)
+        self._client = client
         self._produced = 0
         self._failed = 0
         self.gate = SequenceGate()
@@ -67,6 +91,12 @@ class ProducerActor:
             self._failed += len(r.failures)
         return results
 
+    def _on_stats(self, summary: Any) -> None:
+        # Runs on the client's poll thread every statistics interval.
+        if getattr(summary, "brokers_up", 0) and self.telemetry is not None:
+            self.telemetry.report_health.remote(self.broker_set, None, time.time())
+        self.metrics.maybe_push()
+
     async def partition_count(self, topic: str) -> int:
         return await asyncio.to_thread(self._client.partition_count, topic)
 
@@ -85,7 +115,9 @@ class ProducerActor:
         }
 
 
-def start_producer(sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str) -> Any:
+def start_producer(
+    sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str, telemetry: Any = None
+) -> Any:
     """Create (or find) the named Producer actor for ``broker_set``/``replica``."""
     cls = ray.remote(ProducerActor)
     return cls.options(
@@ -95,4 +127,4 @@ def start_producer(sink: KafkaSinkConfig, broker_set: str, replica: int, namespa
         max_concurrency=256,
         max_restarts=-1,
         num_cpus=0,
-    ).remote(sink)
+    ).remote(sink, None, telemetry, replica)

@@ -25,6 +25,7 @@ from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
 
 from .batcher import start_batcher
+from .telemetry import Reporter
 
 __all__ = ["RouterActor", "start_router"]
 
@@ -53,6 +54,8 @@ class RouterActor:
         self.gate = SequenceGate()
         self.source = uuid.uuid4().hex[:12]
         self._seq: dict[str, int] = {}
+        self.metrics = Reporter(telemetry, f"router:{self.source}")
+        self.metrics.recorder.add("log_capturer_errors_total", 0, {"component": "router"})
 
     def _batcher(self, topic: str) -> Any:
         handle = self.batchers.get(topic)
@@ -140,6 +143,7 @@ class RouterActor:
             await self._reject(lost, result)
         if result.latency == 0.0:
             result.latency = time.time() - submitted_at
+        self.metrics.maybe_push()
         return result
 
     async def _reject(self, rejected: list[EntryFailure], result: SubmissionResult) -> None:
@@ -147,6 +151,9 @@ class RouterActor:
         ``send_on_error`` says so; otherwise, or if the DLQ refuses, they stay failures."""
         if not rejected:
             return
+        rec = self.metrics.recorder
+        rec.add("log_capturer_logs_sent_total", len(rejected), {"sink": "kafka", "status": "error"})
+        rec.add("log_capturer_errors_total", len(rejected), {"component": "router"})
         if self.dlq is not None and self.sink.dlq_config.send_on_error:
             try:
                 result.dlq += int(await self.dlq.put.remote(rejected))
@@ -159,6 +166,8 @@ class RouterActor:
                     for f in rejected
                 ]
         result.failures.extend(rejected)
+        for f in rejected:
+            rec.add("log_capturer_kafka_dropped_total", 1, {"reason": f.reason})
 
     async def replay(
         self, topic: str, values: list[bytes], keys: list[bytes | None] | None
@@ -169,6 +178,7 @@ class RouterActor:
     async def flush(self) -> int:
         """Flush every Batcher this Router knows; return what is still queued."""
         left = await asyncio.gather(*(b.flush.remote() for b in self.batchers.values()))
+        self.metrics.push_now()
         return int(sum(left))
 
     async def batcher_stats(self) -> list[dict[str, Any]]:

@@ -30,6 +30,8 @@ import ray
 
 from shipper.breaker import BreakerState, CircuitBreaker
 
+from .telemetry import Reporter
+
 __all__ = ["SupervisorActor", "start_supervisor"]
 
 log = logging.getLogger("shipper.supervisor")
@@ -42,6 +44,7 @@ class SupervisorActor:
         success_threshold: int = 2,
         open_timeout: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        telemetry: Any = None,
     ) -> None:
         self.failure_threshold = failure_threshold
         self.success_threshold = success_threshold
@@ -52,6 +55,16 @@ class SupervisorActor:
         self.dlqs: list[Any] = []
         self.transitions: list[tuple[float, str, int, int]] = []
         self._timers: dict[str, asyncio.Task[None]] = {}
+        self.telemetry = telemetry
+        self.metrics = Reporter(telemetry, "supervisor", refresh=self._refresh)
+        self.metrics.recorder.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
+        self._last_ok_report = 0.0
+
+    def _refresh(self) -> None:
+        for bs, b in self.breakers.items():
+            self.metrics.recorder.set(
+                "log_capturer_kafka_circuit_breaker_state", int(b.state), {"broker_set": bs}
+            )
 
     def _breaker(self, broker_set: str) -> CircuitBreaker:
         b = self.breakers.get(broker_set)
@@ -61,11 +74,23 @@ class SupervisorActor:
             )
             b.on_change(functools.partial(self._changed, broker_set))
             self.breakers[broker_set] = b
+            self._refresh()
+            if self.telemetry is not None:
+                self.telemetry.report_health.remote(broker_set, 0, None)
+            self.metrics.push_now()
         return b
 
     def _changed(self, broker_set: str, old: BreakerState, new: BreakerState) -> None:
         self.transitions.append((time.time(), broker_set, int(old), int(new)))
         log.warning("circuit breaker for %s: %s -> %s", broker_set, old.name, new.name)
+        if new == BreakerState.OPEN:
+            self.metrics.recorder.add(
+                "log_capturer_circuit_breaker_opens_total", 1, {"sink": "kafka"}
+            )
+        self._refresh()
+        if self.telemetry is not None:
+            self.telemetry.report_health.remote(broker_set, int(new), None)
+        self.metrics.push_now()
         self._push(broker_set, new)
         if new == BreakerState.OPEN:
             self._arm(broker_set)
@@ -96,6 +121,7 @@ class SupervisorActor:
 
     async def register(self, broker_set: str, handle: Any) -> int:
         """Subscribe a Batcher to ``broker_set``'s state; returns the current state."""
+        self.metrics.start_periodic()
         self.subscribers.setdefault(broker_set, []).append(handle)
         return int(self._breaker(broker_set).state)
 
@@ -107,6 +133,10 @@ class SupervisorActor:
     async def report(self, broker_set: str, ok: bool) -> None:
         b = self._breaker(broker_set)
         if ok:
+            now = time.time()
+            if self.telemetry is not None and now - self._last_ok_report >= 1.0:
+                self._last_ok_report = now
+                self.telemetry.report_health.remote(broker_set, None, now)
             b.record_success()
         else:
             b.record_failure()
@@ -141,7 +171,11 @@ class SupervisorActor:
 
 
 def start_supervisor(
-    namespace: str, failure_threshold: int, success_threshold: int, open_timeout: float
+    namespace: str,
+    failure_threshold: int,
+    success_threshold: int,
+    open_timeout: float,
+    telemetry: Any = None,
 ) -> Any:
     cls = ray.remote(SupervisorActor)
     return cls.options(
@@ -151,4 +185,4 @@ def start_supervisor(
         max_concurrency=256,
         max_restarts=-1,
         num_cpus=0,
-    ).remote(failure_threshold, success_threshold, open_timeout)
+    ).remote(failure_threshold, success_threshold, open_timeout, time.monotonic, telemetry)

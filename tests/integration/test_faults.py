@@ -219,9 +219,7 @@ def test_backpressure_thresholds_shed_low_levels_first(
     s = Shipper(cfg)
     try:
         acks = [s.submit_lines(lines(i, 100, level)) for i in range(0, 1200, 100)]
-        wait_until(
-            lambda: any(q["shed"] > 0 for q in s.queue_stats()), 60, "emergency shedding"
-        )
+        wait_until(lambda: any(q["shed"] > 0 for q in s.queue_stats()), 60, "emergency shedding")
         q = s.queue_stats()[0]
         assert q["backpressure_warning"] > 0 and q["backpressure_critical"] > 0, q
         assert q["backpressure_emergency"] > 0 and q["queued"] <= 1000, q

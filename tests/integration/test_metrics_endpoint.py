@@ -3,7 +3,7 @@
 The librdkafka statistics test runs now. The Shipper tests describe the intended
 behaviour once the actors report through :class:`actors.telemetry.Reporter` and the
 Shipper starts the telemetry actor (``metrics.enabled``) and exposes ``metrics_url``
-(the full ``http://host:port/metrics``); they are marked xfail until that wiring lands.
+(the full ``http://host:port/metrics``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.kafka]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 OK = {"sink": "kafka", "status": "success"}
 ERR = {"sink": "kafka", "status": "error"}
-NOT_WIRED = pytest.mark.xfail(reason="actors not wired yet", strict=False)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -137,7 +136,6 @@ def test_a_real_producer_feeds_the_stats_callback(kafka: LocalKafka, topic: str)
 # ----------------------------------------------------------------------- the Shipper
 
 
-@NOT_WIRED
 @pytest.mark.ray
 @pytest.mark.usefixtures("ray_session")
 def test_a_run_of_known_size_shows_matching_counts_and_sane_figures(
@@ -146,7 +144,7 @@ def test_a_run_of_known_size_shows_matching_counts_and_sane_figures(
     topic = make_topic(partitions=3)
     n = 5000
     with Shipper(metrics_config(kafka, topic, batch_size=500)) as s:
-        url: str = s.metrics_url  # type: ignore[attr-defined]  # drop with the xfail
+        url: str = s.metrics_url
         assert url.endswith("/metrics"), url
         base = url[: -len("/metrics")]
         assert get(base + "/healthz")[0] == 200
@@ -223,7 +221,6 @@ def broker(kafka: LocalKafka) -> Iterator[_Broker]:
             b.run("up")
 
 
-@NOT_WIRED
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
@@ -243,7 +240,7 @@ def test_an_outage_opens_the_breaker_fails_ready_and_fills_the_dlq_then_recovers
     )
     with Shipper(cfg) as s:
         # Read before anything is stopped, so this fails fast until the wiring lands.
-        url: str = s.metrics_url  # type: ignore[attr-defined]  # drop with the xfail
+        url: str = s.metrics_url
         base = url[: -len("/metrics")]
         assert s.submit(entries(100)).result(timeout=60).ok
         wait_for(lambda: get(base + "/ready")[0] == 200, 20, "/ready before the outage")
