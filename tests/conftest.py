@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from shipper.testing import LocalKafka, create_topic, delete_topic
+
 # These machines are noisy (2 cores, a broker and Ray beside the tests): Hypothesis
 # must judge properties, not timing.
 settings.register_profile(
@@ -20,7 +22,6 @@ settings.register_profile(
 )
 settings.load_profile("shipper")
 
-from shipper.testing import LocalKafka, create_topic, delete_topic
 
 
 @pytest.fixture(scope="session")
