@@ -23,7 +23,6 @@ settings.register_profile(
 settings.load_profile("shipper")
 
 
-
 @pytest.fixture(scope="session")
 def kafka() -> LocalKafka:
     """The running local broker (started on first use, left running for the session)."""
