@@ -54,6 +54,15 @@ def test_shipper_runs_as_a_ray_job(kafka: LocalKafka, topic: str, tmp_path: Path
     start = run(
         [str(BIN / "ray"), "start", "--head", f"--port={gcs}", f"--dashboard-port={dash}",
          "--dashboard-host=127.0.0.1", "--num-cpus=2", "--include-dashboard=true",
+         # Every per-node port of its own: the session's Ray instance holds the defaults,
+         # and a dashboard agent that cannot bind never registers ("No available agent").
+         f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}",
+         f"--ray-client-server-port={free_port()}",
+         f"--node-manager-port={free_port()}",
+         f"--object-manager-port={free_port()}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shipper import cli, dlq_cli
@@ -66,8 +67,18 @@ SAMPLE = [
 ]
 
 
+def _rebase_sample() -> None:
+    """Move NOW and the sample's ages to the present, so ages hold however late in a
+    long test session this runs."""
+    global NOW
+    shift = time.time() - NOW
+    NOW += shift
+    SAMPLE[:] = [msgspec.structs.replace(r, first_failure=r.first_failure + shift) for r in SAMPLE]
+
+
 @pytest.fixture
 def dlq(tmp_path: Path) -> Path:
+    _rebase_sample()
     path = tmp_path / "dlq"
     with LmdbDlqStore(path, map_size=MAP, max_disk_bytes=BUDGET) as store:
         store.put_batch(SAMPLE)
