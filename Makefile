@@ -52,5 +52,12 @@ demo: venv
 	scripts/kafka-local up
 	$(PY) -m actors.demo $(DEMO_ARGS)
 
+# The benchmark suite (bench/README.md): the pipeline against a bare confluent-kafka
+# loop, kcat and the CLI, per codec, plus the latency and memory scenarios (~15 min).
+# BENCH_ARGS=--quick for 30,000 entries; results in bench/results/latest.json.
+bench: venv system-deps
+	scripts/kafka-local up
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
