@@ -138,6 +138,8 @@ class BatcherActor:
         }
         self.batch_sizes: list[int] = []
         self._last_pressure = Pressure.NORMAL
+        self._last_ok_report = 0.0
+        self._failed_since_ok = False
         self.metrics = Reporter(telemetry, f"batcher:{topic}", refresh=self._refresh)
         rec = self.metrics.recorder
         for status in ("success", "error"):
@@ -273,6 +275,8 @@ class BatcherActor:
                         ),
                         wait,
                     )
+        if (self.acc.queued + len(values)) / self.acc.capacity < self.policy.emergency:
+            return values, keys, levels  # everything fits below the shedding band
         adm = self.policy.admit(
             levels or ["info"] * len(values), self.acc.queued, self.acc.capacity
         )
@@ -396,8 +400,20 @@ class BatcherActor:
                 rec.add("log_capturer_errors_total", n_failed, {"component": "kafka_sink"})
             delivered = sum(r.delivered for r in results)
             broken = any(f.reason in BROKER_FAILURES for r in results for f in r.failures)
-            if self.supervisor is not None:
-                self.supervisor.report.remote(self.broker_set, delivered > 0 or not broken)
+            ok = delivered > 0 or not broken
+            # Failures always reach the breaker; successes while it is closed only
+            # need to reset its failure count, so once a second is enough.
+            now = time.monotonic()
+            if self.supervisor is not None and (
+                not ok
+                or self.breaker_state != BreakerState.CLOSED
+                or now - self._last_ok_report >= 1.0
+                or self._failed_since_ok
+            ):
+                self.supervisor.report.remote(self.broker_set, ok)
+                if ok:
+                    self._last_ok_report = now
+                self._failed_since_ok = not ok
         else:
             n = sum(len(v) for v, _k, _p in parts)
             self.counts["circuit_open"] += n
