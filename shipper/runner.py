@@ -88,25 +88,35 @@ class _Progress:
 def run_command(args: argparse.Namespace) -> int:
     from shipper.errors import ShipperError
 
-    try:
-        from actors.pipeline import Shipper
-
-        shipper = Shipper(args.config, ray_address=args.ray_address)
-    except ShipperError as exc:
-        print(f"shipper run: {exc}", file=sys.stderr)
-        return 2
     stop = {"signal": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop["signal"] = signum  # type: ignore[assignment]
 
+    # Installed before Ray starts, so a SIGTERM during start-up also ends in a drain
+    # and a summary rather than a dead process.
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        from actors.pipeline import Shipper
+
+        shipper = Shipper(args.config, ray_address=args.ray_address)
+    except ShipperError as exc:
+        for s, h in old.items():
+            signal.signal(s, h)
+        print(f"shipper run: {exc}", file=sys.stderr)
+        return 2
+    # ray.init() puts in its own SIGTERM handler (which ends the process): ours again.
+    for s in old:
+        signal.signal(s, on_signal)
     progress = _Progress(
         args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     )
     inputs = args.input or ["-"]
     try:
         for name in inputs:
+            if stop["signal"] is not None:
+                print(f"shipper run: got signal {stop['signal']}; stopped reading", file=sys.stderr)
+                break
             stream = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
             try:
                 line = 1

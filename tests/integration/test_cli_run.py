@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 
 from shipper.testing import LocalKafka, consume_all
 from tests.conftest import sink_config
@@ -25,6 +26,14 @@ def write_config(kafka: LocalKafka, topic: str, tmp_path: Path, **over: object) 
     cfg = tmp_path / "shipper.yaml"
     cfg.write_text(yaml.safe_dump(sink_config(kafka, topic, **over)))
     return cfg
+
+
+def high_watermark(kafka: LocalKafka, topic: str) -> int:
+    c = Consumer({**kafka.client_config(), "group.id": "watermark"})
+    try:
+        return int(c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1])
+    finally:
+        c.close()
 
 
 def env() -> dict[str, str]:
@@ -70,9 +79,13 @@ def test_sigterm_mid_stream_drains_and_loses_nothing_acknowledged(
          "--summary-json", str(tmp_path / "s.json"), "--block-bytes", "65536"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
     )  # fmt: skip
-    time.sleep(12)  # Ray starts, shipping is under way
+    # Signal once shipping is visibly under way (Ray's start-up time varies a lot).
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and high_watermark(kafka, topic) < 1000:
+        time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _stdout, stderr = proc.communicate(timeout=180)
+    assert (tmp_path / "s.json").exists(), f"exit {proc.returncode}: {stderr[-3000:]}"
     summary = json.loads((tmp_path / "s.json").read_text())
     assert "stopped reading" in stderr, stderr[-2000:]
     assert summary["drained"] and summary["failed"] == 0, summary
