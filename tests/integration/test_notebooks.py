@@ -93,17 +93,20 @@ def check_outputs(nb: Any) -> None:
     assert images >= 1, "the notebook produced no image output"
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.usefixtures("small_env")
 def test_quickstart(broker: LocalKafka, tmp_path: Path) -> None:
     check_outputs(run_notebook("01-quickstart.ipynb", 300, tmp_path))
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.usefixtures("small_env")
 def test_tuning(broker: LocalKafka, tmp_path: Path) -> None:
     check_outputs(run_notebook("02-tuning.ipynb", 400, tmp_path))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.usefixtures("small_env")
 def test_failure_modes(broker: LocalKafka, tmp_path: Path) -> None:
     check_outputs(run_notebook("03-failure-modes.ipynb", 400, tmp_path))
