@@ -123,7 +123,9 @@ class BatcherActor:
         self._chunks: set[asyncio.Task[None]] = set()
         self.gate = SequenceGate()
         self.source = uuid.uuid4().hex[:12]
-        self._chunk_seq = 0
+        # Call numbers per Producer replica: only chunks that really go to a replica
+        # are numbered, so a chunk diverted to the DLQ leaves no gap for it to wait on.
+        self._replica_seq = [0] * len(producers)
         self.counts: dict[str, int] = {
             "entries": 0,
             "chunks": 0,
@@ -320,9 +322,7 @@ class BatcherActor:
             return
         await self._ensure_partitions()
         for chunk in chunks:
-            seq = self._chunk_seq
-            self._chunk_seq += 1
-            task = asyncio.get_running_loop().create_task(self._send(chunk, seq))
+            task = asyncio.get_running_loop().create_task(self._send(chunk))
             self._chunks.add(task)
             task.add_done_callback(self._chunks.discard)
 
@@ -369,18 +369,21 @@ class BatcherActor:
             return bool(await self.supervisor.acquire_probe.remote(self.broker_set))
         return False
 
-    async def _send(self, chunk: list[Piece], seq: int) -> None:
+    async def _send(self, chunk: list[Piece]) -> None:
         parts = self._parts_for(chunk)
         started = time.monotonic()
         if await self._may_produce():
-            producer = self.producers[self._rr % len(self.producers)]
+            replica = self._rr % len(self.producers)
+            producer = self.producers[replica]
             self._rr += 1
+            seq = self._replica_seq[replica]
+            self._replica_seq[replica] = seq + 1
             self.counts["chunks"] += 1
             self.batch_sizes.append(sum(len(v) for v, _k, _p in parts))
             del self.batch_sizes[:-1000]
             try:
                 results: list[SendResult] = await producer.produce.remote(
-                    self.topic, parts, (self.source, seq)
+                    self.topic, parts, (f"{self.source}:{replica}", seq)
                 )
             except Exception as exc:
                 results = _failed_results(
