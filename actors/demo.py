@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if dlq is not None and dlq.total:
         print(
             f"dead-letter queue ({config(kafka)['sinks']['kafka']['dlq_config']['path']}): "
-            f"{dlq.total} entries by reason {dict(dlq.by_reason)} "
+            f"{dlq.total} entries by reason { {str(k): v for k, v in dlq.by_reason.items()} } "
             "(the oversized ones, kept for `shipper dlq list`)"
         )
     if failures:
