@@ -43,11 +43,14 @@ from shipper.backpressure import BackpressurePolicy, Pressure, RateLimitedLog
 from shipper.batching import Accumulator, Piece, Segment
 from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
+from shipper.errors import brief
 from shipper.kafka_client import Failure, SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
 from shipper.partitioning import make_partitioner
 
+from ._options import named_actor
+from .producer import Part
 from .telemetry import Reporter
 
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
@@ -59,8 +62,6 @@ log = logging.getLogger("shipper.batcher")
 PARTITION_REFRESH_SECONDS = 30.0
 # Failures that say the broker set is unwell (as opposed to a bad entry).
 BROKER_FAILURES = frozenset({"timeout", "error", "auth_failure"})
-
-Part = tuple[list[bytes], list[bytes | None] | None, list[int] | None]
 
 
 def batcher_name(topic: str) -> str:
@@ -421,7 +422,6 @@ class BatcherActor:
             n = sum(len(v) for v, _k, _p in parts)
             self.counts["circuit_open"] += n
             results = _failed_results(self.topic, parts, "circuit_open", self._open_text())
-        self.duration = time.monotonic() - started
         await self._settle(chunk, results)
 
     async def _settle(self, chunk: list[Piece], results: list[SendResult]) -> None:
@@ -483,7 +483,7 @@ class BatcherActor:
                 out.dlq += stored
                 self.counts["dlq"] += stored
             except Exception as exc:
-                note = f" (not dead-lettered: {_short(exc)})"
+                note = f" (not dead-lettered: {brief(exc)})"
                 kept += [
                     EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key) for f in to_dlq
                 ]
@@ -522,11 +522,6 @@ _SUCCESS = {"sink": "kafka", "status": "success"}
 _ERROR = {"sink": "kafka", "status": "error"}
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
-
-
 def _failed_results(topic: str, parts: list[Part], reason: str, error: str) -> list[SendResult]:
     now = time.time()
     out = []
@@ -548,12 +543,6 @@ def start_batcher(
     dlq: Any = None,
     telemetry: Any = None,
 ) -> Any:
-    cls = ray.remote(BatcherActor)
-    return cls.options(
-        name=batcher_name(topic),
-        namespace=namespace,
-        get_if_exists=True,
-        max_concurrency=1024,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(topic, sink, producers, supervisor, dlq, telemetry)
+    return named_actor(BatcherActor, batcher_name(topic), namespace, 1024).remote(
+        topic, sink, producers, supervisor, dlq, telemetry
+    )

@@ -30,6 +30,7 @@ import ray
 from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
 from shipper.outcomes import EntryFailure
 
+from ._options import named_actor
 from .telemetry import Reporter
 
 __all__ = ["DlqActor", "dlq_name", "failure_to_record", "get_dlq"]
@@ -276,15 +277,11 @@ def get_dlq(namespace: str, options: dict[str, Any]) -> Any:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    cls = ray.remote(DlqActor)
-    return cls.options(
-        name=dlq_name(node),
-        namespace=namespace,
-        get_if_exists=True,
-        max_concurrency=64,
-        max_restarts=-1,
+    return named_actor(
+        DlqActor,
+        dlq_name(node),
+        namespace,
+        64,
         max_task_retries=0,
-        num_cpus=0,
-        lifetime="detached" if options.pop("detached", False) else None,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(**options)

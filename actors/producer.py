@@ -14,13 +14,12 @@ import contextlib
 import time
 from typing import Any
 
-import ray
-
 from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
 from shipper.ordering import SequenceGate
 from shipper.rdkafka_stats import make_stats_cb
 
+from ._options import named_actor
 from .telemetry import Reporter
 
 __all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
@@ -119,12 +118,6 @@ def start_producer(
     sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str, telemetry: Any = None
 ) -> Any:
     """Create (or find) the named Producer actor for ``broker_set``/``replica``."""
-    cls = ray.remote(ProducerActor)
-    return cls.options(
-        name=producer_name(broker_set, replica),
-        namespace=namespace,
-        get_if_exists=True,
-        max_concurrency=256,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(sink, None, telemetry, replica)
+    return named_actor(ProducerActor, producer_name(broker_set, replica), namespace, 256).remote(
+        sink, None, telemetry, replica
+    )

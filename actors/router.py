@@ -16,14 +16,14 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import ray
-
 from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry
+from shipper.errors import brief
 from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
 
+from ._options import named_actor
 from .batcher import start_batcher
 from .telemetry import Reporter
 
@@ -133,7 +133,7 @@ class RouterActor:
             lost = [
                 EntryFailure(
                     "error",
-                    f"batcher for {topic} failed: {str(out).strip().splitlines()[-1][:300]}",
+                    f"batcher for {topic} failed: {brief(out)}",
                     topic=topic,
                     value=value,
                     key=seg.keys[i] if seg.keys else None,
@@ -160,7 +160,7 @@ class RouterActor:
                 result.dead_lettered.extend(rejected)
                 return
             except Exception as exc:
-                note = f" (not dead-lettered: {str(exc).strip().splitlines()[-1][:300]})"
+                note = f" (not dead-lettered: {brief(exc)})"
                 rejected = [
                     EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line)
                     for f in rejected
@@ -197,12 +197,6 @@ def start_router(
     telemetry: Any = None,
     index: int = 0,
 ) -> Any:
-    cls = ray.remote(RouterActor)
-    return cls.options(
-        name=f"router:{index}",
-        namespace=namespace,
-        get_if_exists=True,
-        max_concurrency=256,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(sink, producers, namespace, supervisor, dlq, telemetry)
+    return named_actor(RouterActor, f"router:{index}", namespace, 256).remote(
+        sink, producers, namespace, supervisor, dlq, telemetry
+    )

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import ray
-
 from shipper.breaker import BreakerState, CircuitBreaker
 
+from ._options import named_actor
 from .telemetry import Reporter
 
 __all__ = ["SupervisorActor", "start_supervisor"]
@@ -177,12 +176,6 @@ def start_supervisor(
     open_timeout: float,
     telemetry: Any = None,
 ) -> Any:
-    cls = ray.remote(SupervisorActor)
-    return cls.options(
-        name="supervisor",
-        namespace=namespace,
-        get_if_exists=True,
-        max_concurrency=256,
-        max_restarts=-1,
-        num_cpus=0,
-    ).remote(failure_threshold, success_threshold, open_timeout, time.monotonic, telemetry)
+    return named_actor(SupervisorActor, "supervisor", namespace, 256).remote(
+        failure_threshold, success_threshold, open_timeout, time.monotonic, telemetry
+    )

@@ -371,13 +371,13 @@ def start_telemetry(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node = ray.get_runtime_context().get_node_id()
-    cls = ray.remote(TelemetryActor)
-    return cls.options(
-        name=TELEMETRY_NAME,
-        namespace=namespace,
-        get_if_exists=True,
-        num_cpus=0,
-        max_restarts=-1,
+    from ._options import named_actor
+
+    return named_actor(
+        TelemetryActor,
+        TELEMETRY_NAME,
+        namespace,
+        1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(host, port, stale_after, source_ttl)
 

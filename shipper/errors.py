@@ -31,6 +31,7 @@ __all__ = [
     "MessageTooLargeError",
     "ShipperError",
     "ShutdownError",
+    "brief",
 ]
 
 
@@ -111,3 +112,10 @@ class BackpressureError(ShipperError):
 
 class ShutdownError(ShipperError):
     """The shipper is closing or closed and accepts no more entries."""
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """The last line of an error's text, short enough for an acknowledgement or a
+    DLQ record (Ray errors carry whole remote tracebacks)."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1][:limit] if lines else type(exc).__name__
