@@ -47,9 +47,9 @@ from shipper.errors import brief
 from shipper.kafka_client import Failure, SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
-from shipper.partitioning import make_partitioner
+from shipper.partitioning import HashPartitioner, make_partitioner
 
-from ._options import named_actor
+from ._options import named_actor, tune_gc
 from .producer import Part
 from .telemetry import Reporter
 
@@ -89,6 +89,7 @@ class BatcherActor:
         dlq: Any = None,
         telemetry: Any = None,
     ) -> None:
+        tune_gc()
         self.topic = topic
         self.sink = sink
         self.producers = producers
@@ -113,6 +114,12 @@ class BatcherActor:
             if part.enabled
             else None
         )
+        # Keyed entries under hash partitioning are placed by librdkafka: the Producer
+        # runs its murmur2 partitioner, the same function as Kafka's Java client (and
+        # as shipper.partitioning.murmur2), so passing the key is enough and no
+        # per-entry Python work is done here. Keyless entries still get the
+        # round-robin fallback from here.
+        self._hash = isinstance(self.partitioner, HashPartitioner)
         self._num_partitions = 0
         self._partitions_read = 0.0
         self._waiting: dict[int, _Pending] = {}
@@ -344,16 +351,19 @@ class BatcherActor:
     def _parts_for(self, chunk: list[Piece]) -> list[Part]:
         parts: list[Part] = []
         for piece in chunk:
+            # Pieces are whole segments (plan_chunks never cuts one), so the segment's
+            # packed values travel on as they are.
             seg = piece.segment
-            whole = piece.start == 0 and piece.end == len(seg)
-            values = seg.values if whole else seg.values[piece.start : piece.end]
-            keys = None
-            if seg.keys is not None:
-                keys = seg.keys if whole else seg.keys[piece.start : piece.end]
+            values = seg.values
+            keys = seg.keys
             partitions = None
             if self.partitioner is not None and self._num_partitions > 0:
-                ks = keys if keys is not None else [None] * len(values)
-                partitions = self.partitioner.assign(ks, self._num_partitions)
+                if not self._hash:
+                    partitions = self.partitioner.assign([None] * len(values), self._num_partitions)
+                elif keys is None or None in keys:
+                    partitions = self.partitioner.assign(
+                        keys if keys is not None else [None] * len(values), self._num_partitions
+                    )
             parts.append((values, keys, partitions))
         return parts
 

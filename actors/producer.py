@@ -12,20 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.packed import as_list
 from shipper.ordering import SequenceGate
 from shipper.rdkafka_stats import make_stats_cb
 
-from ._options import named_actor
+from ._options import named_actor, tune_gc
 from .telemetry import Reporter
 
 __all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
 
-#: One piece of a chunk: values, keys (or None) and explicit partitions (or None).
-Part = tuple[list[bytes], list[bytes | None] | None, list[int] | None]
+#: One piece of a chunk: values (a list or a Packed), keys (or None) and explicit
+#: partitions (or None: librdkafka's murmur2 partitioner places keyed messages).
+Part = tuple[Sequence[bytes], list[bytes | None] | None, list[int] | None]
 
 
 def producer_name(broker_set: str, replica: int) -> str:
@@ -37,6 +40,11 @@ def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
     # Keyed messages without an explicit partition land where Kafka's Java client
     # would put them (murmur2), the same function our own hash partitioner uses.
     conf.setdefault("partitioner", "murmur2_random")
+    # librdkafka's own queue must not be what limits a Batcher's queue_size (a full
+    # queue makes the client wait and retry); the Batchers bound what is in flight.
+    conf.setdefault(
+        "queue.buffering.max.messages", min(10_000_000, max(100_000, 2 * sink.queue_size))
+    )
     return conf
 
 
@@ -50,6 +58,7 @@ class ProducerActor:
         telemetry: Any = None,
         replica: int = 0,
     ) -> None:
+        tune_gc()
         self.broker_set = sink.broker_set_id()
         self.telemetry = telemetry
         self.metrics = Reporter(telemetry, f"producer:{self.broker_set}:{replica}")
@@ -83,7 +92,7 @@ class ProducerActor:
                 def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
                     loop.call_soon_threadsafe(fut.set_result, r)
 
-                self._client.send(topic, values, keys, partitions, done)
+                self._client.send(topic, as_list(values), keys, partitions, done)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered

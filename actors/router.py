@@ -23,7 +23,7 @@ from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
 
-from ._options import named_actor
+from ._options import named_actor, tune_gc
 from .batcher import start_batcher
 from .telemetry import Reporter
 
@@ -40,6 +40,7 @@ class RouterActor:
         dlq: Any = None,
         telemetry: Any = None,
     ) -> None:
+        tune_gc()
         self.sink = sink
         self.producers = producers
         self.namespace = namespace

@@ -3,10 +3,11 @@
 Entries arrive in *segments* (the part of one submission that goes to one topic).
 The :class:`Accumulator` holds them in a bounded queue and says when to flush:
 when ``batch_size`` entries are waiting, or when the oldest has waited
-``batch_timeout``. A flush takes everything waiting and cuts it into *chunks* of at
-most ``batch_size`` entries; a chunk may hold pieces of several segments, and a
-large segment is spread over several chunks. Each piece remembers its segment, so
-outcomes can be credited back to the right submission.
+``batch_timeout``. A flush takes everything waiting and groups it into *chunks* of at
+most ``batch_size`` entries; a chunk may hold several segments, and a segment larger
+than ``batch_size`` is a chunk of its own (segments are never cut, see
+:func:`plan_chunks`). Each piece remembers its segment, so outcomes can be credited
+back to the right submission.
 
 Capacity counts entries from the moment they are offered until they are settled
 (delivered, failed or handed to the DLQ), so memory stays bounded by ``capacity``
@@ -16,7 +17,7 @@ even while Kafka is slow.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
@@ -26,7 +27,7 @@ __all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
 class Segment:
     """Entries of one submission for one topic, already encoded."""
 
-    values: list[bytes]
+    values: Sequence[bytes]  # a list, or a shipper.packed.Packed
     keys: list[bytes | None] | None = None
     levels: list[str] | None = None
     submitted_at: float = 0.0  # wall-clock time the submission entered the pipeline
@@ -51,22 +52,25 @@ class Piece:
 
 
 def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Piece]]:
-    """Cut ``segments`` (in order) into chunks of at most ``batch_size`` entries."""
+    """Group ``segments`` (in order) into chunks of at most ``batch_size`` entries.
+
+    Segments are never cut: a segment travels to the Producer as the one buffer it
+    arrived in (see :mod:`shipper.packed`), so a segment larger than ``batch_size``
+    makes a chunk of its own. librdkafka still cuts what it sends into record
+    batches of ``batch_size`` messages (``batch.num.messages``).
+    """
     chunks: list[list[Piece]] = []
     current: list[Piece] = []
-    room = batch_size
+    size = 0
     for seg in segments:
-        start = 0
         n = len(seg)
-        while start < n:
-            take = min(room, n - start)
-            current.append(Piece(seg, start, start + take))
-            start += take
-            room -= take
-            if room == 0:
-                chunks.append(current)
-                current = []
-                room = batch_size
+        if n == 0:
+            continue
+        if current and size + n > batch_size:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(Piece(seg, 0, n))
+        size += n
     if current:
         chunks.append(current)
     return chunks

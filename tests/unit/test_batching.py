@@ -24,16 +24,20 @@ class Clock:
     st.lists(st.integers(min_value=0, max_value=50), max_size=20),
     st.integers(min_value=1, max_value=17),
 )
-def test_chunks_keep_every_entry_once_in_order_and_respect_batch_size(
+def test_chunks_keep_every_entry_once_in_order_and_never_cut_a_segment(
     sizes: list[int], batch: int
 ) -> None:
     segs = [seg(n, f"s{i}-") for i, n in enumerate(sizes)]
     chunks = plan_chunks(segs, batch)
     flat = [p.segment.values[i] for c in chunks for p in c for i in range(p.start, p.end)]
     assert flat == [v for s in segs for v in s.values]
-    assert all(0 < sum(len(p) for p in c) <= batch for c in chunks)
-    # Only the last chunk may be short.
-    assert all(sum(len(p) for p in c) == batch for c in chunks[:-1])
+    assert all(p.start == 0 and p.end == len(p.segment) for c in chunks for p in c)
+    sizes_ = [sum(len(p) for p in c) for c in chunks]
+    # At most batch_size, unless one segment alone is larger.
+    assert all(0 < n <= batch or len(c) == 1 for n, c in zip(sizes_, chunks, strict=True))
+    # A chunk is closed only when the next segment would not fit.
+    for c, nxt in zip(chunks, chunks[1:], strict=False):
+        assert sum(len(p) for p in c) + len(nxt[0]) > batch
 
 
 def test_flushes_when_batch_size_is_reached() -> None:
@@ -62,7 +66,7 @@ def test_capacity_counts_entries_until_settled() -> None:
     acc.offer(seg(15))
     assert acc.has_room(5) and not acc.has_room(6)
     chunks = acc.take()
-    assert [sum(len(p) for p in c) for c in chunks] == [10, 5]
+    assert [sum(len(p) for p in c) for c in chunks] == [15]  # one segment, never cut
     assert acc.queued == 15 and acc.pending_entries == 0 and acc.utilization == 0.75
     assert not acc.has_room(6)
     acc.settle(15)
