@@ -95,7 +95,7 @@ _MAX_DURATION = 596 * 3600.0
 # librdkafka's linger.ms: the Batcher already gathers batch_size entries (or waits
 # batch_timeout) before producing, so the client should send almost at once; 5 ms
 # lets librdkafka pack one chunk's messages into a request without adding latency.
-_MAX_LINGER = 0.005
+_MAX_LINGER = 0.001
 
 
 # --------------------------------------------------------------------------- types

@@ -1,0 +1,170 @@
+"""The Router's intake: the canonical fast path must agree with the general path."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipper.config import load_config
+from shipper.intake import Intake, Prepared
+from shipper.packed import Packed
+
+
+def intake(**kafka: Any) -> Intake:
+    base: dict[str, Any] = {
+        "enabled": True,
+        "brokers": ["127.0.0.1:1"],
+        "topic": "logs",
+        "routing": {"enabled": False},
+        "partitioning": {"enabled": True, "strategy": "hash", "key_field": "tenant_id"},
+    }
+    base.update(kafka)
+    return Intake(load_config({"sinks": {"kafka": base}}).sinks.kafka)
+
+
+def general(ik: Intake, lines: list[bytes]) -> Prepared:
+    # A list of lines always takes the general path (decode, validate, re-encode).
+    return ik.prepare_lines(list(lines))
+
+
+def summary(p: Prepared) -> dict[str, Any]:
+    """What reaches Kafka, with values compared as JSON (key order and spacing aside)."""
+    return {
+        "submitted": p.submitted,
+        "segments": {
+            t: (
+                [msgspec.json.decode(v) for v in seg.values],
+                seg.keys,
+                list(seg.levels),
+            )
+            for t, seg in p.segments.items()
+        },
+        "rejected": sorted((f.reason, f.line) for f in p.rejected),
+    }
+
+
+CANONICAL = [
+    b'{"message":"a","level":"info","timestamp":"2026-01-01T00:00:00Z",'
+    b'"labels":{"svc":"api"},"fields":{"tenant_id":"t1","n":1}}',
+    b'{"fields":{"tenant_id":7},"labels":{},"timestamp":1.5,"level":"error","message":"b"}',
+    b'{ "message" : "c", "level": "warn", "timestamp": null, "labels": {"tenant_id": "L"},'
+    b' "fields": {} }',
+]
+
+
+def test_canonical_lines_pass_through_unchanged() -> None:
+    ik = intake()
+    p = ik.prepare_lines(b"\n".join(CANONICAL) + b"\n")
+    seg = p.segments["logs"]
+    assert isinstance(seg.values, Packed)
+    assert list(seg.values) == CANONICAL  # the input bytes themselves
+    assert seg.keys == [b"t1", b"7", b"L"]  # fields first, then labels, str() of non-strings
+    assert seg.levels == ["info", "error", "warn"]
+    assert summary(p) == summary(general(ik, CANONICAL))
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b"",  # blank line
+        b"plain text line",
+        b'{"message":"x"}',  # keys missing: the general path fills them in
+        b'{"msg":"x","level":"info","timestamp":null,"labels":{},"fields":{}}',
+        b'{"message":"x","level":"WARNING","timestamp":null,"labels":{},"fields":{}}',
+        b'{"message":"x","level":"info","timestamp":null,"labels":{},"fields":{},"extra":1}',
+        b'{"message":"x","level":"info","timestamp":null,"labels":{"a":1},"fields":{}}',
+        b'{"message":"x","level":"info","timestamp":null,"labels":{},"fields":{}}\r',
+        b'{"message":"x","level":"info","timestamp":null,"labels":{},"fields":{}} {"message":"y"}',
+        b'{"message":"\xff","level":"info","timestamp":null,"labels":{},"fields":{}}',
+        b'{"message":"x","level":"info","timestamp":null,"labels":{},"fields":[]}',
+        b'{"message": 5, "level":"info","timestamp":null,"labels":{},"fields":{}}',
+    ],
+)
+def test_any_non_canonical_line_gives_the_general_result(odd: bytes) -> None:
+    ik = intake()
+    lines = [CANONICAL[0], odd, CANONICAL[1]]
+    assert summary(ik.prepare_lines(b"\n".join(lines))) == summary(general(ik, lines))
+
+
+def test_oversized_line_is_rejected_as_by_the_general_path() -> None:
+    ik = intake(max_message_bytes=200)
+    big = (
+        b'{"message":"' + b"x" * 300 + b'","level":"info","timestamp":null,"labels":{},"fields":{}}'
+    )
+    lines = [CANONICAL[1], big] * 3
+    p = ik.prepare_lines(b"\n".join(lines))
+    assert [f.reason for f in p.rejected] == ["message_too_large"] * 3
+    assert summary(p) == summary(general(ik, lines))
+
+
+def test_level_routing_splits_a_canonical_blob_by_topic() -> None:
+    ik = intake(routing={"enabled": True})
+    p = ik.prepare_lines(b"\n".join(CANONICAL))
+    assert len(p.segments) >= 2
+    assert summary(p) == summary(general(ik, CANONICAL))
+    # Segments still travel packed, and hold the original lines.
+    for seg in p.segments.values():
+        assert isinstance(seg.values, Packed)
+        assert all(v in CANONICAL for v in seg.values)
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_entry = st.fixed_dictionaries(
+    {
+        "message": _text,
+        "level": st.sampled_from(["trace", "debug", "info", "warn", "error", "fatal", "critical"]),
+        "timestamp": st.one_of(st.none(), _text, st.floats(allow_nan=False, allow_infinity=False)),
+        "labels": st.dictionaries(_text, _text, max_size=3),
+        "fields": st.dictionaries(
+            st.sampled_from(["tenant_id", "n", "x"]),
+            st.one_of(st.none(), st.integers(), _text, st.booleans()),
+            max_size=3,
+        ),
+    }
+)
+
+
+@given(st.lists(st.tuples(_entry, st.permutations(range(5))), min_size=1, max_size=20))
+def test_fast_and_general_paths_agree_on_any_canonical_blob(
+    items: list[tuple[dict[str, Any], list[int]]],
+) -> None:
+    ik = intake()
+    lines = []
+    for entry, order in items:
+        keys = list(entry)
+        lines.append(msgspec.json.encode({keys[i]: entry[keys[i]] for i in order}))
+    p = ik.prepare_lines(b"\n".join(lines))
+    assert summary(p) == summary(general(ik, lines))
+    assert list(p.segments["logs"].values) == lines
+
+
+# ---------------------------------------------------------------------- Packed
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [b""], [b"a"], [b"a", b"", b"c"], [b"with\nnewline", b"x"], [b"\n"], [b"a\n", b"\nb"]],
+)
+def test_packed_round_trips_through_pickle(values: list[bytes]) -> None:
+    packed = Packed.of(values)
+    assert len(packed) == len(values) and list(packed) == values
+    back = pickle.loads(pickle.dumps(packed))
+    assert len(back) == len(values) and list(back) == values and back == values
+    assert repr(back) == f"Packed({len(values)} values, {len(back.data)} bytes)"  # no payload
+
+
+def test_packed_sends_one_buffer_not_a_list() -> None:
+    values = [b"x" * 300] * 1000
+    payload = pickle.dumps(Packed.of(values))
+    assert len(payload) < 300 * 1000 + 1000 + 200
+    assert Packed.of(Packed.of(values)) is not None
+
+
+def test_packed_refuses_a_corrupt_buffer() -> None:
+    with pytest.raises(ValueError, match="expected 3"):
+        Packed(b"a\nb", 3).values()
