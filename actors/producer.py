@@ -17,8 +17,8 @@ from typing import Any
 
 from shipper.config import KafkaSinkConfig
 from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
-from shipper.packed import as_list
 from shipper.ordering import SequenceGate
+from shipper.packed import as_list
 from shipper.rdkafka_stats import make_stats_cb
 
 from ._options import named_actor, tune_gc
