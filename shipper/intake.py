@@ -247,4 +247,4 @@ def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
         # GC saves the collections their allocation would trigger.
         gc=False,
     )
-    return msgspec.json.Decoder(list[entry])
+    return msgspec.json.Decoder(list[entry])  # type: ignore[valid-type]

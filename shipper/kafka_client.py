@@ -235,6 +235,7 @@ class ConfluentProducerClient(ProducerClient):
         # per-message "partition" is not honoured), so explicit partitions are sent
         # as one call per partition, each in order.
         if partitions is None:
+            msgs: list[dict[str, Any]]
             if keys is None:
                 msgs = [{"value": v} for v in values]
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,7 +38,7 @@ def test_chunks_keep_every_entry_once_in_order_and_never_cut_a_segment(
     # At most batch_size, unless one segment alone is larger.
     assert all(0 < n <= batch or len(c) == 1 for n, c in zip(sizes_, chunks, strict=True))
     # A chunk is closed only when the next segment would not fit.
-    for c, nxt in zip(chunks, chunks[1:], strict=False):
+    for c, nxt in itertools.pairwise(chunks):
         assert sum(len(p) for p in c) + len(nxt[0]) > batch
 
 
