@@ -35,6 +35,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -47,9 +48,11 @@ from shipper.errors import brief
 from shipper.kafka_client import Failure, SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
+from shipper.packed import Packed
 from shipper.partitioning import HashPartitioner, make_partitioner
 
 from ._options import named_actor, tune_gc
+from .payload import Stored, resolve
 from .producer import Part
 from .telemetry import Reporter
 
@@ -186,7 +189,7 @@ class BatcherActor:
 
     async def enqueue(
         self,
-        values: list[bytes],
+        values: Sequence[bytes] | Stored,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
         submitted_at: float,
@@ -200,7 +203,9 @@ class BatcherActor:
             fut = await self._offer(values, keys, levels, submitted_at, out, replay=False)
         return await fut
 
-    async def replay(self, values: list[bytes], keys: list[bytes | None] | None) -> SegmentOutcome:
+    async def replay(
+        self, values: Sequence[bytes] | Stored, keys: list[bytes | None] | None
+    ) -> SegmentOutcome:
         """Re-send DLQ records: same queue and breaker, but failures come back to the
         caller (the DLQ actor) instead of being dead-lettered again."""
         await self._start()
@@ -208,7 +213,8 @@ class BatcherActor:
         if self.breaker_state == BreakerState.OPEN:
             # Kafka is known to be down: do not spend a retry of these records on it.
             out.failures = [
-                EntryFailure("circuit_open", self._open_text(), self.topic, v) for v in values
+                EntryFailure("circuit_open", self._open_text(), self.topic, v)
+                for v in await resolve(values)
             ]
             return out
         fut = await self._offer(values, keys, None, time.time(), out, replay=True)
@@ -216,7 +222,7 @@ class BatcherActor:
 
     async def _offer(
         self,
-        values: list[bytes],
+        values: Sequence[bytes] | Stored,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
         submitted_at: float,
@@ -247,11 +253,11 @@ class BatcherActor:
 
     async def _apply_pressure(
         self,
-        values: list[bytes],
+        values: Sequence[bytes] | Stored,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
         out: SegmentOutcome,
-    ) -> tuple[list[bytes], list[bytes | None] | None, list[str] | None]:
+    ) -> tuple[Sequence[bytes] | Stored, list[bytes | None] | None, list[str] | None]:
         if not self.policy.enabled or not values:
             return values, keys, levels
         pressure = self.policy.level(self.acc.utilization)
@@ -292,6 +298,7 @@ class BatcherActor:
         )
         if not adm.shed:
             return values, keys, levels
+        values = await resolve(values)
         shed = [
             EntryFailure(
                 "emergency_backpressure",
@@ -307,7 +314,7 @@ class BatcherActor:
         await self._dead_letter(shed, out)
         keep = sorted(adm.admitted + adm.waiting)
         return (
-            [values[i] for i in keep],
+            Packed.of([values[i] for i in keep]),
             [keys[i] for i in keep] if keys is not None else None,
             [levels[i] for i in keep] if levels is not None else None,
         )
@@ -397,8 +404,8 @@ class BatcherActor:
                     self.topic, parts, (f"{self.source}:{replica}", seq)
                 )
             except Exception as exc:
-                results = _failed_results(
-                    self.topic, parts, "error", f"producer unavailable: {exc}"
+                results = await _failed_results(
+                    self.topic, parts, "error", f"producer unavailable: {brief(exc)}"
                 )
             rec = self.metrics.recorder
             rec.observe(
@@ -431,7 +438,7 @@ class BatcherActor:
         else:
             n = sum(len(v) for v, _k, _p in parts)
             self.counts["circuit_open"] += n
-            results = _failed_results(self.topic, parts, "circuit_open", self._open_text())
+            results = await _failed_results(self.topic, parts, "circuit_open", self._open_text())
         await self._settle(chunk, results)
 
     async def _settle(self, chunk: list[Piece], results: list[SendResult]) -> None:
@@ -484,8 +491,12 @@ class BatcherActor:
 
     async def _dead_letter(self, failures: list[EntryFailure], out: SegmentOutcome) -> None:
         """Hand ``failures`` to the DLQ where the config says so; count the rest as failed."""
-        to_dlq = [f for f in failures if self.dlq is not None and self._qualifies(f.reason)]
-        kept = [f for f in failures if not (self.dlq is not None and self._qualifies(f.reason))]
+
+        def dlq_bound(f: EntryFailure) -> bool:
+            return self.dlq is not None and f.value is not None and self._qualifies(f.reason)
+
+        to_dlq = [f for f in failures if dlq_bound(f)]
+        kept = [f for f in failures if not dlq_bound(f)]
         if to_dlq:
             assert self.dlq is not None
             try:
@@ -532,13 +543,23 @@ _SUCCESS = {"sink": "kafka", "status": "success"}
 _ERROR = {"sink": "kafka", "status": "error"}
 
 
-def _failed_results(topic: str, parts: list[Part], reason: str, error: str) -> list[SendResult]:
+async def _failed_results(
+    topic: str, parts: list[Part], reason: str, error: str
+) -> list[SendResult]:
     now = time.time()
     out = []
     for values, keys, _p in parts:
         r = SendResult(topic=topic, sent=len(values), started=now, finished=now)
+        try:
+            vals: Sequence[bytes | None] = await resolve(values)
+            why = error
+        except Exception as exc:
+            # The payload's owner is gone (see actors.payload): nothing left to re-send,
+            # so these are reported failures, never DLQ records.
+            vals = [None] * len(values)
+            why = f"{error}; entries lost with their payload ({brief(exc)})"
         r.failures = [
-            Failure(v, keys[i] if keys else None, reason, error) for i, v in enumerate(values)
+            Failure(v, keys[i] if keys else None, reason, why) for i, v in enumerate(vals)
         ]
         out.append(r)
     return out

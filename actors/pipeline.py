@@ -34,6 +34,7 @@ from shipper.errors import BackpressureError, ConfigError, ShutdownError
 from shipper.outcomes import EntryFailure, SubmissionResult
 
 from .dlq import get_dlq
+from .payload import STORE_MIN_BYTES, Stored
 from .producer import start_producer
 from .router import start_router
 from .supervisor import start_supervisor
@@ -282,8 +283,13 @@ class Shipper:
             if isinstance(lines, bytes)
             else len(lines)
         )
+        payload: bytes | list[bytes] | Stored = lines
+        if isinstance(lines, bytes) and len(lines) >= STORE_MIN_BYTES:
+            # Into the object store once; the Router reads it and, when every line is
+            # canonical, the Producer reads the very same object (actors.payload).
+            payload = Stored.put(lines)
         return self._submit(
-            size, lambda t, order: self._router.submit_lines.remote(lines, t, first_line, order)
+            size, lambda t, order: self._router.submit_lines.remote(payload, t, first_line, order)
         )
 
     def _submit(self, size: int, call: Any) -> Ack:

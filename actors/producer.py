@@ -22,13 +22,14 @@ from shipper.packed import as_list
 from shipper.rdkafka_stats import make_stats_cb
 
 from ._options import named_actor, tune_gc
+from .payload import Stored, resolve
 from .telemetry import Reporter
 
 __all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
 
 #: One piece of a chunk: values (a list or a Packed), keys (or None) and explicit
 #: partitions (or None: librdkafka's murmur2 partitioner places keyed messages).
-Part = tuple[Sequence[bytes], list[bytes | None] | None, list[int] | None]
+Part = tuple[Sequence[bytes] | Stored, list[bytes | None] | None, list[int] | None]
 
 
 def producer_name(broker_set: str, replica: int) -> str:
@@ -85,7 +86,9 @@ class ProducerActor:
         futures: list[asyncio.Future[SendResult]] = []
         turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
         async with turn:
-            for values, keys, partitions in parts:
+            # Read every stored payload first (concurrently), then produce in order.
+            payloads = await asyncio.gather(*(resolve(v) for v, _k, _p in parts))
+            for values, (_v, keys, partitions) in zip(payloads, parts, strict=True):
                 fut: asyncio.Future[SendResult] = loop.create_future()
                 futures.append(fut)
 

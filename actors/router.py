@@ -22,9 +22,11 @@ from shipper.errors import brief
 from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
+from shipper.packed import Packed
 
 from ._options import named_actor, tune_gc
 from .batcher import start_batcher
+from .payload import Stored, store
 from .telemetry import Reporter
 
 __all__ = ["RouterActor", "start_router"]
@@ -75,14 +77,16 @@ class RouterActor:
 
     async def submit_lines(
         self,
-        lines: bytes | list[bytes],
+        lines: bytes | list[bytes] | Stored,
         submitted_at: float,
         first_line: int = 1,
         order: tuple[str, int] | None = None,
     ) -> SubmissionResult:
+        stored = lines if isinstance(lines, Stored) else None
+        raw = await lines.fetch_bytes() if isinstance(lines, Stored) else lines
         async with self._turn(order):
-            prep = self.intake.prepare_lines(lines, first_line)
-            refs = self._hand_over(prep, submitted_at)
+            prep = self.intake.prepare_lines(raw, first_line)
+            refs = self._hand_over(prep, submitted_at, stored, raw)
         return await self._collect(prep, refs, submitted_at)
 
     async def submit_objects(
@@ -101,14 +105,28 @@ class RouterActor:
             return contextlib.nullcontext()
         return self.gate.turn(*order)
 
-    def _hand_over(self, prep: Prepared, submitted_at: float) -> list[Any]:
+    def _hand_over(
+        self,
+        prep: Prepared,
+        submitted_at: float,
+        stored: Stored | None = None,
+        raw: Any = None,
+    ) -> list[Any]:
         refs = []
         for t, seg in prep.segments.items():
             seq = self._seq.get(t, 0)
             self._seq[t] = seq + 1
+            values: Any
+            if stored is not None and t == prep.whole:
+                # The segment is the submitted blob itself: pass the driver's object
+                # on (minus a final newline) rather than store a copy of it.
+                size = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
+                values = stored.sized(len(seg), size)
+            else:
+                values = store(seg.values)
             refs.append(
                 self._batcher(t).enqueue.remote(
-                    seg.values, seg.keys, seg.levels, submitted_at, (self.source, seq)
+                    values, seg.keys, seg.levels, submitted_at, (self.source, seq)
                 )
             )
         return refs
@@ -174,7 +192,8 @@ class RouterActor:
         self, topic: str, values: list[bytes], keys: list[bytes | None] | None
     ) -> SegmentOutcome:
         """Re-send already encoded DLQ records to ``topic`` (called by the DLQ actor)."""
-        return await self._batcher(topic).replay.remote(values, keys)  # type: ignore[no-any-return]
+        packed = store(Packed.of(values))
+        return await self._batcher(topic).replay.remote(packed, keys)  # type: ignore[no-any-return]
 
     async def flush(self) -> int:
         """Flush every Batcher this Router knows; return what is still queued."""

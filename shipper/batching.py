@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
 
@@ -27,7 +28,7 @@ __all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
 class Segment:
     """Entries of one submission for one topic, already encoded."""
 
-    values: Sequence[bytes]  # a list, or a shipper.packed.Packed
+    values: Sequence[bytes] | Any  # a list, a shipper.packed.Packed or actors.payload.Stored
     keys: list[bytes | None] | None = None
     levels: list[str] | None = None
     submitted_at: float = 0.0  # wall-clock time the submission entered the pipeline

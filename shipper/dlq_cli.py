@@ -634,7 +634,7 @@ def _send_and_wait(
         # Equal records are interchangeable, so which of them gets the failure is moot.
         pending: dict[tuple[bytes, bytes | None], list[str]] = {}
         for f in result.failures:
-            pending.setdefault((bytes(f.value), f.key), []).append(f.error)
+            pending.setdefault((bytes(f.value or b""), f.key), []).append(f.error)
             reasons.add(f.reason)
         for r in recs:
             errs = pending.get((r.value, r.key))

@@ -52,6 +52,9 @@ class Prepared:
     submitted: int
     segments: dict[str, TopicSegment]
     rejected: list[EntryFailure]
+    #: The topic whose segment is the input itself, byte for byte (every line
+    #: canonical, one topic): the caller may pass the input on instead of the copy.
+    whole: str | None = None
 
 
 def _failure(err: EntryError, value: bytes | None = None, topic: str | None = None) -> EntryFailure:
@@ -157,7 +160,10 @@ class Intake:
             )
         rejected = [_failure(e) for e in self.router.rejected]
         self.router.rejected = []
-        return Prepared(n, segments, rejected)
+        whole = next(iter(segments)) if len(segments) == 1 and not rejected else None
+        if whole is not None and len(segments[whole]) != n:
+            whole = None
+        return Prepared(n, segments, rejected, whole)
 
     def _canonical_keys(self, group: Sequence[Any]) -> list[bytes | None]:
         # The same rule as the partitioner's key_for: fields first, then labels.

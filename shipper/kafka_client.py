@@ -47,9 +47,10 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """One message that Kafka did not take."""
+    """One message that Kafka did not take (``value`` is None only when the payload
+    itself was lost before a produce attempt)."""
 
-    value: bytes
+    value: bytes | None
     key: bytes | None
     reason: str
     error: str

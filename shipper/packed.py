@@ -62,6 +62,11 @@ class Packed(Sequence[bytes]):
         return self._data
 
     @property
+    def lengths(self) -> bytes | None:
+        """The length table of the framed layout (None for the lines layout)."""
+        return self._lengths
+
+    @property
     def nbytes(self) -> int:
         """Payload bytes (separators included in the lines layout)."""
         return len(self._data)

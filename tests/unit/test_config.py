@@ -629,7 +629,7 @@ def test_librdkafka_config_plaintext() -> None:
         "enable.idempotence": False,
         "retries": 3,
         "message.timeout.ms": 30000,
-        "linger.ms": 5.0,
+        "linger.ms": 1.0,
         "batch.num.messages": 500,
         "message.max.bytes": 1048576 + 65536,
         "security.protocol": "PLAINTEXT",
@@ -647,8 +647,8 @@ def test_librdkafka_acks_and_idempotence(acks: int, text: str) -> None:
 
 
 def test_linger_follows_short_batch_timeouts() -> None:
-    k = load(minimal(batch_timeout="2ms")).sinks.kafka
-    assert k.librdkafka_config()["linger.ms"] == pytest.approx(2.0)
+    k = load(minimal(batch_timeout="0.5ms")).sinks.kafka
+    assert k.librdkafka_config()["linger.ms"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
