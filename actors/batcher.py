@@ -408,13 +408,22 @@ class BatcherActor:
                     self.topic, parts, "error", f"producer unavailable: {brief(exc)}"
                 )
             rec = self.metrics.recorder
-            rec.observe(
-                "log_capturer_kafka_batch_size", self.batch_sizes[-1], {"topic": self.topic}
-            )
+            # A chunk of whole segments may hold more than batch_size entries; the
+            # client still sends at most batch_size per batch (batch.num.messages), so
+            # the batch figures count it as that many batches.
+            full, rest = divmod(self.batch_sizes[-1], self.sink.batch_size)
+            labels = {"topic": self.topic}
+            if full:
+                rec.observe(
+                    "log_capturer_kafka_batch_size", self.sink.batch_size, labels, count=full
+                )
+            if rest:
+                rec.observe("log_capturer_kafka_batch_size", rest, labels)
             rec.observe(
                 "log_capturer_kafka_batch_duration_seconds",
                 time.monotonic() - started,
-                {"topic": self.topic},
+                labels,
+                count=full + (1 if rest else 0),
             )
             n_failed = sum(len(r.failures) for r in results)
             if n_failed:

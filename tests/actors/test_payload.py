@@ -1,0 +1,53 @@
+"""Payloads through the object store: what one actor stores, another reads back."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+import ray
+
+from actors.payload import STORE_MIN_BYTES, Stored, resolve, store
+from shipper.packed import Packed
+
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+
+
+@ray.remote(num_cpus=0)
+class Reader:
+    async def read(self, box: list[Stored]) -> list[bytes]:
+        # Nested in a list, so Ray hands over the reference, not the value.
+        return list(await resolve(box[0]))
+
+
+def test_a_stored_blob_reads_back_in_another_actor_with_its_final_newline_cut() -> None:
+    lines = [b'{"message":"m%d"}' % i for i in range(10_000)]
+    blob = b"\n".join(lines) + b"\n"
+    stored = Stored.put(blob)
+    assert stored.size == len(blob)
+    sized = stored.sized(len(lines), len(blob) - 1)
+    reader = Reader.remote()  # type: ignore[attr-defined]
+    assert ray.get(reader.read.remote([sized])) == lines
+    assert repr(sized) == f"Stored({len(lines)} values, {len(blob) - 1} bytes)"
+
+
+def test_the_object_outlives_the_writers_handle_while_a_reader_holds_it() -> None:
+    lines = [b"x" * 100] * 2000
+    box = [store(Packed.of(lines))]
+    assert isinstance(box[0], Stored)
+    reader = Reader.remote()  # type: ignore[attr-defined]
+    ref = reader.read.remote(box)
+    del box
+    gc.collect()
+    assert ray.get(ref) == lines
+
+
+def test_small_or_framed_payloads_stay_inline() -> None:
+    small = Packed.of([b"a", b"b"])
+    assert store(small) is small
+    framed = Packed.of([b"has\nnewline" * 10_000, b"x"])
+    assert framed.nbytes >= STORE_MIN_BYTES and store(framed) is framed
+    plain = [b"a"] * 10
+    assert store(plain) is plain
+    assert asyncio.run(resolve(plain)) is plain
