@@ -256,6 +256,12 @@ class Shipper:
             # Whatever an earlier run left in the DLQ is replayed from the start.
             ray.get(self._dlq.kick.remote())
         self._max_inflight = pipe.max_inflight_submissions
+        # Entries in flight from this driver stay below the queue's warning band, so a
+        # small queue_size slows submit() down instead of filling the queue to the
+        # shedding threshold with this driver's own entries (one submission always goes).
+        bp = sink.backpressure_config
+        self._entry_budget = max(1, int(sink.queue_size * bp.queue_warning_threshold))
+        self._inflight_entries = 0
         self._inflight: dict[Any, Ack] = {}
         self._closed = False
         self._stats = RunStats()
@@ -297,7 +303,9 @@ class Shipper:
             raise ShutdownError("the shipper is closed; create a new Shipper to submit more")
         timeout = self.config.pipeline.submit_timeout
         deadline = time.monotonic() + timeout
-        while len(self._inflight) >= self._max_inflight:
+        while len(self._inflight) >= self._max_inflight or (
+            self._inflight and self._inflight_entries + size > self._entry_budget
+        ):
             left = deadline - time.monotonic()
             ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=max(0.0, left))
             if not ready:
@@ -323,6 +331,7 @@ class Shipper:
         self._seq += 1
         ack = Ack(self, call(time.time(), order), size)
         self._inflight[ack.ref] = ack
+        self._inflight_entries += size
         return ack
 
     def _settle(self, ack: Ack, timeout: float | None) -> None:
@@ -341,7 +350,8 @@ class Shipper:
                 failures=[EntryFailure("error", f"router failed: {exc}")] * ack.size,
             )
         ack._result = result
-        self._inflight.pop(ack.ref, None)
+        if self._inflight.pop(ack.ref, None) is not None:
+            self._inflight_entries -= ack.size
         self._stats.record(result)
         if any("not dead-lettered" in f.error for f in result.failures):
             self._dlq_full = True

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from shipper.config import KafkaSinkConfig
 from shipper.entries import (
@@ -135,11 +136,9 @@ class Intake:
         # a line could hold two), and levels already in their canonical spelling.
         if len(entries) != n or not CANONICAL_LEVELS.issuperset(levels):
             return None
+        if len(body) > self.max_bytes and _longest_line(body) > self.max_bytes:
+            return None
         lines: list[bytes] | None = None
-        if len(body) > self.max_bytes:
-            lines = body.split(b"\n")
-            if max(map(len, lines)) > self.max_bytes:
-                return None
         routed = self.router.route(entries)
         segments: dict[str, TopicSegment] = {}
         for topic, idx in routed.items():
@@ -254,3 +253,12 @@ def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
         gc=False,
     )
     return msgspec.json.Decoder(list[entry])  # type: ignore[valid-type]
+
+
+def _longest_line(body: bytes) -> int:
+    """Length of the longest newline-separated line, without splitting ``body``."""
+    newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 0x0A)
+    if newlines.size == 0:
+        return len(body)
+    edges = np.concatenate(([-1], newlines, [len(body)]))
+    return int(np.diff(edges).max()) - 1

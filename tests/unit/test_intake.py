@@ -168,3 +168,10 @@ def test_packed_sends_one_buffer_not_a_list() -> None:
 def test_packed_refuses_a_corrupt_buffer() -> None:
     with pytest.raises(ValueError, match="expected 3"):
         Packed(b"a\nb", 3).values()
+
+
+@given(st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"\n")))
+def test_longest_line_matches_splitting(body: bytes) -> None:
+    from shipper.intake import _longest_line
+
+    assert _longest_line(body) == max(map(len, body.split(b"\n")))
