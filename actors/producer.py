@@ -41,6 +41,9 @@ def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
     # Keyed messages without an explicit partition land where Kafka's Java client
     # would put them (murmur2), the same function our own hash partitioner uses.
     conf.setdefault("partitioner", "murmur2_random")
+    # Requests go out whole (one chunk at a time); Nagle's algorithm would only hold
+    # a small one back waiting for the previous one's TCP ack.
+    conf.setdefault("socket.nagle.disable", True)
     # librdkafka's own queue must not be what limits a Batcher's queue_size (a full
     # queue makes the client wait and retry); the Batchers bound what is in flight.
     conf.setdefault(
