@@ -6,6 +6,12 @@ validates each entry, picks its topic, encodes it once as the Kafka value, enfor
 ``max_message_bytes``, extracts the partition key, and groups the survivors by topic.
 Every entry that cannot go on is returned as an :class:`EntryFailure` with its
 reason, so it can be counted and handed to the DLQ path.
+
+A blob whose every line is already a canonical entry takes a fast path: one msgspec
+call validates all of it into light structs (no ``LogEntry``, no re-encoding) and the
+lines themselves become the Kafka values. Anything else in the blob sends the whole
+blob down the general path, so both paths give the same messages (up to key order
+and spacing); ``tests/unit/test_intake.py`` holds them to that.
 """
 
 from __future__ import annotations

@@ -58,3 +58,34 @@ def test_wrong_password_fails_fast_with_a_clear_reason(kafka: LocalKafka) -> Non
         assert "wrong" not in c.last_error and "wrong" not in repr(c)
     finally:
         c.close(1)
+
+
+def test_a_full_local_queue_is_waited_out_in_order(
+    kafka: LocalKafka, make_topic: Callable[..., str]
+) -> None:
+    """produce_batch refuses what does not fit librdkafka's queue; the client offers it
+    again once delivery reports made room, in order, and loses nothing."""
+    topic = make_topic(partitions=1)
+    c = ConfluentProducerClient(kafka.client_config(**{"queue.buffering.max.messages": 50}))
+    try:
+        values = [b"v%05d" % i for i in range(2000)]
+        keys = [b"k%d" % (i % 7) for i in range(2000)]
+        r = send_and_wait(c, topic, values, keys=keys)
+        assert r.delivered == 2000 and not r.failures, r.failures[:3]
+    finally:
+        c.close(10)
+    got = consume_all(kafka.client_config(), topic, expected=2000)
+    assert [m.value() for m in got] == values  # one partition: the send order
+    assert [m.key() for m in got] == keys
+
+
+def test_explicit_partitions_are_honoured(
+    kafka: LocalKafka, make_topic: Callable[..., str], client: ConfluentProducerClient
+) -> None:
+    topic = make_topic(partitions=3)
+    values = [b"p%d-%d" % (i % 3, i) for i in range(300)]
+    parts = [i % 3 for i in range(300)]
+    r = send_and_wait(client, topic, values, partitions=parts)
+    assert r.delivered == 300
+    got = consume_all(kafka.client_config(), topic, expected=300)
+    assert all(m.value().startswith(b"p%d-" % m.partition()) for m in got)
