@@ -35,6 +35,7 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ from shipper.partitioning import HashPartitioner, make_partitioner
 
 from ._options import named_actor, tune_gc
 from .payload import Stored, resolve
-from .producer import Part
+from .producer import Part, lost_payload
 from .telemetry import Reporter
 
 __all__ = ["BatcherActor", "batcher_name", "start_batcher"]
@@ -123,6 +124,7 @@ class BatcherActor:
         # per-entry Python work is done here. Keyless entries still get the
         # round-robin fallback from here.
         self._hash = isinstance(self.partitioner, HashPartitioner)
+        self._keyless_next = 0
         self._num_partitions = 0
         self._partitions_read = 0.0
         self._waiting: dict[int, _Pending] = {}
@@ -368,11 +370,31 @@ class BatcherActor:
                 if not self._hash:
                     partitions = self.partitioner.assign([None] * len(values), self._num_partitions)
                 elif keys is None or None in keys:
-                    partitions = self.partitioner.assign(
-                        keys if keys is not None else [None] * len(values), self._num_partitions
-                    )
+                    partitions = self._keyless_round_robin(keys, len(values))
             parts.append((values, keys, partitions))
         return parts
+
+    def _keyless_round_robin(self, keys: list[bytes | None] | None, n: int) -> list[int]:
+        """Hash partitioning's fallback: keyless entries round-robin, keyed ones -1
+        (librdkafka's murmur2 places them, as in a fully keyed segment, so a key never
+        depends on what else its segment holds)."""
+        count = self._num_partitions
+        start = self._keyless_next % count
+        if keys is None:
+            cycle = list(range(start, count)) + list(range(start))
+            self._keyless_next = (start + n) % count
+            return (cycle * (n // count + 1))[:n]
+        out: list[int] = []
+        append = out.append
+        rr = start
+        for k in keys:
+            if k is None:
+                append(rr % count)
+                rr += 1
+            else:
+                append(-1)
+        self._keyless_next = rr % count
+        return out
 
     def _open_text(self) -> str:
         return (
@@ -397,7 +419,8 @@ class BatcherActor:
             seq = self._replica_seq[replica]
             self._replica_seq[replica] = seq + 1
             self.counts["chunks"] += 1
-            self.batch_sizes.append(sum(len(v) for v, _k, _p in parts))
+            chunk_size = sum(len(v) for v, _k, _p in parts)
+            self.batch_sizes.append(chunk_size)
             del self.batch_sizes[:-1000]
             try:
                 results: list[SendResult] = await producer.produce.remote(
@@ -411,7 +434,7 @@ class BatcherActor:
             # A chunk of whole segments may hold more than batch_size entries; the
             # client still sends at most batch_size per batch (batch.num.messages), so
             # the batch figures count it as that many batches.
-            full, rest = divmod(self.batch_sizes[-1], self.sink.batch_size)
+            full, rest = divmod(chunk_size, self.sink.batch_size)
             labels = {"topic": self.topic}
             if full:
                 rec.observe(
@@ -521,16 +544,24 @@ class BatcherActor:
         self.counts["failed"] += len(kept)
         if kept:
             why = "dlq_disabled" if self.dlq is None else "dlq_full"
-            self.metrics.recorder.add(
-                "log_capturer_kafka_dropped_total", len(kept), {"reason": why}
-            )
+            for reason, count in Counter(
+                "payload_lost" if f.value is None else why for f in kept
+            ).items():
+                self.metrics.recorder.add(
+                    "log_capturer_kafka_dropped_total", count, {"reason": reason}
+                )
 
     # ------------------------------------------------------------------ control
 
-    async def flush(self) -> int:
-        """Send everything waiting now and return once nothing is in flight."""
+    async def flush(self, order: tuple[str, int] | None = None) -> int:
+        """Send everything waiting now and return once nothing is in flight.
+
+        ``order`` is the caller's call number (see ``enqueue``): the flush then waits for
+        the caller's earlier segments to be queued, and sends them too."""
         await self._start()
-        await self._flush_now()
+        turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
+        async with turn:
+            await self._flush_now()
         while self._chunks:
             await asyncio.gather(*list(self._chunks), return_exceptions=True)
         self.metrics.push_now()
@@ -558,17 +589,15 @@ async def _failed_results(
     now = time.time()
     out = []
     for values, keys, _p in parts:
-        r = SendResult(topic=topic, sent=len(values), started=now, finished=now)
         try:
-            vals: Sequence[bytes | None] = await resolve(values)
-            why = error
+            vals = await resolve(values)
         except Exception as exc:
-            # The payload's owner is gone (see actors.payload): nothing left to re-send,
-            # so these are reported failures, never DLQ records.
-            vals = [None] * len(values)
-            why = f"{error}; entries lost with their payload ({brief(exc)})"
+            # The payload's owner is gone (see actors.payload): nothing left to re-send.
+            out.append(lost_payload(topic, len(values), keys, exc))
+            continue
+        r = SendResult(topic=topic, sent=len(vals), started=now, finished=now)
         r.failures = [
-            Failure(v, keys[i] if keys else None, reason, why) for i, v in enumerate(vals)
+            Failure(v, keys[i] if keys else None, reason, error) for i, v in enumerate(vals)
         ]
         out.append(r)
     return out

@@ -37,7 +37,8 @@ class Stored:
 
     ``size`` is how many bytes of the object are the values (a blob of input lines
     may end with a newline that is not part of them); ``count`` is the number of
-    values, or 0 for raw input whose line count nobody has taken yet.
+    values, or -1 for raw input whose lines nobody has counted yet (``len()`` then
+    raises, so such a blob cannot pass for an empty segment).
     """
 
     __slots__ = ("count", "ref", "size")
@@ -48,7 +49,7 @@ class Stored:
         self.size = size
 
     @classmethod
-    def put(cls, data: bytes, count: int = 0) -> Stored:
+    def put(cls, data: bytes, count: int = -1) -> Stored:
         return cls(ray.put(np.frombuffer(data, dtype=np.uint8)), count, len(data))
 
     def sized(self, count: int, size: int) -> Stored:
@@ -56,6 +57,8 @@ class Stored:
         return Stored(self.ref, count, size)
 
     def __len__(self) -> int:
+        if self.count < 0:
+            raise TypeError("raw input in the object store has no entry count yet")
         return self.count
 
     def __repr__(self) -> str:

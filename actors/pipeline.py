@@ -259,8 +259,10 @@ class Shipper:
         # Entries in flight from this driver stay below the queue's warning band, so a
         # small queue_size slows submit() down instead of filling the queue to the
         # shedding threshold with this driver's own entries (one submission always goes).
+        # Never below batch_size, or no batch could fill and every flush would wait
+        # out batch_timeout.
         bp = sink.backpressure_config
-        self._entry_budget = max(1, int(sink.queue_size * bp.queue_warning_threshold))
+        self._entry_budget = max(sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold))
         self._inflight_entries = 0
         self._inflight: dict[Any, Ack] = {}
         self._closed = False
@@ -361,7 +363,10 @@ class Shipper:
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued now and wait for every outstanding ack."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        ray.get(self._router.flush.remote(), timeout=timeout)
+        # Numbered like a submission, so the Router flushes after every earlier one.
+        order = (self._source, self._seq)
+        self._seq += 1
+        ray.get(self._router.flush.remote(order), timeout=timeout)
         for ack in list(self._inflight.values()):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._settle(ack, left)
@@ -386,8 +391,10 @@ class Shipper:
         self._closed = True
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        order = (self._source, self._seq)
+        self._seq += 1
         try:
-            ray.get(self._router.flush.remote(), timeout=timeout)
+            ray.get(self._router.flush.remote(order), timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             pass
         for ack in list(self._inflight.values()):

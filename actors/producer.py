@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from shipper.config import KafkaSinkConfig
-from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.errors import brief
+from shipper.kafka_client import ConfluentProducerClient, Failure, ProducerClient, SendResult
 from shipper.ordering import SequenceGate
 from shipper.packed import as_list
 from shipper.rdkafka_stats import make_stats_cb
@@ -25,7 +26,7 @@ from ._options import named_actor, tune_gc
 from .payload import Stored, resolve
 from .telemetry import Reporter
 
-__all__ = ["Part", "ProducerActor", "producer_name", "start_producer"]
+__all__ = ["Part", "ProducerActor", "lost_payload", "producer_name", "start_producer"]
 
 #: One piece of a chunk: values (a list or a Packed), keys (or None) and explicit
 #: partitions (or None: librdkafka's murmur2 partitioner places keyed messages).
@@ -44,6 +45,9 @@ def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
     # Requests go out whole (one chunk at a time); Nagle's algorithm would only hold
     # a small one back waiting for the previous one's TCP ack.
     conf.setdefault("socket.nagle.disable", True)
+    # Partition counts are re-read as often as the Batchers re-read theirs, so a topic
+    # that grows partitions is seen by both at about the same time.
+    conf.setdefault("topic.metadata.refresh.interval.ms", 30_000)
     # librdkafka's own queue must not be what limits a Batcher's queue_size (a full
     # queue makes the client wait and retry); the Batchers bound what is in flight.
     conf.setdefault(
@@ -89,16 +93,23 @@ class ProducerActor:
         futures: list[asyncio.Future[SendResult]] = []
         turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
         async with turn:
-            # Read every stored payload first (concurrently), then produce in order.
-            payloads = await asyncio.gather(*(resolve(v) for v, _k, _p in parts))
-            for values, (_v, keys, partitions) in zip(payloads, parts, strict=True):
+            # Read every stored payload first (concurrently), then produce in order. A
+            # payload that cannot be read (its owner is gone) fails its own part only.
+            payloads = await asyncio.gather(
+                *(resolve(v) for v, _k, _p in parts), return_exceptions=True
+            )
+            lists = [p if isinstance(p, BaseException) else as_list(p) for p in payloads]
+            for values, (raw, keys, partitions) in zip(lists, parts, strict=True):
                 fut: asyncio.Future[SendResult] = loop.create_future()
                 futures.append(fut)
+                if isinstance(values, BaseException):
+                    fut.set_result(lost_payload(topic, len(raw), keys, values))
+                    continue
 
                 def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
                     loop.call_soon_threadsafe(fut.set_result, r)
 
-                self._client.send(topic, as_list(values), keys, partitions, done)
+                self._client.send(topic, values, keys, partitions, done)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered
@@ -127,6 +138,18 @@ class ProducerActor:
             "delivered": self._produced,
             "failed": self._failed,
         }
+
+
+def lost_payload(
+    topic: str, n: int, keys: list[bytes | None] | None, exc: BaseException
+) -> SendResult:
+    """The result for ``n`` entries whose payload could not be read: reported failures
+    with no value (nothing to re-send), reason ``payload_lost``."""
+    now = time.time()
+    text = f"payload lost before a produce attempt: {brief(exc)}"
+    r = SendResult(topic=topic, sent=n, started=now, finished=now)
+    r.failures = [Failure(None, keys[i] if keys else None, "payload_lost", text) for i in range(n)]
+    return r
 
 
 def start_producer(

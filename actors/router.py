@@ -195,9 +195,22 @@ class RouterActor:
         packed = store(Packed.of(values))
         return await self._batcher(topic).replay.remote(packed, keys)  # type: ignore[no-any-return]
 
-    async def flush(self) -> int:
-        """Flush every Batcher this Router knows; return what is still queued."""
-        left = await asyncio.gather(*(b.flush.remote() for b in self.batchers.values()))
+    async def flush(self, order: tuple[str, int] | None = None) -> int:
+        """Flush every Batcher this Router knows; return what is still queued.
+
+        With ``order`` the flush takes its turn among the sender's submissions, and
+        its turn at each Batcher after this Router's earlier hand-overs, so it sends
+        everything submitted before it (Ray runs an async actor's calls in any order;
+        without the turns the last submissions could miss the flush and wait out
+        ``batch_timeout``).
+        """
+        calls = []
+        async with self._turn(order):
+            for t, b in self.batchers.items():
+                seq = self._seq.get(t, 0)
+                self._seq[t] = seq + 1
+                calls.append(b.flush.remote((self.source, seq)))
+        left = await asyncio.gather(*calls)
         self.metrics.push_now()
         return int(sum(left))
 

@@ -132,14 +132,18 @@ class Intake:
                 body.decode()
             except UnicodeDecodeError:
                 return None
+        n = body.count(b"\n") + 1
+        # Every line starts with "{" and ends with "}". Then no JSON value can run on
+        # over a newline (after "}" a value may only go on with "," or a closing
+        # bracket, and a string cannot hold a raw newline), so with as many values as
+        # lines, each line is exactly one object.
+        if body[:1] != b"{" or body[-1:] != b"}" or body.count(b"}\n{") != n - 1:
+            return None
         try:
-            entries = self._fast.decode(b"[" + body.replace(b"\n", b",") + b"]")
+            entries = self._fast.decode_lines(body)
         except msgspec.MsgspecError:
             return None
-        n = body.count(b"\n") + 1
         levels = [e.level for e in entries]
-        # One object per line (an object cannot span lines and still decode here, but
-        # a line could hold two), and levels already in their canonical spelling.
         if len(entries) != n or not CANONICAL_LEVELS.issuperset(levels):
             return None
         if len(body) > self.max_bytes and _longest_line(body) > self.max_bytes:
@@ -233,7 +237,8 @@ class Intake:
 
 
 def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
-    """A decoder for a JSON array of canonical entries (see ``_canonical_lines``).
+    """A decoder for newline-separated canonical entries (see ``_canonical_lines``;
+    use its ``decode_lines``).
 
     ``fields`` is only checked to be an object, and only the partition key is read
     from it; that is all the general path checks too (``dict[str, Any]``).
@@ -258,7 +263,7 @@ def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
         # GC saves the collections their allocation would trigger.
         gc=False,
     )
-    return msgspec.json.Decoder(list[entry])  # type: ignore[valid-type]
+    return msgspec.json.Decoder(entry)
 
 
 def _longest_line(body: bytes) -> int:

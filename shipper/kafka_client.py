@@ -132,7 +132,8 @@ class _Tracker:
     poll thread's delivery reports, and the sending thread for messages librdkafka
     refused at once); ``next()`` on an ``itertools.count`` is a single C call under
     the GIL, so it hands out distinct numbers without a lock, and exactly one
-    outcome sees the last number.
+    outcome sees the last number. (A free-threaded CPython build would need a lock
+    here: the count's atomicity comes from the GIL.)
     """
 
     __slots__ = ("explain", "failures", "last", "on_done", "result", "seen")

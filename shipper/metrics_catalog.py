@@ -265,7 +265,7 @@ _SPECS: tuple[MetricSpec, ...] = (
         unit="{entry}",
         description=(
             "Entries given up on without delivery or a DLQ copy, by reason (for example "
-            "dlq_full, dlq_disabled, invalid, too_large). Should stay at zero."
+            "dlq_full, dlq_disabled, payload_lost, invalid, too_large). Should stay at zero."
         ),
         labels=("reason",),
     ),

@@ -51,3 +51,33 @@ def test_small_or_framed_payloads_stay_inline() -> None:
     plain = [b"a"] * 10
     assert store(plain) is plain
     assert asyncio.run(resolve(plain)) is plain
+
+
+class _Lost(Stored):
+    """A payload that can no longer be read (as when its owner process died)."""
+
+    async def fetch(self) -> Packed:
+        raise ray.exceptions.OwnerDiedError("object owner died")  # type: ignore[call-arg]
+
+
+def test_a_payload_that_cannot_be_read_fails_only_its_own_part() -> None:
+    from actors.producer import ProducerActor
+    from shipper.config import load_config
+    from shipper.kafka_client import MemoryProducerClient
+
+    lost = _Lost(None, 3, 10)
+    sink = load_config(
+        {"sinks": {"kafka": {"enabled": True, "brokers": ["127.0.0.1:1"], "topic": "t"}}}
+    ).sinks.kafka
+    client = MemoryProducerClient()
+    producer = ProducerActor(sink, client=client)
+    good = Packed.of([b"a", b"b"])
+    results = asyncio.run(
+        producer.produce("t", [(lost, [b"k", None, b"k"], None), (good, None, None)])
+    )
+    assert results[0].delivered == 0 and len(results[0].failures) == 3
+    assert {(f.reason, f.value) for f in results[0].failures} == {("payload_lost", None)}
+    assert [f.key for f in results[0].failures] == [b"k", None, b"k"]
+    assert "payload lost" in results[0].failures[0].error
+    assert results[1].delivered == 2 and not results[1].failures
+    assert [v for _p, _k, v in client.topics["t"]] == [b"a", b"b"]

@@ -83,12 +83,21 @@ def test_canonical_lines_pass_through_unchanged() -> None:
         b'{"message":"\xff","level":"info","timestamp":null,"labels":{},"fields":{}}',
         b'{"message":"x","level":"info","timestamp":null,"labels":{},"fields":[]}',
         b'{"message": 5, "level":"info","timestamp":null,"labels":{},"fields":{}}',
+        # A value running on over the newline, balanced by a line with two values.
+        b'{"message":"a","level":"info","timestamp":null,"labels":{},"fields":{}},{"message":"x'
+        b'\ny","level":"info","timestamp":null,"labels":{},"fields":{}}',
+        b'{"message":"a","level":"info","timestamp":null,"labels":{},"fields":{"a":[{}'
+        b'\n{}]}}\n{"message":"b","level":"info","timestamp":null,"labels":{},"fields":{}}'
+        b' {"message":"c","level":"info","timestamp":null,"labels":{},"fields":{}}',
     ],
 )
 def test_any_non_canonical_line_gives_the_general_result(odd: bytes) -> None:
     ik = intake()
-    lines = [CANONICAL[0], odd, CANONICAL[1]]
-    assert summary(ik.prepare_lines(b"\n".join(lines))) == summary(general(ik, lines))
+    lines = [CANONICAL[0], *odd.split(b"\n"), CANONICAL[1]]
+    fast = ik.prepare_lines(b"\n".join(lines))
+    assert summary(fast) == summary(general(ik, lines))
+    # Never the input lines passed through: something in the blob was not canonical.
+    assert fast.whole is None
 
 
 def test_oversized_line_is_rejected_as_by_the_general_path() -> None:
