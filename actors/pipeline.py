@@ -262,7 +262,9 @@ class Shipper:
         # Never below batch_size, or no batch could fill and every flush would wait
         # out batch_timeout.
         bp = sink.backpressure_config
-        self._entry_budget = max(sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold))
+        self._entry_budget = pipe.max_inflight_entries or max(
+            sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold)
+        )
         self._inflight_entries = 0
         self._inflight: dict[Any, Ack] = {}
         self._closed = False

@@ -697,6 +697,14 @@ class PipelineConfig(BaseModel):
     max_inflight_submissions: int = Field(
         default=8, ge=1, le=10_000, description="Submissions in flight before submit() waits."
     )
+    max_inflight_entries: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Entries in flight before submit() waits; unset: the larger of batch_size and "
+            "queue_size x queue_warning_threshold."
+        ),
+    )
     drain_timeout: Duration = Field(
         default=30.0,
         description="Longest close() waits for queued entries to be delivered or parked.",

@@ -218,3 +218,21 @@ def test_two_producer_replicas_share_the_chunks_without_stalling(
         # Each replica numbers its own calls: no waiting on another replica's numbers.
         assert time.monotonic() - t0 < 20
     assert len(values_of(kafka, topic, 10_000)) == 10_000
+
+
+def test_a_small_queue_slows_one_sender_down_instead_of_shedding(
+    kafka: LocalKafka, topic: str
+) -> None:
+    """One driver keeps its entries in flight under the queue's warning band: with a
+    queue of 1,000, twenty 400-entry blobs of canonical lines all reach Kafka, none is
+    shed to the DLQ and no backpressure band is ever entered."""
+    cfg = sink_config(kafka, topic, queue_size=1000, batch_size=100, batch_timeout="20ms")
+    cfg["pipeline"] = {"max_inflight_submissions": 32}
+    blobs = [b"\n".join(json.dumps(e).encode() for e in entries(400)[:]) + b"\n" for _ in range(20)]
+    with Shipper(cfg) as s:
+        acks = [s.submit_lines(b) for b in blobs]
+        results = [a.result(60) for a in acks]
+        q = s.queue_stats()[0]
+    assert all(r.ok and r.delivered == 400 and r.dlq == 0 for r in results)
+    assert q["shed"] == 0 and q["backpressure_warning"] == 0, q
+    assert len(consume_all(kafka.client_config(), topic, expected=8000, timeout=60)) == 8000

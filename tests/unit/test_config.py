@@ -119,6 +119,7 @@ def test_section_defaults() -> None:
     assert cfg.pipeline.model_dump() == {
         "producer_replicas": 1,
         "max_inflight_submissions": 8,
+        "max_inflight_entries": None,
         "drain_timeout": 30.0,
         "submit_timeout": 30.0,
     }
