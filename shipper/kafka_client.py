@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipper.partitioning import kafka_partition
+
 __all__ = [
     "ConfluentProducerClient",
     "Failure",
@@ -333,6 +335,10 @@ class ConfluentProducerClient(ProducerClient):
 class MemoryProducerClient(ProducerClient):
     """An in-memory broker for unit tests: topics are lists of (partition, key, value).
 
+    Placement follows the Producer's librdkafka settings: an explicit partition wins
+    (-1 means none), a key goes where Kafka's murmur2 puts it, keyless messages
+    rotate.
+
     ``fail_next(n, reason)`` makes the next ``n`` messages fail with ``reason``.
     Delivery is synchronous: ``on_done`` runs inside :meth:`send`.
     """
@@ -364,8 +370,11 @@ class MemoryProducerClient(ProducerClient):
                 reason = self._fail.pop(0)
                 result.failures.append(Failure(v, k, reason, f"injected failure: {reason}"))
                 continue
-            if partitions is not None:
+            if partitions is not None and partitions[i] >= 0:
                 p = partitions[i]
+            elif k is not None:
+                # What librdkafka's murmur2_random partitioner does with a key.
+                p = kafka_partition(k, n_parts)
             else:
                 p = self._rr % n_parts
                 self._rr += 1
