@@ -42,7 +42,7 @@ from typing import Any
 import ray
 
 from shipper.backpressure import BackpressurePolicy, Pressure, RateLimitedLog
-from shipper.batching import Accumulator, Piece, Segment
+from shipper.batching import Accumulator, Segment
 from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
 from shipper.errors import brief
@@ -124,7 +124,6 @@ class BatcherActor:
         # per-entry Python work is done here. Keyless entries still get the
         # round-robin fallback from here.
         self._hash = isinstance(self.partitioner, HashPartitioner)
-        self._keyless_next = 0
         self._num_partitions = 0
         self._partitions_read = 0.0
         self._waiting: dict[int, _Pending] = {}
@@ -151,7 +150,6 @@ class BatcherActor:
             "backpressure_critical": 0,
             "backpressure_emergency": 0,
         }
-        self.batch_sizes: list[int] = []
         self._last_pressure = Pressure.NORMAL
         self._last_ok_report = 0.0
         self._failed_since_ok = False
@@ -357,12 +355,10 @@ class BatcherActor:
             self._num_partitions = count
             self._partitions_read = now
 
-    def _parts_for(self, chunk: list[Piece]) -> list[Part]:
+    def _parts_for(self, chunk: list[Segment]) -> list[Part]:
         parts: list[Part] = []
-        for piece in chunk:
-            # Pieces are whole segments (plan_chunks never cuts one), so the segment's
-            # packed values travel on as they are.
-            seg = piece.segment
+        for seg in chunk:
+            # plan_chunks never cuts a segment, so its packed values travel on as they are.
             values = seg.values
             keys = seg.keys
             partitions = None
@@ -370,31 +366,14 @@ class BatcherActor:
                 if not self._hash:
                     partitions = self.partitioner.assign([None] * len(values), self._num_partitions)
                 elif keys is None or None in keys:
-                    partitions = self._keyless_round_robin(keys, len(values))
+                    # Keyed entries stay with librdkafka (-1), whatever else the
+                    # segment holds, so a key never depends on its neighbours.
+                    assert isinstance(self.partitioner, HashPartitioner)
+                    partitions = self.partitioner.assign_keyless(
+                        keys, len(values), self._num_partitions
+                    )
             parts.append((values, keys, partitions))
         return parts
-
-    def _keyless_round_robin(self, keys: list[bytes | None] | None, n: int) -> list[int]:
-        """Hash partitioning's fallback: keyless entries round-robin, keyed ones -1
-        (librdkafka's murmur2 places them, as in a fully keyed segment, so a key never
-        depends on what else its segment holds)."""
-        count = self._num_partitions
-        start = self._keyless_next % count
-        if keys is None:
-            cycle = list(range(start, count)) + list(range(start))
-            self._keyless_next = (start + n) % count
-            return (cycle * (n // count + 1))[:n]
-        out: list[int] = []
-        append = out.append
-        rr = start
-        for k in keys:
-            if k is None:
-                append(rr % count)
-                rr += 1
-            else:
-                append(-1)
-        self._keyless_next = rr % count
-        return out
 
     def _open_text(self) -> str:
         return (
@@ -409,7 +388,7 @@ class BatcherActor:
             return bool(await self.supervisor.acquire_probe.remote(self.broker_set))
         return False
 
-    async def _send(self, chunk: list[Piece]) -> None:
+    async def _send(self, chunk: list[Segment]) -> None:
         parts = self._parts_for(chunk)
         started = time.monotonic()
         if await self._may_produce():
@@ -420,8 +399,6 @@ class BatcherActor:
             self._replica_seq[replica] = seq + 1
             self.counts["chunks"] += 1
             chunk_size = sum(len(v) for v, _k, _p in parts)
-            self.batch_sizes.append(chunk_size)
-            del self.batch_sizes[:-1000]
             try:
                 results: list[SendResult] = await producer.produce.remote(
                     self.topic, parts, (f"{self.source}:{replica}", seq)
@@ -473,10 +450,10 @@ class BatcherActor:
             results = await _failed_results(self.topic, parts, "circuit_open", self._open_text())
         await self._settle(chunk, results)
 
-    async def _settle(self, chunk: list[Piece], results: list[SendResult]) -> None:
-        # Dead-letter what qualifies (one DLQ call per chunk), then credit each piece.
-        for piece, r in zip(chunk, results, strict=True):
-            pending = self._waiting.get(piece.segment.ident)
+    async def _settle(self, chunk: list[Segment], results: list[SendResult]) -> None:
+        # Dead-letter what qualifies, then credit each segment's submission.
+        for seg, r in zip(chunk, results, strict=True):
+            pending = self._waiting.get(seg.ident)
             if pending is None:
                 continue
             out = pending.outcome
@@ -486,12 +463,12 @@ class BatcherActor:
             labels = {"topic": self.topic}
             if r.delivered:
                 rec.add("log_capturer_kafka_delivered_total", r.delivered, labels)
-            if not piece.segment.replay:
+            if not seg.replay:
                 if r.delivered:
                     rec.add("log_capturer_logs_sent_total", r.delivered, _SUCCESS)
                     rec.observe(
                         "log_capturer_kafka_end_to_end_latency_seconds",
-                        max(0.0, r.finished - piece.segment.submitted_at),
+                        max(0.0, r.finished - seg.submitted_at),
                         labels,
                         count=r.delivered,
                     )
@@ -500,15 +477,15 @@ class BatcherActor:
             failures = [
                 EntryFailure(f.reason, f.error, self.topic, f.value, f.key) for f in r.failures
             ]
-            if failures and not piece.segment.replay:
+            if failures and not seg.replay:
                 await self._dead_letter(failures, out)
             else:
                 out.failures.extend(failures)
                 self.counts["failed"] += len(failures)
-            out.latency = max(out.latency, r.finished - piece.segment.submitted_at)
-            pending.remaining -= len(piece)
+            out.latency = max(out.latency, r.finished - seg.submitted_at)
+            pending.remaining -= len(seg)
             if pending.remaining == 0:
-                del self._waiting[piece.segment.ident]
+                del self._waiting[seg.ident]
                 if not pending.future.done():
                     pending.future.set_result(out)
         self.acc.settle(sum(len(p) for p in chunk))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
@@ -163,14 +164,7 @@ class DlqActor:
             while limit is None or totals["sent"] < limit:
                 n = step if limit is None else min(step, limit - totals["sent"])
                 f = filter or DlqFilter(parked=None if include_parked else False)
-                flt = DlqFilter(
-                    reasons=f.reasons,
-                    topics=f.topics,
-                    ids=f.ids,
-                    parked=f.parked,
-                    before=f.before,
-                    after=after,
-                )
+                flt = dataclasses.replace(f, after=after)
                 records = self.store.select(flt, n)
                 if not records:
                     break

@@ -45,8 +45,9 @@ __all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
 log = logging.getLogger("shipper")
 
 
-def _percentile(pairs: list[tuple[float, int]], q: float) -> float:
-    """Weighted percentile of (value, weight) pairs."""
+def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float:
+    """Weighted percentile of (value, weight) pairs: each value counts ``weight`` times
+    (0.0 when there are none)."""
     if not pairs:
         return 0.0
     pairs = sorted(pairs)
@@ -92,7 +93,7 @@ class RunStats:
 
     def latency(self, q: float) -> float:
         """Seconds from submit to the last Kafka ack of a submission, ``q`` in [0, 1]."""
-        return _percentile(self._latencies, q)
+        return weighted_percentile(self._latencies, q)
 
     def record(self, r: SubmissionResult) -> None:
         self.submissions += 1

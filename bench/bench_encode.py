@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import msgspec
 from datagen import generate
 
-from shipper.batch import EncodedBatch
 from shipper.entries import decode_lines, encode_entries, from_objects
+from shipper.packed import Packed
 from shipper.partitioning import HashPartitioner
 from shipper.routing import TopicRouter
 
@@ -63,10 +63,7 @@ def main() -> int:
         ("route (label > level > default)", lambda: router.route(entries)),
         ("hash keys_for (tenant_id)", lambda: hasher.keys_for(entries)),
         ("hash assign (12 partitions)", lambda: hasher.assign(keys, 12)),
-        (
-            "EncodedBatch.build",
-            lambda: EncodedBatch.build("logs", values, keys=keys),
-        ),
+        ("Packed.of (one buffer for transport)", lambda: Packed.of(values)),
     ]
     print(f"{n} entries per batch, {avg:.0f} bytes average value, median of {repeats} runs")
     for name, fn in cases:

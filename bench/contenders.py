@@ -365,17 +365,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float | None:
-    """Percentile of (value, weight) pairs: each value counts ``weight`` times."""
-    if not pairs:
-        return None
-    pairs = sorted(pairs)
-    target = q * sum(w for _, w in pairs)
-    acc = 0
-    for v, w in pairs:
-        acc += w
-        if acc >= target:
-            return v
-    return pairs[-1][0]
+    """The Shipper's own weighted percentile (``actors.pipeline``); None when empty."""
+    from actors.pipeline import weighted_percentile as shipper_percentile
+
+    return shipper_percentile(pairs, q) if pairs else None
 
 
 def latency_fields(p50: float | None, p95: float | None, p99: float | None) -> dict[str, Any]:

@@ -6,8 +6,8 @@ when ``batch_size`` entries are waiting, or when the oldest has waited
 ``batch_timeout``. A flush takes everything waiting and groups it into *chunks* of at
 most ``batch_size`` entries; a chunk may hold several segments, and a segment larger
 than ``batch_size`` is a chunk of its own (segments are never cut, see
-:func:`plan_chunks`). Each piece remembers its segment, so outcomes can be credited
-back to the right submission.
+:func:`plan_chunks`). Each segment carries its submission's id, so outcomes can be
+credited back to the right submission.
 
 Capacity counts entries from the moment they are offered until they are settled
 (delivered, failed or handed to the DLQ), so memory stays bounded by ``capacity``
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Accumulator", "Piece", "Segment", "plan_chunks"]
+__all__ = ["Accumulator", "Segment", "plan_chunks"]
 
 
 @dataclass(slots=True, eq=False)
@@ -40,19 +40,7 @@ class Segment:
         return len(self.values)
 
 
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """``segment.values[start:end]``: the part of a segment that rides in one chunk."""
-
-    segment: Segment
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-
-def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Piece]]:
+def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Segment]]:
     """Group ``segments`` (in order) into chunks of at most ``batch_size`` entries.
 
     Segments are never cut: a segment travels to the Producer as the one buffer it
@@ -60,8 +48,8 @@ def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Piece]]:
     makes a chunk of its own. librdkafka still cuts what it sends into record
     batches of ``batch_size`` messages (``batch.num.messages``).
     """
-    chunks: list[list[Piece]] = []
-    current: list[Piece] = []
+    chunks: list[list[Segment]] = []
+    current: list[Segment] = []
     size = 0
     for seg in segments:
         n = len(seg)
@@ -70,7 +58,7 @@ def plan_chunks(segments: list[Segment], batch_size: int) -> list[list[Piece]]:
         if current and size + n > batch_size:
             chunks.append(current)
             current, size = [], 0
-        current.append(Piece(seg, 0, n))
+        current.append(seg)
         size += n
     if current:
         chunks.append(current)
@@ -123,7 +111,7 @@ class Accumulator:
             return 0.0
         return max(0.0, self.pending[0].arrived + self.batch_timeout - self.clock())
 
-    def take(self) -> list[list[Piece]]:
+    def take(self) -> list[list[Segment]]:
         """Everything waiting, as chunks of at most ``batch_size``; moves it in flight."""
         segs, self.pending = self.pending, []
         n, self.pending_entries = self.pending_entries, 0

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -192,17 +193,7 @@ def _iter_matching(store: DlqStore, flt: DlqFilter, limit: int | None) -> Iterat
     left = limit
     while left is None or left > 0:
         n = _PAGE if left is None else min(_PAGE, left)
-        page = store.select(
-            DlqFilter(
-                reasons=flt.reasons,
-                topics=flt.topics,
-                ids=flt.ids,
-                parked=flt.parked,
-                before=flt.before,
-                after=after,
-            ),
-            n,
-        )
+        page = store.select(dataclasses.replace(flt, after=after), n)
         yield from page
         if len(page) < n:
             return

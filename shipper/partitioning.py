@@ -18,24 +18,19 @@ all partitions, continuing across batches, so keyless entries spread evenly inst
 piling onto one partition. ``RoundRobinPartitioner`` ignores keys and spreads a batch
 evenly (counts differ by at most one), continuing where the previous batch stopped.
 ``RandomPartitioner`` draws from an injected ``random.Random``.
-
-:class:`PartitionCountCache` keeps each topic's partition count from broker metadata
-and re-reads it every ``refresh_interval`` seconds, so added partitions get used.
 """
 
 from __future__ import annotations
 
 import random
 import struct
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 from shipper.entries import LogEntry
 
 __all__ = [
     "HashPartitioner",
-    "PartitionCountCache",
     "Partitioner",
     "RandomPartitioner",
     "RoundRobinPartitioner",
@@ -90,6 +85,13 @@ def kafka_partition(key: bytes, num_partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % num_partitions
 
 
+def rotation(start: int, num_partitions: int, count: int) -> list[int]:
+    """``count`` partitions round-robin from ``start``, built from whole rotated cycles
+    rather than a per-entry modulo."""
+    cycle = list(range(start, num_partitions)) + list(range(start))
+    return (cycle * (count // num_partitions + 1))[:count]
+
+
 class Partitioner(Protocol):
     """What every strategy offers."""
 
@@ -142,6 +144,29 @@ class HashPartitioner(_KeyedBase):
         self._hashes: dict[bytes, int] = {}
         self._next = 0  # round-robin position for keyless entries
 
+    def assign_keyless(
+        self, keys: Sequence[bytes | None] | None, n: int, num_partitions: int
+    ) -> list[int]:
+        """What the pipeline sends: ``-1`` (librdkafka's murmur2 partitioner, the same
+        function as :meth:`assign`) for keyed entries, and the round-robin fallback for
+        keyless ones, sharing :meth:`assign`'s rotation. ``keys`` None: all keyless."""
+        _check(num_partitions)
+        start = self._next % num_partitions
+        if keys is None:
+            self._next = (start + n) % num_partitions
+            return rotation(start, num_partitions, n)
+        out: list[int] = []
+        append = out.append
+        rr = start
+        for key in keys:
+            if key is None:
+                append(rr % num_partitions)
+                rr += 1
+            else:
+                append(-1)
+        self._next = rr % num_partitions
+        return out
+
     def assign(self, keys: Sequence[bytes | None], num_partitions: int) -> list[int]:
         _check(num_partitions)
         cache = self._hashes
@@ -177,11 +202,8 @@ class RoundRobinPartitioner(_KeyedBase):
         _check(num_partitions)
         count = len(keys)
         start = self._next % num_partitions
-        # Build from whole rotated cycles rather than a per-entry modulo.
-        cycle = list(range(start, num_partitions)) + list(range(start))
-        out = (cycle * (count // num_partitions + 1))[:count]
         self._next = (start + count) % num_partitions
-        return out
+        return rotation(start, num_partitions, count)
 
 
 class RandomPartitioner(_KeyedBase):
@@ -221,85 +243,3 @@ def make_partitioner(
     if kind == "random":
         return RandomPartitioner(rng, key_field)
     raise ValueError(f"unknown partitioning strategy {strategy!r}: use hash, round-robin, random")
-
-
-class PartitionCountCache:
-    """topic -> partition count, as read from broker metadata, re-read when stale.
-
-    ``fetch(topic)`` returns the current count (a Kafka client's metadata call); it is
-    called when a topic is first seen and whenever its count is older than
-    ``refresh_interval`` seconds. A failed re-read keeps the last known count, because
-    a slightly stale count is better than stopping the pipeline; a failed *first* read
-    raises.
-    """
-
-    def __init__(
-        self,
-        refresh_interval: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if refresh_interval < 0:
-            raise ValueError("refresh_interval must not be negative")
-        self.refresh_interval = refresh_interval
-        self._clock = clock
-        self._counts: dict[str, int] = {}
-        self._read_at: dict[str, float] = {}
-
-    def __contains__(self, topic: object) -> bool:
-        return topic in self._counts
-
-    def topics(self) -> list[str]:
-        return list(self._counts)
-
-    def get(self, topic: str) -> int | None:
-        """The last known count (possibly stale), or ``None`` if never read."""
-        return self._counts.get(topic)
-
-    def put(self, topic: str, count: int) -> bool:
-        """Record a count read now; returns whether it differs from the previous one."""
-        if count <= 0:
-            raise ValueError(f"topic {topic!r} has no partitions (count {count})")
-        previous = self._counts.get(topic)
-        self._counts[topic] = count
-        self._read_at[topic] = self._clock()
-        return previous is not None and previous != count
-
-    def is_stale(self, topic: str) -> bool:
-        read_at = self._read_at.get(topic)
-        return read_at is None or self._clock() - read_at >= self.refresh_interval
-
-    def forget(self, topic: str) -> None:
-        self._counts.pop(topic, None)
-        self._read_at.pop(topic, None)
-
-    def count(self, topic: str, fetch: Callable[[str], int]) -> int:
-        """The count for ``topic``, fetched first if unknown or stale."""
-        known = self._counts.get(topic)
-        if known is not None and not self.is_stale(topic):
-            return known
-        try:
-            fresh = fetch(topic)
-        except Exception:
-            if known is None:
-                raise
-            return known
-        self.put(topic, fresh)
-        return fresh
-
-    def refresh(self, fetch: Callable[[str], int], force: bool = False) -> dict[str, int]:
-        """Re-read every known topic that is stale (all with ``force``).
-
-        Returns ``{topic: new_count}`` for the topics whose count changed. A topic whose
-        read fails keeps its count and is retried on the next call.
-        """
-        changed: dict[str, int] = {}
-        for topic in list(self._counts):
-            if not force and not self.is_stale(topic):
-                continue
-            try:
-                fresh = fetch(topic)
-                if self.put(topic, fresh):
-                    changed[topic] = fresh
-            except Exception:
-                continue
-        return changed

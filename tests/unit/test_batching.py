@@ -31,15 +31,14 @@ def test_chunks_keep_every_entry_once_in_order_and_never_cut_a_segment(
 ) -> None:
     segs = [seg(n, f"s{i}-") for i, n in enumerate(sizes)]
     chunks = plan_chunks(segs, batch)
-    flat = [p.segment.values[i] for c in chunks for p in c for i in range(p.start, p.end)]
+    flat = [v for c in chunks for seg in c for v in seg.values]
     assert flat == [v for s in segs for v in s.values]
-    assert all(p.start == 0 and p.end == len(p.segment) for c in chunks for p in c)
-    sizes_ = [sum(len(p) for p in c) for c in chunks]
+    sizes_ = [sum(len(seg) for seg in c) for c in chunks]
     # At most batch_size, unless one segment alone is larger.
     assert all(0 < n <= batch or len(c) == 1 for n, c in zip(sizes_, chunks, strict=True))
     # A chunk is closed only when the next segment would not fit.
     for c, nxt in itertools.pairwise(chunks):
-        assert sum(len(p) for p in c) + len(nxt[0]) > batch
+        assert sum(len(seg) for seg in c) + len(nxt[0]) > batch
 
 
 def test_flushes_when_batch_size_is_reached() -> None:
@@ -68,7 +67,7 @@ def test_capacity_counts_entries_until_settled() -> None:
     acc.offer(seg(15))
     assert acc.has_room(5) and not acc.has_room(6)
     chunks = acc.take()
-    assert [sum(len(p) for p in c) for c in chunks] == [15]  # one segment, never cut
+    assert [sum(len(seg) for seg in c) for c in chunks] == [15]  # one segment, never cut
     assert acc.queued == 15 and acc.pending_entries == 0 and acc.utilization == 0.75
     assert not acc.has_room(6)
     acc.settle(15)

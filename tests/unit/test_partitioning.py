@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from shipper.entries import LogEntry
 from shipper.partitioning import (
     HashPartitioner,
-    PartitionCountCache,
     RandomPartitioner,
     RoundRobinPartitioner,
     kafka_partition,
@@ -183,48 +182,10 @@ class FakeClock:
         return self.now
 
 
-def test_partition_count_cache_refreshes_when_stale() -> None:
-    clock = FakeClock()
-    broker = {"logs": 3, "audit": 1}
-    calls: list[str] = []
-
-    def fetch(topic: str) -> int:
-        calls.append(topic)
-        return broker[topic]
-
-    cache = PartitionCountCache(refresh_interval=30.0, clock=clock)
-    assert cache.get("logs") is None
-    assert cache.count("logs", fetch) == 3
-    assert cache.count("audit", fetch) == 1
-    assert cache.count("logs", fetch) == 3
-    assert calls == ["logs", "audit"]
-
-    broker["logs"] = 6  # partitions added on the broker
-    clock.now += 10
-    assert cache.refresh(fetch) == {}  # not stale yet
-    clock.now += 25
-    assert cache.refresh(fetch) == {"logs": 6}
-    assert cache.get("logs") == 6
-    assert calls == ["logs", "audit", "logs", "audit"]
-    assert cache.refresh(fetch, force=True) == {}
-    assert sorted(cache.topics()) == ["audit", "logs"] and "logs" in cache
-
-
-def test_partition_count_cache_keeps_last_count_on_failure() -> None:
-    clock = FakeClock()
-    cache = PartitionCountCache(refresh_interval=5.0, clock=clock)
-    cache.put("logs", 4)
-
-    def broken(topic: str) -> int:
-        raise RuntimeError("metadata timeout")
-
-    clock.now += 10
-    assert cache.count("logs", broken) == 4
-    assert cache.refresh(broken) == {}
-    assert cache.is_stale("logs")  # retried on the next call
-    with pytest.raises(RuntimeError):
-        cache.count("new-topic", broken)
-    with pytest.raises(ValueError):
-        cache.put("logs", 0)
-    cache.forget("logs")
-    assert cache.get("logs") is None
+def test_assign_keyless_leaves_keyed_entries_to_librdkafka_and_rotates_the_rest() -> None:
+    p = HashPartitioner("k")
+    assert p.assign_keyless([b"a", None, None, b"b", None], 5, 3) == [-1, 0, 1, -1, 2]
+    # The rotation continues across calls, also for wholly keyless segments, and is
+    # the one assign() uses for keyless entries.
+    assert p.assign_keyless(None, 4, 3) == [0, 1, 2, 0]
+    assert p.assign([None, b"x"], 3) == [1, kafka_partition(b"x", 3)]
