@@ -124,10 +124,12 @@ def _describe(exc: Exception) -> str:
     return f"invalid log entry: {type(exc).__name__}: {text}"
 
 
-def _from_record(obj: Mapping[Any, Any]) -> LogEntry:
-    """Build an entry from a generic mapping: aliases, extra keys into ``fields``.
+def _record_fields(obj: Mapping[Any, Any]) -> dict[str, Any]:
+    """The five entry keys of a generic mapping: aliases applied, extra keys moved into
+    ``fields``, a ``datetime`` timestamp as ISO 8601 text. Not yet type-checked.
 
-    Raises ``msgspec.ValidationError`` (or ``TypeError``) on wrong types.
+    Raises ``msgspec.ValidationError`` when extra keys meet a ``fields`` that is not
+    an object.
     """
     known: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -152,21 +154,45 @@ def _from_record(obj: Mapping[Any, Any]) -> LogEntry:
     # Python callers naturally pass datetimes; ISO 8601 text is what goes to Kafka.
     if isinstance(ts, datetime | date):
         known["timestamp"] = ts.isoformat()
-    return msgspec.convert(known, LogEntry)
+    return known
+
+
+def _from_record(obj: Mapping[Any, Any]) -> LogEntry:
+    """Build an entry from a generic mapping: aliases, extra keys into ``fields``.
+
+    Raises ``msgspec.ValidationError`` (or ``TypeError``) on wrong types.
+    """
+    return msgspec.convert(_record_fields(obj), LogEntry)
+
+
+def _from_records(objs: list[Any]) -> list[LogEntry] | None:
+    """``_from_record`` for a whole batch in one conversion call, or None when any
+    item is not a dict or would fail (the caller then converts item by item, which
+    gives each failure its own error)."""
+    try:
+        known = [_record_fields(o) for o in objs if type(o) is dict]
+        if len(known) != len(objs):
+            return None
+        return msgspec.convert(known, list[LogEntry])
+    except Exception:
+        return None
 
 
 def _decode_json_line(raw: bytes, line: int) -> LogEntry | EntryError:
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        first: Exception = exc
+        # Only the text is kept: holding the exception would tie it, its traceback and
+        # this frame into a reference cycle per line, garbage that only the cyclic
+        # collector frees.
+        first = _describe(exc)
     except Exception as exc:  # malformed JSON, bad UTF-8, nesting too deep: all data errors
         return _error(_describe(exc), line)
     # Well-formed JSON that is not in the canonical shape: maybe aliases or extra keys.
     try:
         obj = _generic_decoder.decode(raw)
         if not isinstance(obj, dict):  # pragma: no cover - a `{...}` line is an object
-            return _error(_describe(first), line)
+            return _error(first, line)
         return _from_record(obj)
     except Exception as exc:
         return _error(_describe(exc), line)
@@ -245,6 +271,16 @@ def decode_lines(
         # shift everything after it. Every line here starts with "{" and ends with "}",
         # which makes a value spanning lines impossible; equal counts then mean each
         # line gave exactly one object, in order.
+        if decoded is None:
+            # Not every line is in the canonical shape (flat JSON logs put their data in
+            # top-level keys): read them all as generic objects and convert the batch
+            # in one call; only if that fails is each line decoded on its own.
+            try:
+                objs = _generic_decoder.decode_lines(b"\n".join(json_raw))
+            except Exception:
+                objs = None
+            if objs is not None and len(objs) == len(json_raw):
+                decoded = _from_records(objs)
         if decoded is not None and len(decoded) == len(json_raw):
             for slot, entry in zip(json_slot, decoded, strict=True):
                 out[slot] = entry
@@ -301,11 +337,15 @@ def from_objects(
             )
     if dicts:
         try:
-            # One C-level conversion for the whole batch when every dict is canonical.
-            converted = msgspec.convert(dicts, list[LogEntry])
+            # One C-level conversion for the whole batch when every dict is canonical,
+            # else one for the batch after moving extra keys into fields.
+            converted: list[LogEntry] | None = msgspec.convert(dicts, list[LogEntry])
+        except Exception:
+            converted = _from_records(dicts)
+        if converted is not None:
             for slot, entry in zip(dict_slots, converted, strict=True):
                 out[slot] = entry
-        except Exception:
+        else:
             for slot, d in zip(dict_slots, dicts, strict=True):
                 try:
                     out[slot] = _from_record(d)

@@ -6,6 +6,7 @@ import pickle
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import patch
 
 import msgspec
 import pytest
@@ -321,3 +322,43 @@ def test_encode_decode_round_trip(entries: list[LogEntry]) -> None:
     back, errors = decode_lines(values)
     assert errors == []
     assert back == entries
+
+
+# Flat JSON objects as loggers write them: entry keys, aliases and extra top-level keys,
+# sometimes of the wrong type, so that every branch of the generic conversion is hit.
+_flat_objects = st.dictionaries(
+    st.sampled_from(
+        ["message", "msg", "log", "level", "timestamp", "labels", "fields", "tenant_id", "ts"]
+    ),
+    st.none() | st.booleans() | _text | _floats | st.dictionaries(_text, _text, max_size=2),
+    max_size=6,
+)
+
+
+@given(st.lists(_flat_objects, min_size=1, max_size=15))
+@settings(max_examples=300)
+def test_batch_and_line_by_line_decoding_agree(objs: list[dict[str, Any]]) -> None:
+    # decode_lines converts a batch of non-canonical objects in one call; each line on
+    # its own (a batch of one) must give the same entry, or the same error.
+    lines = [msgspec.json.encode(o) for o in objs]
+    entries, errors = decode_lines(lines)
+    singles = [decode_lines([line], first_line=i) for i, line in enumerate(lines, 1)]
+    assert entries == [e for es, _ in singles for e in es]
+    assert [(e.line, e.detail) for e in errors] == [
+        (e.line, e.detail) for _, es in singles for e in es
+    ]
+    # The same objects through the Python API agree with the JSON path.
+    from_api, api_errors = from_objects(objs)
+    assert from_api == entries
+    assert [e.line for e in api_errors] == [e.line for e in errors]
+
+
+def test_flat_json_batch_takes_one_conversion() -> None:
+    # Extra top-level keys on every line: still one batch, not a per-line fallback
+    # (which would raise and catch an exception per line).
+    lines = [b'{"sent_at":%d,%s' % (i, line[1:]) for i, line in enumerate(generate(50))]
+    entries, errors = decode_lines(lines)
+    assert errors == [] and len(entries) == 50
+    assert [e.fields["sent_at"] for e in entries] == list(range(50))
+    with patch("shipper.entries._decode_json_line", side_effect=AssertionError("per line")):
+        assert decode_lines(lines) == (entries, [])
