@@ -263,6 +263,9 @@ class DlqActor:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        # Final figures while the store is still open; then no periodic refresh may
+        # read the closed store (it used to log a ShutdownError traceback per second).
+        self.metrics.close()
         self.store.close()
 
 

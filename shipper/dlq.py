@@ -698,8 +698,10 @@ class LmdbDlqStore(DlqStore):
             raise
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"LmdbDlqStore({self.path!r}, {state}, sync={self.sync})"
+        # getattr: a store whose constructor refused its arguments has no state yet.
+        state = "closed" if getattr(self, "_closed", True) else "open"
+        path, sync = getattr(self, "path", "?"), getattr(self, "sync", "?")
+        return f"LmdbDlqStore({path!r}, {state}, sync={sync})"
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,28 @@
+"""The DLQ actor's lifecycle, used as a plain class on an event loop (no Ray needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from actors.dlq import DlqActor
+from shipper.outcomes import EntryFailure
+
+
+def test_close_stops_the_periodic_refresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The metrics refresh reads the store's depth every second; after close() it must
+    # not run against the closed store (it used to log a ShutdownError each second).
+    async def scenario() -> int:
+        dlq = DlqActor(str(tmp_path / "dlq"), map_size=1 << 25, max_disk_bytes=1 << 24)
+        await dlq.start()
+        stored = dlq.put([EntryFailure("error", "broker down", "t", b'{"message":"m"}')])
+        dlq.close()
+        await asyncio.sleep(dlq.metrics.interval * 1.5)
+        return stored
+
+    with caplog.at_level(logging.WARNING):
+        assert asyncio.run(scenario()) == 1
+    assert not [r for r in caplog.records if "metrics refresh" in r.getMessage()]
