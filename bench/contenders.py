@@ -67,6 +67,7 @@ __all__ = [
     "descendants",
     "kcat",
     "latency_bare",
+    "latency_floor",
     "latency_pipeline",
     "peak_rss_self",
     "pipeline_api",
@@ -727,6 +728,134 @@ def latency_bare(
         "librdkafka": conf,
     }
     out.update(latency_fields(*(percentile(lat, q) for q in (0.5, 0.95, 0.99))))
+    out.update(
+        {
+            f"append_{k}": v
+            for k, v in latency_fields(*(percentile(append, q) for q in (0.5, 0.95, 0.99))).items()
+        }
+    )
+    return out
+
+
+def _floor_actors() -> tuple[Any, Any]:
+    """The two actor classes of :func:`latency_floor` (made remote on first use)."""
+    import asyncio
+    import threading
+
+    import ray
+
+    class Hop:
+        """Passes the blob on to the next actor and returns its answer; no other work."""
+
+        def __init__(self, target: Any) -> None:
+            self.target = target
+
+        async def send(self, blob: bytes, stamp: float) -> tuple[float, int, int]:
+            # By keyword: a handle to a class defined in a function loses its method
+            # signatures when Ray sends it to another process (they read as **kwargs).
+            return await self.target.send.remote(blob=blob, stamp=stamp)  # type: ignore[no-any-return]
+
+    class FloorProducer:
+        """One confluent-kafka Producer with a poll thread: produce_batch of the blob's
+        lines, answer with the time of the last delivery report after ``stamp``."""
+
+        def __init__(self, conf: dict[str, Any], topic: str) -> None:
+            from confluent_kafka import Producer
+
+            self.producer = Producer(conf)
+            self.topic = topic
+            self.stop = threading.Event()
+            threading.Thread(target=self._poll, daemon=True).start()
+
+        def _poll(self) -> None:
+            while not self.stop.is_set():
+                self.producer.poll(0.02)
+
+        async def send(self, blob: bytes, stamp: float) -> tuple[float, int, int]:
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
+            msgs = [{"value": v} for v in blob.split(b"\n")]
+            left = [len(msgs)]
+            failed = [0]
+            last = [0.0]
+
+            def on_delivery(err: Any, _msg: Any) -> None:
+                if err is not None:
+                    failed[0] += 1
+                left[0] -= 1
+                if left[0] == 0:
+                    last[0] = time.time()
+                    loop.call_soon_threadsafe(done.set_result, None)
+
+            self.producer.produce_batch(self.topic, msgs, on_delivery=on_delivery)
+            await done
+            return last[0] - stamp, len(msgs) - failed[0], failed[0]
+
+        def close(self) -> int:
+            left = self.producer.flush(10)
+            self.stop.set()
+            return int(left)
+
+    opts = {"num_cpus": 0, "max_concurrency": 256}
+    return ray.remote(Hop).options(**opts), ray.remote(FloorProducer).options(**opts)
+
+
+def latency_floor(
+    b: Bench, topic: str, *, rate: int = 10_000, seconds: float = 10.0, per: int = 100
+) -> dict[str, Any]:
+    """The floor under the pipeline's shape: the same paced submissions through three
+    Ray actor calls that do nothing but pass the blob on (driver -> hop -> hop ->
+    producer, as driver -> Router -> Batcher -> Producer), the last producing it with
+    the low-latency preset's librdkafka settings.
+
+    Figures as :func:`latency_pipeline`: per submission, submit to the last Kafka ack.
+    The pipeline's own cost is the pipeline's figure minus this one; this one minus the
+    bare loop's is what three Ray calls cost on this machine.
+    """
+    import ray
+
+    conf = producer_settings(pipeline_config(b, topic, None, "/nonexistent", preset="low-latency"))
+    hop_cls, producer_cls = _floor_actors()
+    producer = producer_cls.remote(conf, topic)
+    second = hop_cls.remote(producer)
+    first = hop_cls.remote(second)
+    ticks = int(seconds * rate / per)
+    interval = per / rate
+    lines, n = b.lines, len(b.lines)
+    try:
+        ray.get(first.send.remote(b"\n".join(lines[:per]), time.time()), timeout=120)
+        refs = []
+        late: list[float] = []
+        t0 = time.perf_counter()
+        for k in range(ticks):
+            target = t0 + k * interval
+            now = time.perf_counter()
+            if target > now:
+                time.sleep(target - now)
+            else:
+                late.append(now - target)
+            stamp = time.time()
+            base = k * per
+            blob = b"\n".join(_stamped(lines[(base + j) % n], stamp) for j in range(per))
+            refs.append(first.send.remote(blob, stamp))
+        results = ray.get(refs, timeout=120)
+        t1 = time.perf_counter()
+        ray.get(producer.close.remote(), timeout=30)
+    finally:
+        for h in (first, second, producer):
+            ray.kill(h)
+    lat = [(r[0], per) for r in results]
+    append = _append_latencies(b, topic, ticks * per + per)
+    out: dict[str, Any] = {
+        "entries": ticks * per,
+        "seconds": round(t1 - t0, 3),
+        "msg_per_s": round(ticks * per / (t1 - t0), 1),
+        "delivered": sum(r[1] for r in results),
+        "failed": sum(r[2] for r in results),
+        "late_submissions": len(late),
+        "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
+    }
+    out.update(latency_fields(*(weighted_percentile(lat, q) for q in (0.5, 0.95, 0.99))))
     out.update(
         {
             f"append_{k}": v

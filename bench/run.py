@@ -15,7 +15,8 @@ Runs are interleaved (run 1 of every codec and contender, then run 2, ...), so a
 noisy moment hits all contenders alike; each figure is the median of ``--runs``.
 After every run the topic must hold exactly N messages (sum of high watermarks).
 Then two scenarios: latency at a steady 10,000 msg/s with the low-latency preset
-(pipeline and bare loop), and peak memory with queue_size 10,000 and 100,000.
+(pipeline, the floor of three empty Ray actor calls in front of a producer, and the
+bare loop), and peak memory with queue_size 10,000 and 100,000.
 
 Prints tables shaped like the spec's compression table plus the pipeline / bare
 loop ratio per codec, and writes raw and median figures as JSON
@@ -453,9 +454,14 @@ def main(argv: list[str] | None = None) -> int:
 
     latency: dict[str, Any] = {}
     if not args.no_latency:
-        lat_runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], "bare": []}
+        lat_runs: dict[str, list[dict[str, Any]]] = {"pipeline": [], "floor": [], "bare": []}
+        contenders = (
+            ("pipeline", c.latency_pipeline),
+            ("floor", c.latency_floor),
+            ("bare", c.latency_bare),
+        )
         for run in range(args.runs):
-            for name, fn in (("pipeline", c.latency_pipeline), ("bare", c.latency_bare)):
+            for name, fn in contenders:
                 log(
                     f"[latency {run + 1}/{args.runs}] {name}: {args.latency_rate:,} msg/s "
                     f"for {args.latency_seconds:g} s ..."
@@ -591,7 +597,9 @@ def render(report: dict[str, Any]) -> str:
             "| Contender | P50 | P95 | P99 | P99 submit->broker append | achieved msg/s |\n"
             "|---|---|---|---|---|---|"
         )
-        for name in ("pipeline", "bare"):
+        for name in ("pipeline", "floor", "bare"):
+            if name not in lat:
+                continue
             m = lat[name]["median"]
             if not m.get("runs_ok"):
                 parts.append(f"| {name} | failed | | | | |")
