@@ -801,7 +801,13 @@ def _floor_actors() -> tuple[Any, Any]:
 
 
 def latency_floor(
-    b: Bench, topic: str, *, rate: int = 10_000, seconds: float = 10.0, per: int = 100
+    b: Bench,
+    topic: str,
+    *,
+    rate: int = 10_000,
+    seconds: float = 10.0,
+    per: int = 100,
+    calls: int = 3,
 ) -> dict[str, Any]:
     """The floor under the pipeline's shape: the same paced submissions through three
     Ray actor calls that do nothing but pass the blob on (driver -> hop -> hop ->
@@ -810,15 +816,20 @@ def latency_floor(
 
     Figures as :func:`latency_pipeline`: per submission, submit to the last Kafka ack.
     The pipeline's own cost is the pipeline's figure minus this one; this one minus the
-    bare loop's is what three Ray calls cost on this machine.
+    bare loop's is what three Ray calls cost on this machine. ``calls`` changes the
+    number of Ray calls (at least 1: the driver calling the producer actor directly).
     """
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, got {calls}")
     import ray
 
     conf = producer_settings(pipeline_config(b, topic, None, "/nonexistent", preset="low-latency"))
     hop_cls, producer_cls = _floor_actors()
     producer = producer_cls.remote(conf, topic)
-    second = hop_cls.remote(producer)
-    first = hop_cls.remote(second)
+    actors = [producer]
+    for _ in range(calls - 1):
+        actors.append(hop_cls.remote(actors[-1]))
+    first = actors[-1]
     ticks = int(seconds * rate / per)
     interval = per / rate
     lines, n = b.lines, len(b.lines)
@@ -842,7 +853,7 @@ def latency_floor(
         t1 = time.perf_counter()
         ray.get(producer.close.remote(), timeout=30)
     finally:
-        for h in (first, second, producer):
+        for h in actors:
             ray.kill(h)
     lat = [(r[0], per) for r in results]
     append = _append_latencies(b, topic, ticks * per + per)
@@ -852,6 +863,7 @@ def latency_floor(
         "msg_per_s": round(ticks * per / (t1 - t0), 1),
         "delivered": sum(r[1] for r in results),
         "failed": sum(r[2] for r in results),
+        "ray_calls": calls,
         "late_submissions": len(late),
         "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
     }

@@ -123,6 +123,36 @@ def topic_messages(conf: dict[str, Any], topic: str) -> int:
         consumer.close()
 
 
+def busy_share(seconds: float = 2.0) -> float:
+    """The machine's busy share of all cores over ``seconds`` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(limit: float = 0.15, longest: float = 90.0) -> float:
+    """Wait (up to ``longest`` s) until the machine is below ``limit`` busy, so that a
+    latency run does not start while the broker still cleans up after the throughput
+    runs (deleting their topics and segments); return the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < longest:
+        share = busy_share()
+        if share < limit:
+            break
+    waited = time.monotonic() - t0
+    if waited > 5:
+        log(f"    waited {waited:.0f} s for the machine to settle (busy {share:.0%})")
+    return waited
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cores": os.cpu_count(),
@@ -335,6 +365,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-memory", action="store_true", help="skip the memory scenario")
     p.add_argument("--latency-seconds", type=float, default=10.0)
     p.add_argument("--latency-rate", type=int, default=10_000)
+    p.add_argument(
+        "--floor-calls",
+        type=int,
+        default=3,
+        help="Ray calls in the latency floor contender (3: the pipeline's shape)",
+    )
     p.add_argument("--memory-codec", default="snappy")
     args = p.parse_args(argv)
     args.codecs = [x for x in args.codecs.split(",") if x]
@@ -462,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for run in range(args.runs):
             for name, fn in contenders:
+                wait_until_quiet()
                 log(
                     f"[latency {run + 1}/{args.runs}] {name}: {args.latency_rate:,} msg/s "
                     f"for {args.latency_seconds:g} s ..."
@@ -472,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                     fn,
                     rate=args.latency_rate,
                     seconds=args.latency_seconds,
+                    **({"calls": args.floor_calls} if name == "floor" else {}),
                     topic_config={"message.timestamp.type": "LogAppendTime"},
                     expected=entries,
                 )
@@ -490,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.latency_rate,
             "seconds": args.latency_seconds,
             "preset": "low-latency",
+            "floor_calls": args.floor_calls,
             **{name: {"runs": r, "median": medians(r)} for name, r in lat_runs.items()},
         }
 
