@@ -29,6 +29,7 @@ from typing import Any
 import ray
 
 from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
+from shipper.errors import ShutdownError
 from shipper.outcomes import EntryFailure
 
 from ._options import named_actor
@@ -91,6 +92,7 @@ class DlqActor:
         self._busy: asyncio.Lock | None = None  # created on the actor's loop
         self.counts: dict[str, int] = defaultdict(int)
         self.metrics = Reporter(telemetry, f"dlq:{path}", refresh=self._refresh)
+        self._closed = False
 
     def _refresh(self) -> None:
         self.metrics.recorder.set("log_capturer_dlq_depth", self.store.count())
@@ -119,6 +121,8 @@ class DlqActor:
         self._batchers = router
 
     def _ensure_loop(self) -> None:
+        if self._closed:
+            raise ShutdownError("the DLQ actor is closed; nothing more is reprocessed")
         if self._task is None:
             self._kick = asyncio.Event()
             self._busy = asyncio.Lock()
@@ -126,7 +130,8 @@ class DlqActor:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def start(self) -> None:
-        self._ensure_loop()
+        if not self._closed:
+            self._ensure_loop()
 
     async def _loop(self) -> None:
         assert self._kick is not None
@@ -141,7 +146,10 @@ class DlqActor:
                     log.exception("DLQ reprocessing round failed")
 
     async def kick(self) -> None:
-        """Start a reprocessing round now (e.g. a breaker just closed)."""
+        """Start a reprocessing round now (e.g. a breaker just closed); a no-op once
+        the actor is closed (a late kick while the Shipper shuts down)."""
+        if self._closed:
+            return
         self._ensure_loop()
         assert self._kick is not None
         self._kick.set()
@@ -261,12 +269,18 @@ class DlqActor:
         return {"depth": int(self.store.count()), **self.counts}
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
-        # Final figures while the store is still open; then no periodic refresh may
-        # read the closed store (it used to log a ShutdownError traceback per second).
-        self.metrics.close()
-        self.store.close()
+        try:
+            # Final figures while the store is still open; then no periodic refresh
+            # may read the closed store (it used to log a ShutdownError traceback per
+            # second).
+            self.metrics.close()
+        finally:
+            self.store.close()
 
 
 def get_dlq(namespace: str, options: dict[str, Any]) -> Any:

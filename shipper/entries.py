@@ -181,18 +181,25 @@ def _from_records(objs: list[Any]) -> list[LogEntry] | None:
 def _decode_json_line(raw: bytes, line: int) -> LogEntry | EntryError:
     try:
         return _decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        # Only the text is kept: holding the exception would tie it, its traceback and
-        # this frame into a reference cycle per line, garbage that only the cyclic
-        # collector frees.
-        first = _describe(exc)
+    except msgspec.ValidationError:
+        # Nothing of the exception is kept: holding it past this block would tie it,
+        # its traceback and this frame into a reference cycle per line, garbage that
+        # only the cyclic collector frees.
+        pass
     except Exception as exc:  # malformed JSON, bad UTF-8, nesting too deep: all data errors
         return _error(_describe(exc), line)
     # Well-formed JSON that is not in the canonical shape: maybe aliases or extra keys.
     try:
-        obj = _generic_decoder.decode(raw)
-        if not isinstance(obj, dict):  # pragma: no cover - a `{...}` line is an object
-            return _error(first, line)
+        return _record_entry(_generic_decoder.decode(raw), line)
+    except Exception as exc:
+        return _error(_describe(exc), line)
+
+
+def _record_entry(obj: Any, line: int) -> LogEntry | EntryError:
+    """The entry for a generically decoded JSON object, or its error."""
+    if not isinstance(obj, dict):  # pragma: no cover - a `{...}` line is an object
+        return _error("wrong type: expected a JSON object", line)
+    try:
         return _from_record(obj)
     except Exception as exc:
         return _error(_describe(exc), line)
@@ -271,24 +278,83 @@ def decode_lines(
         # shift everything after it. Every line here starts with "{" and ends with "}",
         # which makes a value spanning lines impossible; equal counts then mean each
         # line gave exactly one object, in order.
-        if decoded is None:
-            # Not every line is in the canonical shape (flat JSON logs put their data in
-            # top-level keys): read them all as generic objects and convert the batch
-            # in one call; only if that fails is each line decoded on its own.
-            try:
-                objs = _generic_decoder.decode_lines(b"\n".join(json_raw))
-            except Exception:
-                objs = None
-            if objs is not None and len(objs) == len(json_raw):
-                decoded = _from_records(objs)
         if decoded is not None and len(decoded) == len(json_raw):
             for slot, entry in zip(json_slot, decoded, strict=True):
                 out[slot] = entry
         else:
-            for slot, raw, ln in zip(json_slot, json_raw, json_line, strict=True):
-                out[slot] = _decode_json_line(raw, ln)
+            _decode_one_by_one(out, json_slot, json_raw, json_line)
 
     return _split(out)
+
+
+def _decode_one_by_one(
+    out: list[LogEntry | EntryError | None],
+    slots: list[int],
+    raws: list[bytes],
+    lines: list[int],
+) -> None:
+    """Fill ``out[slot]`` for JSON lines whose batch decode failed.
+
+    Each line first gets the typed decoder (as fast per line as in a batch for
+    canonical lines). The lines it refuses as not canonical (aliases, extra keys, wrong
+    types) are then decoded as generic objects and converted together in one call;
+    only if that fails is each of them converted on its own, with its own error.
+    When the first line is already not canonical, the blob is most likely flat JSON
+    throughout (one logger, one shape), and every line goes the generic way at once.
+    """
+    decode = _decoder.decode
+    try:
+        decode(raws[0])
+    except msgspec.ValidationError:
+        if _convert_generic(out, slots, raws, lines):
+            return
+    except Exception:
+        pass
+    flat_slots: list[int] = []
+    flat_raws: list[bytes] = []
+    flat_lines: list[int] = []
+    for slot, raw, ln in zip(slots, raws, lines, strict=True):
+        try:
+            out[slot] = decode(raw)
+        except msgspec.ValidationError:
+            # Nothing of the exception is kept (see _decode_json_line).
+            flat_slots.append(slot)
+            flat_raws.append(raw)
+            flat_lines.append(ln)
+        except Exception as exc:  # malformed JSON, bad UTF-8, nesting too deep
+            out[slot] = _error(_describe(exc), ln)
+    if flat_raws and not _convert_generic(out, flat_slots, flat_raws, flat_lines):
+        # Unreachable in practice: these lines are well-formed JSON objects (the typed
+        # decoder got as far as checking types).
+        for slot, raw, ln in zip(flat_slots, flat_raws, flat_lines, strict=True):
+            out[slot] = _decode_json_line(raw, ln)
+
+
+def _convert_generic(
+    out: list[LogEntry | EntryError | None],
+    slots: list[int],
+    raws: list[bytes],
+    lines: list[int],
+) -> bool:
+    """Decode ``raws`` as generic objects in one call and convert them in one call
+    (object by object, each with its own error, if the batch fails). False, with
+    nothing filled, when some line is not well-formed JSON."""
+    try:
+        objs = _generic_decoder.decode_lines(b"\n".join(raws))
+    except Exception:
+        return False
+    # "{...}" lines cannot hold a value spanning lines: equal counts mean one object
+    # per line, in order.
+    if len(objs) != len(raws):
+        return False
+    converted = _from_records(objs)
+    if converted is not None:
+        for slot, entry in zip(slots, converted, strict=True):
+            out[slot] = entry
+    else:
+        for slot, obj, ln in zip(slots, objs, lines, strict=True):
+            out[slot] = _record_entry(obj, ln)
+    return True
 
 
 def _split(

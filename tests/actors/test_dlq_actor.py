@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from actors.dlq import DlqActor
+from shipper.errors import ShutdownError
 from shipper.outcomes import EntryFailure
 
 
@@ -25,4 +26,20 @@ def test_close_stops_the_periodic_refresh(tmp_path: Path, caplog: pytest.LogCapt
 
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(scenario()) == 1
+    assert not [r for r in caplog.records if "metrics refresh" in r.getMessage()]
+
+
+def test_close_is_idempotent_and_final(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        dlq = DlqActor(str(tmp_path / "dlq"), map_size=1 << 25, max_disk_bytes=1 << 24)
+        dlq.close()
+        dlq.close()  # a second close is a no-op, not a refresh of the closed store
+        await dlq.start()  # nothing restarts the refresh after close
+        await dlq.kick()
+        with pytest.raises(ShutdownError, match="closed"):
+            await dlq.reprocess()
+        await asyncio.sleep(dlq.metrics.interval * 1.5)
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
     assert not [r for r in caplog.records if "metrics refresh" in r.getMessage()]

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from bench.datagen import TENANTS, generate
 from shipper.entries import (
     LogEntry,
+    _decode_json_line,
+    _describe,
+    _from_record,
     decode_lines,
     encode_entries,
     from_objects,
@@ -325,32 +328,89 @@ def test_encode_decode_round_trip(entries: list[LogEntry]) -> None:
 
 
 # Flat JSON objects as loggers write them: entry keys, aliases and extra top-level keys,
-# sometimes of the wrong type, so that every branch of the generic conversion is hit.
+# with values of every JSON kind, often of the wrong type for the key, so that every
+# branch of the generic conversion is hit.
+_any_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | _floats | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=6,
+)
 _flat_objects = st.dictionaries(
     st.sampled_from(
         ["message", "msg", "log", "level", "timestamp", "labels", "fields", "tenant_id", "ts"]
     ),
-    st.none() | st.booleans() | _text | _floats | st.dictionaries(_text, _text, max_size=2),
+    _any_json,
     max_size=6,
 )
+# Objects that do make an entry: a message under one of its names, right-typed entry
+# keys, and extra top-level keys of any kind.
+_valid_flat = st.builds(
+    lambda name, msg, level, ts, labels, fields, extra: {
+        **extra,
+        name: msg,
+        **({"level": level} if level is not None else {}),
+        **({"timestamp": ts} if ts is not None else {}),
+        **({"labels": labels} if labels is not None else {}),
+        **({"fields": fields} if fields is not None else {}),
+    },
+    st.sampled_from(["message", "msg", "log"]),
+    _text,
+    st.none() | st.sampled_from(["info", "WARNING", " err ", "notice", ""]),
+    st.none() | _text | _floats,
+    st.none() | st.dictionaries(_text, _text, max_size=2),
+    st.none() | st.dictionaries(_text, _any_json, max_size=2),
+    st.dictionaries(st.sampled_from(["tenant_id", "ts", "msg", "log", "sent_at"]), _any_json),
+)
+# Lines that start with "{" and end with "}" but are not JSON.
+_malformed = st.sampled_from([b'{"message": }', b"{not json}", b'{"message": "a",}', b"{}}"])
 
 
-@given(st.lists(_flat_objects, min_size=1, max_size=15))
-@settings(max_examples=300)
-def test_batch_and_line_by_line_decoding_agree(objs: list[dict[str, Any]]) -> None:
-    # decode_lines converts a batch of non-canonical objects in one call; each line on
-    # its own (a batch of one) must give the same entry, or the same error.
-    lines = [msgspec.json.encode(o) for o in objs]
+def _reference(lines: list[bytes]) -> tuple[list[LogEntry], list[tuple[int, str, str]]]:
+    """Every line decoded on its own by the per-line decoder."""
+    entries, errors = [], []
+    for i, line in enumerate(lines, 1):
+        out = _decode_json_line(line, i)
+        if isinstance(out, EntryError):
+            errors.append((out.line, out.reason, out.detail))
+        else:
+            entries.append(out)
+    return entries, errors
+
+
+@given(
+    st.lists(
+        st.one_of(
+            _valid_flat.map(msgspec.json.encode),
+            _entries.map(msgspec.json.encode),
+            _flat_objects.map(msgspec.json.encode),
+            _malformed,
+        ),
+        min_size=1,
+        max_size=15,
+    )
+)
+@settings(max_examples=400)
+def test_batch_decoding_matches_line_by_line(lines: list[bytes]) -> None:
+    # decode_lines converts a batch in one call where it can, and object by object
+    # where it cannot; each line on its own must give the same entry or the same error.
     entries, errors = decode_lines(lines)
-    singles = [decode_lines([line], first_line=i) for i, line in enumerate(lines, 1)]
-    assert entries == [e for es, _ in singles for e in es]
-    assert [(e.line, e.detail) for e in errors] == [
-        (e.line, e.detail) for _, es in singles for e in es
-    ]
-    # The same objects through the Python API agree with the JSON path.
-    from_api, api_errors = from_objects(objs)
-    assert from_api == entries
-    assert [e.line for e in api_errors] == [e.line for e in errors]
+    want_entries, want_errors = _reference(lines)
+    assert entries == want_entries
+    assert [(e.line, e.reason, e.detail) for e in errors] == want_errors
+
+
+@given(st.lists(_valid_flat | _flat_objects, min_size=1, max_size=15))
+@settings(max_examples=300)
+def test_batch_conversion_of_objects_matches_one_by_one(objs: list[dict[str, Any]]) -> None:
+    entries, errors = from_objects(objs)
+    want_entries, want_errors = [], []
+    for i, obj in enumerate(objs, 1):
+        try:
+            want_entries.append(_from_record(obj))
+        except Exception as exc:
+            want_errors.append((i, _describe(exc)))
+    assert entries == want_entries
+    assert [(e.line, e.detail) for e in errors] == want_errors
 
 
 def test_flat_json_batch_takes_one_conversion() -> None:
