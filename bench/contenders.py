@@ -616,12 +616,14 @@ def latency_pipeline(
 ) -> dict[str, Any]:
     """The low-latency preset fed ``per`` entries every ``per / rate`` seconds.
 
-    Primary figure: per submission, ``submit_lines`` to the Kafka ack of its last
-    entry (the ack time the Producer records), weighted by entries; every entry of
-    a submission is submitted at the same instant, so this is an upper bound for
-    each. Cross-check: per entry, the ``sent_at`` stamped into it against the
-    broker's LogAppendTime (the topic is created with that timestamp type; 1 ms
-    resolution; the broker appends just before it acks).
+    Primary figure: per submission, from the tick's time stamp (taken before the
+    blob is built, like the floor's) to the Kafka ack of its last entry (the ack time
+    the Producer records), weighted by entries; every entry of a submission is
+    submitted at the same instant, so this is an upper bound for each. It includes
+    any wait in ``submit_lines`` for a free in-flight slot. Cross-check: per entry,
+    the ``sent_at`` stamped into it against the broker's LogAppendTime (the topic is
+    created with that timestamp type; 1 ms resolution; the broker appends just before
+    it acks).
     """
     from actors.pipeline import Shipper
 
@@ -633,6 +635,7 @@ def latency_pipeline(
         try:
             shipper.submit_lines(b"\n".join(lines[:per])).result(timeout=120)
             acks = []
+            stamps: list[float] = []
             late: list[float] = []
             t0 = time.perf_counter()
             for k in range(ticks):
@@ -645,13 +648,18 @@ def latency_pipeline(
                 stamp = time.time()
                 base = k * per
                 blob = b"\n".join(_stamped(lines[(base + j) % n], stamp) for j in range(per))
+                stamps.append(stamp)
                 acks.append(shipper.submit_lines(blob))
             shipper.flush(timeout=120)
             t1 = time.perf_counter()
             results = [a.result() for a in acks]
         finally:
             shipper.close(timeout=60)
-    lat = [(r.latency, r.submitted) for r in results]
+    # The Shipper's latency runs from its own submit time; add the time from the
+    # tick's stamp to it (building the blob, waiting for an in-flight slot).
+    lat = [
+        (r.latency + r.submitted_at - s, r.submitted) for r, s in zip(results, stamps, strict=True)
+    ]
     append = _append_latencies(b, topic, ticks * per + per)
     out: dict[str, Any] = {
         "entries": ticks * per,
@@ -775,21 +783,31 @@ def _floor_actors() -> tuple[Any, Any]:
             loop = asyncio.get_running_loop()
             done: asyncio.Future[None] = loop.create_future()
             msgs = [{"value": v} for v in blob.split(b"\n")]
-            left = [len(msgs)]
-            failed = [0]
-            last = [0.0]
+            lock = threading.Lock()
+            state = {"left": len(msgs), "failed": 0, "last": 0.0}
+
+            def finish() -> None:
+                if not done.done():
+                    done.set_result(None)
+
+            def settle(n: int, failed: int) -> None:  # poll thread or this one
+                with lock:
+                    state["left"] -= n
+                    state["failed"] += failed
+                    if state["left"] == 0:
+                        state["last"] = time.time()
+                        loop.call_soon_threadsafe(finish)
 
             def on_delivery(err: Any, _msg: Any) -> None:
-                if err is not None:
-                    failed[0] += 1
-                left[0] -= 1
-                if left[0] == 0:
-                    last[0] = time.time()
-                    loop.call_soon_threadsafe(done.set_result, None)
+                settle(1, int(err is not None))
 
-            self.producer.produce_batch(self.topic, msgs, on_delivery=on_delivery)
+            queued = self.producer.produce_batch(self.topic, msgs, on_delivery=on_delivery)
+            if queued < len(msgs):
+                # Refused at once (full queue, too large): no delivery report comes.
+                settle(len(msgs) - queued, len(msgs) - queued)
             await done
-            return last[0] - stamp, len(msgs) - failed[0], failed[0]
+            failed = int(state["failed"])
+            return state["last"] - stamp, len(msgs) - failed, failed
 
         def close(self) -> int:
             left = self.producer.flush(10)
@@ -815,8 +833,10 @@ def latency_floor(
     the low-latency preset's librdkafka settings.
 
     Figures as :func:`latency_pipeline`: per submission, submit to the last Kafka ack.
-    The pipeline's own cost is the pipeline's figure minus this one; this one minus the
-    bare loop's is what three Ray calls cost on this machine. ``calls`` changes the
+    Compared with the pipeline's figure it shows what the shipper's own work adds to
+    its shape; compared with the bare loop's (a per-message figure, not per
+    submission) roughly what the Ray calls cost on this machine. Percentiles do not
+    subtract, so these are comparisons, not exact differences. ``calls`` changes the
     number of Ray calls (at least 1: the driver calling the producer actor directly).
     """
     if calls < 1:
@@ -825,15 +845,16 @@ def latency_floor(
 
     conf = producer_settings(pipeline_config(b, topic, None, "/nonexistent", preset="low-latency"))
     hop_cls, producer_cls = _floor_actors()
-    producer = producer_cls.remote(conf, topic)
-    actors = [producer]
-    for _ in range(calls - 1):
-        actors.append(hop_cls.remote(actors[-1]))
-    first = actors[-1]
+    actors: list[Any] = []
     ticks = int(seconds * rate / per)
     interval = per / rate
     lines, n = b.lines, len(b.lines)
     try:
+        producer = producer_cls.remote(conf, topic)
+        actors.append(producer)
+        for _ in range(calls - 1):
+            actors.append(hop_cls.remote(actors[-1]))
+        first = actors[-1]
         ray.get(first.send.remote(b"\n".join(lines[:per]), time.time()), timeout=120)
         refs = []
         late: list[float] = []
@@ -851,10 +872,11 @@ def latency_floor(
             refs.append(first.send.remote(blob, stamp))
         results = ray.get(refs, timeout=120)
         t1 = time.perf_counter()
-        ray.get(producer.close.remote(), timeout=30)
+        unflushed = ray.get(producer.close.remote(), timeout=30)
     finally:
         for h in actors:
-            ray.kill(h)
+            with contextlib.suppress(Exception):
+                ray.kill(h)
     lat = [(r[0], per) for r in results]
     append = _append_latencies(b, topic, ticks * per + per)
     out: dict[str, Any] = {
@@ -862,7 +884,7 @@ def latency_floor(
         "seconds": round(t1 - t0, 3),
         "msg_per_s": round(ticks * per / (t1 - t0), 1),
         "delivered": sum(r[1] for r in results),
-        "failed": sum(r[2] for r in results),
+        "failed": sum(r[2] for r in results) + unflushed,
         "ray_calls": calls,
         "late_submissions": len(late),
         "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),

@@ -138,19 +138,26 @@ def busy_share(seconds: float = 2.0) -> float:
     return (busy1 - busy0) / max(1, total1 - total0)
 
 
-def wait_until_quiet(limit: float = 0.15, longest: float = 90.0) -> float:
+def wait_until_quiet(longest: float, limit: float = 0.15) -> dict[str, Any]:
     """Wait (up to ``longest`` s) until the machine is below ``limit`` busy, so that a
     latency run does not start while the broker still cleans up after the throughput
-    runs (deleting their topics and segments); return the seconds waited."""
+    runs (deleting their topics and segments). Returns what happened, for the run's
+    record: seconds waited, the last busy share, and whether it settled."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < longest:
+    share, settled = None, longest <= 0
+    while not settled and time.monotonic() - t0 < longest:
         share = busy_share()
-        if share < limit:
-            break
+        settled = share < limit
     waited = time.monotonic() - t0
-    if waited > 5:
-        log(f"    waited {waited:.0f} s for the machine to settle (busy {share:.0%})")
-    return waited
+    if not settled:
+        log(f"    gave up waiting for the machine to settle after {waited:.0f} s ({share:.0%})")
+    elif waited > 5:
+        log(f"    waited {waited:.0f} s for the machine to settle")
+    return {
+        "settle_wait_s": round(waited, 1),
+        "busy_before": None if share is None else round(share, 3),
+        "settled": settled,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -371,6 +378,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help="Ray calls in the latency floor contender (3: the pipeline's shape)",
     )
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=90.0,
+        help="before each latency run, wait up to this long for the machine to be "
+        "below 15%% busy (0: do not wait)",
+    )
     p.add_argument("--memory-codec", default="snappy")
     args = p.parse_args(argv)
     args.codecs = [x for x in args.codecs.split(",") if x]
@@ -380,6 +394,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ]
     if bad:
         p.error(f"unknown codec or contender: {', '.join(bad)}")
+    if args.floor_calls < 1:
+        p.error("--floor-calls must be at least 1 (the driver calling the producer actor)")
     if args.entries is None:
         args.entries = 30_000 if args.quick else 200_000
     return args
@@ -498,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for run in range(args.runs):
             for name, fn in contenders:
-                wait_until_quiet()
+                settle = wait_until_quiet(args.settle_seconds)
                 log(
                     f"[latency {run + 1}/{args.runs}] {name}: {args.latency_rate:,} msg/s "
                     f"for {args.latency_seconds:g} s ..."
@@ -514,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                     expected=entries,
                 )
                 res["run"] = run + 1
+                res.update(settle)
                 lat_runs[name].append(res)
                 extra["latency_runs"] = lat_runs
                 checkpoint()
@@ -640,11 +657,12 @@ def render(report: dict[str, Any]) -> str:
             if name not in lat:
                 continue
             m = lat[name]["median"]
+            label = f"floor ({lat.get('floor_calls', 3)} Ray calls)" if name == "floor" else name
             if not m.get("runs_ok"):
-                parts.append(f"| {name} | failed | | | | |")
+                parts.append(f"| {label} | failed | | | | |")
                 continue
             parts.append(
-                f"| {name} | {fmt_ms(m['latency_p50_ms'])} | {fmt_ms(m['latency_p95_ms'])} "
+                f"| {label} | {fmt_ms(m['latency_p50_ms'])} | {fmt_ms(m['latency_p95_ms'])} "
                 f"| {fmt_ms(m['latency_p99_ms'])} | {fmt_ms(m.get('append_latency_p99_ms'))} "
                 f"| {m['msg_per_s']:,.0f} |"
             )
