@@ -52,7 +52,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -611,6 +611,62 @@ def _append_latencies(b: Bench, topic: str, expected: int) -> list[float]:
     return out
 
 
+def _paced(
+    b: Bench, rate: int, seconds: float, per: int, send: Callable[[bytes, float], None]
+) -> tuple[int, float, list[float]]:
+    """Call ``send(blob, stamp)`` with ``per`` stamped lines every ``per / rate`` s for
+    ``seconds``, on an absolute schedule (a late tick is sent at once and counted).
+    Returns the number of ticks, the start (``perf_counter``) and the lateness of
+    late ticks."""
+    ticks = int(seconds * rate / per)
+    interval = per / rate
+    lines, n = b.lines, len(b.lines)
+    late: list[float] = []
+    t0 = time.perf_counter()
+    for k in range(ticks):
+        target = t0 + k * interval
+        now = time.perf_counter()
+        if target > now:
+            time.sleep(target - now)
+        else:
+            late.append(now - target)
+        stamp = time.time()
+        base = k * per
+        send(b"\n".join(_stamped(lines[(base + j) % n], stamp) for j in range(per)), stamp)
+    return ticks, t0, late
+
+
+def _latency_report(
+    b: Bench,
+    topic: str,
+    entries: int,
+    warm: int,
+    seconds: float,
+    late: list[float],
+    p50_p95_p99: Sequence[float | None],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A latency run's figures, plus the LogAppendTime cross-check read back from
+    ``topic`` (``entries`` paced after ``warm`` warm-up entries)."""
+    append = _append_latencies(b, topic, entries + warm)
+    out: dict[str, Any] = {
+        "entries": entries,
+        "seconds": round(seconds, 3),
+        "msg_per_s": round(entries / seconds, 1),
+        **extra,
+        "late_submissions": len(late),
+        "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
+    }
+    out.update(latency_fields(*p50_p95_p99))
+    out.update(
+        {
+            f"append_{k}": v
+            for k, v in latency_fields(*(percentile(append, q) for q in (0.5, 0.95, 0.99))).items()
+        }
+    )
+    return out
+
+
 def latency_pipeline(
     b: Bench, topic: str, *, rate: int = 10_000, seconds: float = 10.0, per: int = 100
 ) -> dict[str, Any]:
@@ -627,29 +683,18 @@ def latency_pipeline(
     """
     from actors.pipeline import Shipper
 
-    ticks = int(seconds * rate / per)
-    interval = per / rate
-    lines, n = b.lines, len(b.lines)
     with tempfile.TemporaryDirectory(dir=b.results_dir, prefix="dlq-") as dlq:
         shipper = Shipper(pipeline_config(b, topic, None, dlq, preset="low-latency"))
         try:
-            shipper.submit_lines(b"\n".join(lines[:per])).result(timeout=120)
+            shipper.submit_lines(b"\n".join(b.lines[:per])).result(timeout=120)
             acks = []
             stamps: list[float] = []
-            late: list[float] = []
-            t0 = time.perf_counter()
-            for k in range(ticks):
-                target = t0 + k * interval
-                now = time.perf_counter()
-                if target > now:
-                    time.sleep(target - now)
-                else:
-                    late.append(now - target)
-                stamp = time.time()
-                base = k * per
-                blob = b"\n".join(_stamped(lines[(base + j) % n], stamp) for j in range(per))
+
+            def send(blob: bytes, stamp: float) -> None:
                 stamps.append(stamp)
                 acks.append(shipper.submit_lines(blob))
+
+            ticks, t0, late = _paced(b, rate, seconds, per, send)
             shipper.flush(timeout=120)
             t1 = time.perf_counter()
             results = [a.result() for a in acks]
@@ -660,23 +705,16 @@ def latency_pipeline(
     lat = [
         (r.latency + r.submitted_at - s, r.submitted) for r, s in zip(results, stamps, strict=True)
     ]
-    append = _append_latencies(b, topic, ticks * per + per)
-    out: dict[str, Any] = {
-        "entries": ticks * per,
-        "seconds": round(t1 - t0, 3),
-        "msg_per_s": round(ticks * per / (t1 - t0), 1),
-        "delivered": sum(r.delivered for r in results),
-        "late_submissions": len(late),
-        "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
-    }
-    out.update(latency_fields(*(weighted_percentile(lat, q) for q in (0.5, 0.95, 0.99))))
-    out.update(
-        {
-            f"append_{k}": v
-            for k, v in latency_fields(*(percentile(append, q) for q in (0.5, 0.95, 0.99))).items()
-        }
+    return _latency_report(
+        b,
+        topic,
+        ticks * per,
+        per,
+        t1 - t0,
+        late,
+        [weighted_percentile(lat, q) for q in (0.5, 0.95, 0.99)],
+        delivered=sum(r.delivered for r in results),
     )
-    return out
 
 
 def latency_bare(
@@ -724,25 +762,18 @@ def latency_bare(
         producer.poll(0)
     producer.flush(60)
     t1 = time.perf_counter()
-    append = _append_latencies(b, topic, ticks * per + per)
-    out: dict[str, Any] = {
-        "entries": ticks * per,
-        "seconds": round(t1 - t0, 3),
-        "msg_per_s": round(ticks * per / (t1 - t0), 1),
-        "delivered": len(lat),
-        "failed": len(errors),
-        "late_submissions": len(late),
-        "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
-        "librdkafka": conf,
-    }
-    out.update(latency_fields(*(percentile(lat, q) for q in (0.5, 0.95, 0.99))))
-    out.update(
-        {
-            f"append_{k}": v
-            for k, v in latency_fields(*(percentile(append, q) for q in (0.5, 0.95, 0.99))).items()
-        }
+    return _latency_report(
+        b,
+        topic,
+        ticks * per,
+        per,
+        t1 - t0,
+        late,
+        [percentile(lat, q) for q in (0.5, 0.95, 0.99)],
+        delivered=len(lat),
+        failed=len(errors),
+        librdkafka=conf,
     )
-    return out
 
 
 def _floor_actors() -> tuple[Any, Any]:
@@ -846,30 +877,17 @@ def latency_floor(
     conf = producer_settings(pipeline_config(b, topic, None, "/nonexistent", preset="low-latency"))
     hop_cls, producer_cls = _floor_actors()
     actors: list[Any] = []
-    ticks = int(seconds * rate / per)
-    interval = per / rate
-    lines, n = b.lines, len(b.lines)
     try:
         producer = producer_cls.remote(conf, topic)
         actors.append(producer)
         for _ in range(calls - 1):
             actors.append(hop_cls.remote(actors[-1]))
         first = actors[-1]
-        ray.get(first.send.remote(b"\n".join(lines[:per]), time.time()), timeout=120)
-        refs = []
-        late: list[float] = []
-        t0 = time.perf_counter()
-        for k in range(ticks):
-            target = t0 + k * interval
-            now = time.perf_counter()
-            if target > now:
-                time.sleep(target - now)
-            else:
-                late.append(now - target)
-            stamp = time.time()
-            base = k * per
-            blob = b"\n".join(_stamped(lines[(base + j) % n], stamp) for j in range(per))
-            refs.append(first.send.remote(blob, stamp))
+        ray.get(first.send.remote(b"\n".join(b.lines[:per]), time.time()), timeout=120)
+        refs: list[Any] = []
+        ticks, t0, late = _paced(
+            b, rate, seconds, per, lambda blob, stamp: refs.append(first.send.remote(blob, stamp))
+        )
         results = ray.get(refs, timeout=120)
         t1 = time.perf_counter()
         unflushed = ray.get(producer.close.remote(), timeout=30)
@@ -878,25 +896,18 @@ def latency_floor(
             with contextlib.suppress(Exception):
                 ray.kill(h)
     lat = [(r[0], per) for r in results]
-    append = _append_latencies(b, topic, ticks * per + per)
-    out: dict[str, Any] = {
-        "entries": ticks * per,
-        "seconds": round(t1 - t0, 3),
-        "msg_per_s": round(ticks * per / (t1 - t0), 1),
-        "delivered": sum(r[1] for r in results),
-        "failed": sum(r[2] for r in results) + unflushed,
-        "ray_calls": calls,
-        "late_submissions": len(late),
-        "max_lateness_ms": round(max(late, default=0.0) * 1000, 3),
-    }
-    out.update(latency_fields(*(weighted_percentile(lat, q) for q in (0.5, 0.95, 0.99))))
-    out.update(
-        {
-            f"append_{k}": v
-            for k, v in latency_fields(*(percentile(append, q) for q in (0.5, 0.95, 0.99))).items()
-        }
+    return _latency_report(
+        b,
+        topic,
+        ticks * per,
+        per,
+        t1 - t0,
+        late,
+        [weighted_percentile(lat, q) for q in (0.5, 0.95, 0.99)],
+        delivered=sum(r[1] for r in results),
+        failed=sum(r[2] for r in results) + unflushed,
+        ray_calls=calls,
     )
-    return out
 
 
 # --------------------------------------------------------------------------- child wrapper

@@ -167,13 +167,10 @@ def _from_record(obj: Mapping[Any, Any]) -> LogEntry:
 
 def _from_records(objs: list[Any]) -> list[LogEntry] | None:
     """``_from_record`` for a whole batch in one conversion call, or None when any
-    item is not a dict or would fail (the caller then converts item by item, which
-    gives each failure its own error)."""
+    item would fail (the caller then converts item by item, which gives each failure
+    its own error)."""
     try:
-        known = [_record_fields(o) for o in objs if type(o) is dict]
-        if len(known) != len(objs):
-            return None
-        return msgspec.convert(known, list[LogEntry])
+        return msgspec.convert([_record_fields(o) for o in objs], list[LogEntry])
     except Exception:
         return None
 
@@ -306,8 +303,8 @@ def _decode_one_by_one(
     try:
         decode(raws[0])
     except msgspec.ValidationError:
-        if _convert_generic(out, slots, raws, lines):
-            return
+        _convert_generic(out, slots, raws, lines)
+        return
     except Exception:
         pass
     flat_slots: list[int] = []
@@ -323,11 +320,8 @@ def _decode_one_by_one(
             flat_lines.append(ln)
         except Exception as exc:  # malformed JSON, bad UTF-8, nesting too deep
             out[slot] = _error(_describe(exc), ln)
-    if flat_raws and not _convert_generic(out, flat_slots, flat_raws, flat_lines):
-        # Unreachable in practice: these lines are well-formed JSON objects (the typed
-        # decoder got as far as checking types).
-        for slot, raw, ln in zip(flat_slots, flat_raws, flat_lines, strict=True):
-            out[slot] = _decode_json_line(raw, ln)
+    if flat_raws:
+        _convert_generic(out, flat_slots, flat_raws, flat_lines)
 
 
 def _convert_generic(
@@ -335,18 +329,20 @@ def _convert_generic(
     slots: list[int],
     raws: list[bytes],
     lines: list[int],
-) -> bool:
+) -> None:
     """Decode ``raws`` as generic objects in one call and convert them in one call
-    (object by object, each with its own error, if the batch fails). False, with
-    nothing filled, when some line is not well-formed JSON."""
+    (object by object, each with its own error, if the batch fails). When some line is
+    not well-formed JSON, every line is decoded on its own instead."""
     try:
-        objs = _generic_decoder.decode_lines(b"\n".join(raws))
+        objs: list[Any] | None = _generic_decoder.decode_lines(b"\n".join(raws))
     except Exception:
-        return False
+        objs = None
     # "{...}" lines cannot hold a value spanning lines: equal counts mean one object
     # per line, in order.
-    if len(objs) != len(raws):
-        return False
+    if objs is None or len(objs) != len(raws):
+        for slot, raw, ln in zip(slots, raws, lines, strict=True):
+            out[slot] = _decode_json_line(raw, ln)
+        return
     converted = _from_records(objs)
     if converted is not None:
         for slot, entry in zip(slots, converted, strict=True):
@@ -354,7 +350,6 @@ def _convert_generic(
     else:
         for slot, obj, ln in zip(slots, objs, lines, strict=True):
             out[slot] = _record_entry(obj, ln)
-    return True
 
 
 def _split(
@@ -413,10 +408,7 @@ def from_objects(
                 out[slot] = entry
         else:
             for slot, d in zip(dict_slots, dicts, strict=True):
-                try:
-                    out[slot] = _from_record(d)
-                except Exception as exc:
-                    out[slot] = _error(_describe(exc), slot + 1)
+                out[slot] = _record_entry(d, slot + 1)  # slot + 1: the object's position
     return _split(out)
 
 
