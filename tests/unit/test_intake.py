@@ -7,12 +7,13 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from shipper.config import load_config
 from shipper.intake import Intake, Prepared
 from shipper.packed import Packed
+from shipper.routing import topic_problem
 
 
 def intake(**kafka: Any) -> Intake:
@@ -138,7 +139,19 @@ _entry = st.fixed_dictionaries(
 )
 
 
+def _labelled(value: str) -> dict[str, Any]:
+    return {
+        "message": "m",
+        "level": "info",
+        "timestamp": None,
+        "labels": {"kafka_topic": value},
+        "fields": {},
+    }
+
+
 @given(st.lists(st.tuples(_entry, st.permutations(range(5))), min_size=1, max_size=20))
+@example([(_labelled("0"), [0, 1, 2, 3, 4])])  # routed to topic "0"
+@example([(_labelled("no/slash"), [4, 3, 2, 1, 0])])  # not a valid topic: rejected
 def test_fast_and_general_paths_agree_on_any_canonical_blob(
     items: list[tuple[dict[str, Any], list[int]]],
 ) -> None:
@@ -149,7 +162,33 @@ def test_fast_and_general_paths_agree_on_any_canonical_blob(
         lines.append(msgspec.json.encode({keys[i]: entry[keys[i]] for i in order}))
     p = ik.prepare_lines(b"\n".join(lines))
     assert summary(p) == summary(general(ik, lines))
-    assert list(p.segments["logs"].values) == lines
+    # The labels may hold the routing label (Hypothesis draws string constants from
+    # the code under test, so "kafka_topic" comes up): such a line goes to that topic,
+    # or is rejected when the name is not a valid topic. Every other line stays in the
+    # default topic. Either way each line passes through unchanged and in order.
+    expected: dict[str, list[bytes]] = {}
+    invalid = 0
+    for (entry, _order), line in zip(items, lines, strict=True):
+        topic = entry["labels"].get("kafka_topic") or "logs"
+        if topic_problem(topic) is not None:
+            invalid += 1
+            continue
+        expected.setdefault(topic, []).append(line)
+    assert {t: list(seg.values) for t, seg in p.segments.items()} == expected
+    assert [f.reason for f in p.rejected] == ["invalid_topic"] * invalid
+
+
+def test_a_routing_label_sends_a_canonical_line_elsewhere() -> None:
+    # The case that made the property above flaky, pinned as an example.
+    routed = (
+        b'{"message":"m","level":"info","timestamp":null,"labels":{"kafka_topic":"0"},'
+        b'"fields":{}}'
+    )
+    p = intake().prepare_lines(b"\n".join([CANONICAL[0], routed]))
+    assert {t: list(seg.values) for t, seg in p.segments.items()} == {
+        "logs": [CANONICAL[0]],
+        "0": [routed],
+    }
 
 
 # ---------------------------------------------------------------------- Packed
