@@ -46,7 +46,7 @@ from shipper.batching import Accumulator, Segment
 from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
 from shipper.errors import brief
-from shipper.kafka_client import Failure, SendResult
+from shipper.kafka.client import Failure, SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import EntryFailure, SegmentOutcome
 from shipper.packed import Packed

@@ -28,9 +28,9 @@ from typing import Any
 
 import ray
 
-from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
+from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore
 from shipper.errors import ShutdownError
-from shipper.outcomes import EntryFailure
+from shipper.outcomes import EntryFailure, Reason
 
 from ._options import named_actor
 from .telemetry import Reporter
@@ -38,11 +38,6 @@ from .telemetry import Reporter
 __all__ = ["DlqActor", "dlq_name", "failure_to_record", "get_dlq"]
 
 log = logging.getLogger("shipper.dlq")
-
-# Reasons that are decided by the data itself: replaying them cannot succeed, so
-# they are kept for a human (list/export/replay by hand) rather than retried.
-NOT_RETRIED = frozenset({"serialization_error", "message_too_large"})
-
 
 def dlq_name(node_id: str) -> str:
     return f"dlq:{node_id[:16]}"
@@ -55,12 +50,12 @@ def failure_to_record(f: EntryFailure, now: float) -> DlqRecord:
         topic=f.topic or "",
         key=f.key,
         headers=[],
-        reason=DlqReason(f.reason if f.reason != "invalid_topic" else "serialization_error"),
+        reason=Reason(f.reason),
         error=f.error,
         attempts=0,
         first_failure=now,
         last_failure=now,
-        parked=f.reason in NOT_RETRIED,
+        parked=not Reason(f.reason).retried,
     )
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 from shipper.config import KafkaSinkConfig
 from shipper.errors import brief
-from shipper.kafka_client import ConfluentProducerClient, Failure, ProducerClient, SendResult
+from shipper.kafka.client import ConfluentProducerClient, Failure, ProducerClient, SendResult
+from shipper.kafka.settings import librdkafka_settings
+from shipper.kafka.stats import make_stats_cb
 from shipper.ordering import SequenceGate
 from shipper.packed import as_list
-from shipper.rdkafka_stats import make_stats_cb
 
 from ._options import named_actor, tune_gc
 from .payload import Stored, resolve
@@ -35,25 +36,6 @@ Part = tuple[Sequence[bytes] | Stored, list[bytes | None] | None, list[int] | No
 
 def producer_name(broker_set: str, replica: int) -> str:
     return f"producer:{broker_set}:{replica}"
-
-
-def librdkafka_settings(sink: KafkaSinkConfig) -> dict[str, Any]:
-    conf = dict(sink.librdkafka_config())
-    # Keyed messages without an explicit partition land where Kafka's Java client
-    # would put them (murmur2), the same function our own hash partitioner uses.
-    conf.setdefault("partitioner", "murmur2_random")
-    # Requests go out whole (one chunk at a time); Nagle's algorithm would only hold
-    # a small one back waiting for the previous one's TCP ack.
-    conf.setdefault("socket.nagle.disable", True)
-    # Partition counts are re-read as often as the Batchers re-read theirs, so a topic
-    # that grows partitions is seen by both at about the same time.
-    conf.setdefault("topic.metadata.refresh.interval.ms", 30_000)
-    # librdkafka's own queue must not be what limits a Batcher's queue_size (a full
-    # queue makes the client wait and retry); the Batchers bound what is in flight.
-    conf.setdefault(
-        "queue.buffering.max.messages", min(10_000_000, max(100_000, 2 * sink.queue_size))
-    )
-    return conf
 
 
 class ProducerActor:

@@ -93,7 +93,7 @@ Router, ``SOURCE = f"router:{index}"`` (no gauges)::
     self.metrics.maybe_push()        # end of _collect
 
 Producer, ``SOURCE = f"producer:{BS}:{replica}"``; the librdkafka statistics
-(:mod:`shipper.rdkafka_stats`) go in through the client config::
+(:mod:`shipper.kafka.stats`) go in through the client config::
 
     conf = librdkafka_settings(sink)
     conf.setdefault("statistics.interval.ms", 5000)

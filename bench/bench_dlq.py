@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shipper.dlq import DlqReason, DlqRecord, LmdbDlqStore
+from shipper.dlq import DlqRecord, LmdbDlqStore
+from shipper.outcomes import Reason
 
 
 @dataclass
@@ -65,7 +66,7 @@ def make_batch(batch_no: int, size: int, value_bytes: int) -> list[DlqRecord]:
             value=seed[i % value_bytes :] + seed[: i % value_bytes],
             topic=f"bench-{batch_no % 4}",
             key=f"k{i}".encode(),
-            reason=DlqReason.CIRCUIT_OPEN,
+            reason=Reason.CIRCUIT_OPEN,
             error="Failed to connect to Kafka broker",
         )
         for i in range(size)

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datagen import generate
 
 from actors.pipeline import Shipper
-from shipper.dlq import DlqReason, DlqRecord, LmdbDlqStore
+from shipper.dlq import DlqRecord, LmdbDlqStore
+from shipper.outcomes import Reason
 from shipper.testing import LocalKafka, consume_all, create_topic, delete_topic
 
 
@@ -44,7 +45,7 @@ def main() -> int:
                     DlqRecord(
                         value=v,
                         topic=topic,
-                        reason=DlqReason.TIMEOUT,
+                        reason=Reason.TIMEOUT,
                         error="outage",
                         first_failure=now,
                         last_failure=now,

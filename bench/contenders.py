@@ -350,8 +350,8 @@ def pipeline_config(
 
 def producer_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     """The librdkafka settings the shipper's Producer actor would use for ``cfg``."""
-    from actors.producer import librdkafka_settings
     from shipper.config import load_config
+    from shipper.kafka.settings import librdkafka_settings
 
     return dict(librdkafka_settings(load_config(cfg).sinks.kafka))
 

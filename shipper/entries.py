@@ -45,6 +45,7 @@ from typing import Any, Final
 import msgspec
 
 from shipper.errors import EntryError
+from shipper.outcomes import Reason
 
 __all__ = [
     "CANONICAL_LEVELS",
@@ -65,7 +66,7 @@ LEVEL_ALIASES: Final[dict[str, str]] = {"warning": "warn", "err": "error", "crit
 
 _ENTRY_KEYS: Final = ("message", "level", "timestamp", "labels", "fields")
 _MESSAGE_ALIASES: Final = ("msg", "log")
-_SERIALIZATION: Final = "serialization_error"
+_SERIALIZATION: Final = Reason.SERIALIZATION_ERROR
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 

@@ -10,24 +10,30 @@ arguments intact (no custom ``__init__`` state that ``pickle`` cannot rebuild).
     ├── ConfigError            a configuration file or dict is invalid (lists every problem)
     ├── EntryError             one log entry could not be decoded or validated
     │   └── MessageTooLargeError   an encoded entry exceeds max_message_bytes
-    ├── KafkaError             the broker or the client failed
-    │   ├── ConnectionFailedError  "Failed to connect to Kafka broker"
-    │   └── AuthenticationError    "SASL authentication failed"
     ├── BackpressureError      the pipeline cannot accept more entries right now
+    │   └── DlqFullError           the DLQ's disk budget has no room for a batch
+    ├── DlqError               the DLQ store cannot be used as asked (opened twice)
+    │   └── DlqFormatError         a stored record cannot be decoded
     └── ShutdownError          the shipper is closing or closed
+
+Kafka's own failures are not exceptions here: a message Kafka did not take is an
+outcome with a :class:`~shipper.outcomes.Reason` (``timeout``, ``auth_failure``, ...),
+and it goes to the DLQ, not up the stack.
 
 Messages say what failed and what to do about it. They never contain secrets.
 """
 
 from __future__ import annotations
 
+from shipper.outcomes import Reason
+
 __all__ = [
-    "AuthenticationError",
     "BackpressureError",
     "ConfigError",
-    "ConnectionFailedError",
+    "DlqError",
+    "DlqFormatError",
+    "DlqFullError",
     "EntryError",
-    "KafkaError",
     "MessageTooLargeError",
     "ShipperError",
     "ShutdownError",
@@ -67,7 +73,7 @@ class EntryError(ShipperError):
     ``message_too_large``, ...); ``line`` is the 1-based input line when known.
     """
 
-    def __init__(self, reason: str, detail: str, line: int | None = None) -> None:
+    def __init__(self, reason: Reason, detail: str, line: int | None = None) -> None:
         self.reason = reason
         self.detail = detail
         self.line = line
@@ -85,7 +91,7 @@ class MessageTooLargeError(EntryError):
         self.size = size
         self.limit = limit
         super().__init__(
-            "message_too_large",
+            Reason.MESSAGE_TOO_LARGE,
             f"Message size exceeds max_message_bytes ({size} > {limit} bytes); raise "
             "max_message_bytes (and the topic's max.message.bytes), enable compression, "
             "or split the message",
@@ -94,20 +100,39 @@ class MessageTooLargeError(EntryError):
         self.args = (size, limit, line)
 
 
-class KafkaError(ShipperError):
-    """The broker or the Kafka client reported a failure."""
-
-
-class ConnectionFailedError(KafkaError):
-    """No broker of a broker set could be reached."""
-
-
-class AuthenticationError(KafkaError):
-    """The broker refused the configured SASL credentials or TLS certificate."""
-
-
 class BackpressureError(ShipperError):
     """The pipeline is full (queues past their limits and the DLQ's disk budget used up)."""
+
+
+class DlqError(ShipperError):
+    """The DLQ store cannot be used as asked (opened twice, unreadable data)."""
+
+
+class DlqFormatError(DlqError):
+    """A stored record cannot be decoded (unknown format version or damaged bytes)."""
+
+
+class DlqFullError(BackpressureError):
+    """The DLQ's disk budget (or LMDB map) has no room for a batch; nothing was written."""
+
+    def __init__(
+        self, used: int, limit: int, needed: int, where: str, limit_name: str = "max_disk_bytes"
+    ) -> None:
+        self.used = used
+        self.limit = limit
+        self.needed = needed
+        self.where = where
+        self.limit_name = limit_name
+        super().__init__(used, limit, needed, where, limit_name)
+
+    def __str__(self) -> str:
+        return (
+            f"DLQ at {self.where} is full: {self.used} bytes in use, the batch needs about "
+            f"{self.needed} more and {self.limit_name} is {self.limit} bytes; nothing of the "
+            "batch was written. Let the DLQ drain once Kafka is reachable (`shipper dlq "
+            "replay`), remove records you do not need (`shipper dlq purge`), or raise "
+            "dlq_config.max_disk_bytes (and map_size_bytes, which must stay larger)"
+        )
 
 
 class ShutdownError(ShipperError):

@@ -26,6 +26,7 @@ from typing import Final
 
 from shipper.entries import LogEntry, normalize_level
 from shipper.errors import ConfigError, EntryError
+from shipper.outcomes import Reason
 
 __all__ = [
     "DEFAULT_HIGH_LEVELS",
@@ -43,7 +44,7 @@ DEFAULT_LOW_TOPIC: Final = "logs-low-priority"
 DEFAULT_HIGH_LEVELS: Final = ("error", "fatal", "critical")
 DEFAULT_LOW_LEVELS: Final = ("debug", "trace")
 MAX_TOPIC_LENGTH: Final = 249
-INVALID_TOPIC: Final = "invalid_topic"
+INVALID_TOPIC: Final = Reason.INVALID_TOPIC
 
 _LEGAL: Final = re.compile(r"[a-zA-Z0-9._-]+")
 # Label topics seen so far and whether they are legal; bounded so a stream of distinct

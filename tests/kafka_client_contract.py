@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from shipper.kafka_client import ProducerClient, SendResult
+from shipper.kafka.client import ProducerClient, SendResult
 
 
 def send_and_wait(

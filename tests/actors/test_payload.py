@@ -63,7 +63,7 @@ class _Lost(Stored):
 def test_a_payload_that_cannot_be_read_fails_only_its_own_part() -> None:
     from actors.producer import ProducerActor
     from shipper.config import load_config
-    from shipper.kafka_client import MemoryProducerClient
+    from shipper.kafka.client import MemoryProducerClient
 
     lost = _Lost(None, 3, 10)
     sink = load_config(

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from shipper import cli, dlq_cli
-from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore
+from shipper import cli
+from shipper.cli import dlq as dlq_cli
+from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore
+from shipper.outcomes import Reason
 from shipper.partitioning import kafka_partition
 from shipper.testing import LocalKafka, consume_all
 from tests.conftest import sink_config
@@ -27,7 +29,7 @@ from tests.conftest import sink_config
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-REASONS = [DlqReason.TIMEOUT, DlqReason.CIRCUIT_OPEN, DlqReason.ERROR, DlqReason.AUTH_FAILURE]
+REASONS = [Reason.TIMEOUT, Reason.CIRCUIT_OPEN, Reason.ERROR, Reason.AUTH_FAILURE]
 
 
 @pytest.fixture(autouse=True)
@@ -144,10 +146,7 @@ def test_unreachable_broker_keeps_records_with_one_more_attempt(
     dlq = tmp_path / "dlq"
     fill(
         dlq,
-        [
-            DlqRecord(value=f"v{i}".encode(), topic=topic, reason=DlqReason.TIMEOUT)
-            for i in range(6)
-        ],
+        [DlqRecord(value=f"v{i}".encode(), topic=topic, reason=Reason.TIMEOUT) for i in range(6)],
     )
     conf = sink_config(
         kafka,
@@ -173,7 +172,7 @@ def test_unreachable_broker_keeps_records_with_one_more_attempt(
     assert [r.attempts for r in after] == [2, 2, 1, 1, 1, 1]
     assert [r.parked for r in after] == [True, True, False, False, False, False]
     assert all("timed out" in r.error.lower() for r in after)
-    assert all(r.reason == DlqReason.TIMEOUT for r in after)  # the original reason stays
+    assert all(r.reason == Reason.TIMEOUT for r in after)  # the original reason stays
 
 
 def test_a_record_kafka_refuses_stays_while_the_rest_is_delivered(
@@ -188,9 +187,9 @@ def test_a_record_kafka_refuses_stays_while_the_rest_is_delivered(
     small = [f"ok-{i}".encode() for i in range(20)]
     fill(
         dlq,
-        [DlqRecord(value=v, topic=topic, reason=DlqReason.CIRCUIT_OPEN) for v in small[:10]]
-        + [DlqRecord(value=big, topic=topic, reason=DlqReason.MESSAGE_TOO_LARGE)]
-        + [DlqRecord(value=v, topic=topic, reason=DlqReason.CIRCUIT_OPEN) for v in small[10:]],
+        [DlqRecord(value=v, topic=topic, reason=Reason.CIRCUIT_OPEN) for v in small[:10]]
+        + [DlqRecord(value=big, topic=topic, reason=Reason.MESSAGE_TOO_LARGE)]
+        + [DlqRecord(value=v, topic=topic, reason=Reason.CIRCUIT_OPEN) for v in small[10:]],
     )
     cfg = write_config(
         tmp_path,

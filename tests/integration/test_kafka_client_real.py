@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shipper.kafka_client import ConfluentProducerClient
+from shipper.kafka.client import ConfluentProducerClient
 from shipper.testing import LocalKafka, consume_all
 from tests.kafka_client_contract import KafkaClientContract, send_and_wait
 

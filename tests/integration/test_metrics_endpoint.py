@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.pipeline import Shipper
-from shipper.rdkafka_stats import StatsSummary, make_stats_cb
+from shipper.kafka.stats import StatsSummary, make_stats_cb
 from shipper.telemetry import MetricsRecorder
 from shipper.testing import LocalKafka, consume_all, kafka_local_script
 from tests.conftest import sink_config

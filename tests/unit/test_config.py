@@ -34,6 +34,7 @@ from shipper.config import (
 )
 from shipper.durations import DurationError, format_duration, parse_duration
 from shipper.errors import ConfigError
+from shipper.kafka.settings import librdkafka_settings
 
 SECRET = "s3cr3t-Pa55word-xyzzy"
 
@@ -316,14 +317,14 @@ def test_secret_never_in_repr_str_or_default_dump() -> None:
         str(cfg.model_dump(mode="json")),
         cfg.model_dump_json(),
         to_yaml(cfg),
-        repr(k.librdkafka_config()),
-        str(k.librdkafka_config()),
+        repr(librdkafka_settings(k)),
+        str(librdkafka_settings(k)),
         k.broker_set_id(),
     ):
         assert SECRET not in text
     assert cfg.model_dump(mode="json")["sinks"]["kafka"]["auth"]["password"] == MASK
     assert MASK in to_yaml(cfg)
-    assert k.librdkafka_config()["sasl.password"] == SECRET
+    assert librdkafka_settings(k)["sasl.password"] == SECRET
     revealed = cfg.model_dump(mode="json", context={"reveal_secrets": True})
     assert revealed["sinks"]["kafka"]["auth"]["password"] == SECRET
 
@@ -543,7 +544,7 @@ def test_presets_supply_defaults_and_file_overrides_them() -> None:
     )
     k = load(minimal(preset="high-durability", partitioning={"enabled": True})).sinks.kafka
     assert (k.required_acks, k.retry_max, k.compression) == (-1, 5, "snappy")
-    assert k.librdkafka_config()["enable.idempotence"] is True
+    assert librdkafka_settings(k)["enable.idempotence"] is True
     k = load(minimal(preset="balanced")).sinks.kafka
     assert (k.batch_size, k.batch_timeout, k.compression, k.required_acks) == (
         1000,
@@ -621,9 +622,9 @@ def test_to_yaml_escapes_dollar_braces_so_dumps_reload() -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def test_librdkafka_config_plaintext() -> None:
+def test_librdkafka_settings_plaintext() -> None:
     k = load(minimal(compression="lz4", batch_timeout="100ms", batch_size=500)).sinks.kafka
-    assert dict(k.librdkafka_config()) == {
+    assert dict(librdkafka_settings(k)) == {
         "bootstrap.servers": "kafka:9092",
         "compression.type": "lz4",
         "acks": "1",
@@ -634,22 +635,26 @@ def test_librdkafka_config_plaintext() -> None:
         "batch.num.messages": 500,
         "message.max.bytes": 1048576 + 65536,
         "security.protocol": "PLAINTEXT",
+        "partitioner": "murmur2_random",
+        "socket.nagle.disable": True,
+        "topic.metadata.refresh.interval.ms": 30000,
+        "queue.buffering.max.messages": 100000,
     }
 
 
 @pytest.mark.parametrize(("acks", "text"), [(0, "0"), (1, "1"), (-1, "all")])
 def test_librdkafka_acks_and_idempotence(acks: int, text: str) -> None:
-    conf = load(minimal(required_acks=acks)).sinks.kafka.librdkafka_config()
+    conf = librdkafka_settings(load(minimal(required_acks=acks)).sinks.kafka)
     assert conf["acks"] == text
     assert conf["enable.idempotence"] is (acks == -1)
     # librdkafka refuses idempotence without retries, so it is off then.
     no_retry = load(minimal(required_acks=acks, retry_max=0)).sinks.kafka
-    assert no_retry.librdkafka_config()["enable.idempotence"] is False
+    assert librdkafka_settings(no_retry)["enable.idempotence"] is False
 
 
 def test_linger_follows_short_batch_timeouts() -> None:
     k = load(minimal(batch_timeout="0.5ms")).sinks.kafka
-    assert k.librdkafka_config()["linger.ms"] == pytest.approx(0.5)
+    assert librdkafka_settings(k)["linger.ms"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -674,7 +679,7 @@ def test_librdkafka_security(auth: bool, tls: bool, protocol: str) -> None:
             },
         )
     ).sinks.kafka
-    conf = k.librdkafka_config()
+    conf = librdkafka_settings(k)
     assert conf["security.protocol"] == protocol
     assert ("sasl.password" in conf) is auth
     if auth:
@@ -694,7 +699,7 @@ def test_librdkafka_accepts_the_settings() -> None:
     for preset in PRESETS:
         k = load(minimal(preset=preset, auth={"enabled": True, "username": "u", "password": "p"}))
         # Building a producer validates every property; it connects only lazily.
-        producer = confluent_kafka.Producer(dict(k.sinks.kafka.librdkafka_config()))
+        producer = confluent_kafka.Producer(dict(librdkafka_settings(k.sinks.kafka)))
         producer.flush(0)
 
 

@@ -20,11 +20,13 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from shipper import cli, dlq_cli
-from shipper.dlq import DlqFilter, DlqReason, DlqRecord, LmdbDlqStore, MemoryDlqStore
-from shipper.dlq_cli import Progress, record_to_json, replay_records
 from shipper.kafka_client import MemoryProducerClient
+
+from shipper import cli
+from shipper.cli import dlq as dlq_cli
+from shipper.cli.dlq import Progress, record_to_json, replay_records
+from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore, MemoryDlqStore
+from shipper.outcomes import Reason
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-never-printed"
@@ -51,7 +53,7 @@ def rec(
     return DlqRecord(
         value=value,
         topic=topic,
-        reason=DlqReason(reason),
+        reason=Reason(reason),
         first_failure=NOW - age,
         error="boom",
         **kw,
@@ -233,7 +235,7 @@ def test_record_to_json_headers_and_binary_key() -> None:
         topic="t",
         key=b"\x80",
         headers=[("trace", b"abc"), ("bin", b"\xff")],
-        reason=DlqReason.ERROR,
+        reason=Reason.ERROR,
     )
     j = record_to_json(r)
     assert j["key"] == base64.b64encode(b"\x80").decode() and j["key_encoding"] == "base64"

@@ -181,8 +181,7 @@ def test_fast_and_general_paths_agree_on_any_canonical_blob(
 def test_a_routing_label_sends_a_canonical_line_elsewhere() -> None:
     # The case that made the property above flaky, pinned as an example.
     routed = (
-        b'{"message":"m","level":"info","timestamp":null,"labels":{"kafka_topic":"0"},'
-        b'"fields":{}}'
+        b'{"message":"m","level":"info","timestamp":null,"labels":{"kafka_topic":"0"},"fields":{}}'
     )
     p = intake().prepare_lines(b"\n".join([CANONICAL[0], routed]))
     assert {t: list(seg.values) for t, seg in p.segments.items()} == {

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from shipper.kafka_client import MemoryProducerClient, reason_for_error
+from shipper.kafka.client import MemoryProducerClient, reason_for_error
 from tests.kafka_client_contract import KafkaClientContract, send_and_wait
 
 
@@ -56,4 +56,4 @@ def test_injected_failures_carry_value_and_reason(client: MemoryProducerClient) 
     ],
 )
 def test_error_names_map_to_reasons(name: str, reason: str) -> None:
-    assert reason_for_error(0, name) == reason
+    assert reason_for_error(name) == reason

@@ -1,8 +1,12 @@
 """The ``shipper`` command line: one argparse parser, one function per subcommand.
 
 Subcommands live in a registry (:data:`SUBCOMMANDS`) so another module can add its own
-(``run``, ``dlq ...``) with :func:`register_subcommand` without touching the parser
-code. Every handler takes the parsed arguments and returns the process exit code:
+with :func:`register_subcommand` without touching the parser code: ``dlq ...``
+(:mod:`shipper.cli.dlq`) registers here, and the commands that need Ray (``run``)
+register from :mod:`actors.cli`, which is what the ``shipper`` script runs. This
+package imports neither Ray nor the actors.
+
+Every handler takes the parsed arguments and returns the process exit code:
 
 * 0 - success,
 * 2 - the user's input is wrong (bad config, bad arguments); details on stderr.
@@ -21,10 +25,9 @@ from pathlib import Path
 from typing import TextIO
 
 from shipper import __version__
+from shipper.cli.dlq import register as register_dlq
 from shipper.config import check_files, load_config, to_yaml
-from shipper.dlq_cli import register as register_dlq
 from shipper.errors import ConfigError
-from shipper.runner import add_run_arguments, run_command
 
 __all__ = [
     "EXIT_OK",
@@ -134,13 +137,6 @@ register_subcommand(
     "validate a config file and print the effective configuration (secrets masked)",
     _check_config_arguments,
     check_config,
-)
-
-register_subcommand(
-    "run",
-    "ship JSON lines or text lines from files or stdin to Kafka (starts or joins Ray)",
-    add_run_arguments,
-    run_command,
 )
 
 register_dlq(register_subcommand)  # shipper dlq stats|list|replay|purge|export

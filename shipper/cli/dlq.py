@@ -52,10 +52,12 @@ from typing import IO, Any, TextIO
 import lmdb
 
 from shipper.config import DlqConfig, ShipperConfig, load_config
-from shipper.dlq import DlqFilter, DlqReason, DlqRecord, DlqStore, LmdbDlqStore
+from shipper.dlq import DlqFilter, DlqRecord, DlqStore, LmdbDlqStore
 from shipper.durations import DurationError, format_duration, parse_duration
 from shipper.errors import ConfigError, ShipperError
-from shipper.kafka_client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.kafka.client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.kafka.settings import librdkafka_settings
+from shipper.outcomes import Reason
 
 __all__ = [
     "AGE_BUCKETS",
@@ -91,7 +93,7 @@ _VALUE_WIDTH = 60
 _TOPIC_WIDTH = 30
 _DEFAULT_DLQ = DlqConfig()
 
-log = logging.getLogger("shipper.dlq_cli")
+log = logging.getLogger("shipper.cli.dlq")
 
 
 class _UsageError(Exception):
@@ -728,7 +730,7 @@ def _quiet_logger() -> logging.Logger:
     # librdkafka's own log lines (connection refused, every retry) would tear the
     # progress bar apart; the errors that matter come back through the delivery
     # reports and are summarized at the end.
-    logger = logging.getLogger("shipper.dlq_cli.librdkafka")
+    logger = logging.getLogger("shipper.cli.dlq.librdkafka")
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
     logger.propagate = False
@@ -771,9 +773,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not ids:
             print("no record matches; nothing to replay", file=sys.stdout)
             return EXIT_OK
-        conf: dict[str, Any] = dict(sink.librdkafka_config())
-        # Keyed records land where the pipeline puts them (Kafka's murmur2).
-        conf.setdefault("partitioner", "murmur2_random")
+        conf: dict[str, Any] = librdkafka_settings(sink)
         if not args.verbose:
             conf["logger"] = _quiet_logger()
         client = _make_client(conf)
@@ -821,9 +821,9 @@ def _filter_arguments(
     f.add_argument(
         "--reason",
         action="append",
-        choices=[r.value for r in DlqReason],
+        choices=[r.value for r in Reason],
         metavar="REASON",
-        help=f"only this reason (repeatable): {', '.join(r.value for r in DlqReason)}",
+        help=f"only this reason (repeatable): {', '.join(r.value for r in Reason)}",
     )
     f.add_argument("--topic", action="append", metavar="TOPIC", help="only this topic (repeatable)")
     f.add_argument(

@@ -1,4 +1,6 @@
-"""``shipper run``: ship JSON lines or text lines from files or stdin.
+"""The ``shipper`` command: :mod:`shipper.cli`'s commands plus the ones that run Ray.
+
+``shipper run`` ships JSON lines or text lines from files or stdin.
 
 Reads input in blocks of whole lines, submits each block as one submission, shows
 progress on a terminal, stops reading on SIGTERM or Ctrl-C and drains what was
@@ -16,10 +18,13 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
-__all__ = ["add_run_arguments", "read_blocks", "run_command"]
+from shipper.cli import main as cli_main
+from shipper.cli import register_subcommand
+
+__all__ = ["add_run_arguments", "main", "read_blocks", "run_command"]
 
 BLOCK_BYTES = 1 << 20
 
@@ -149,3 +154,20 @@ def run_command(args: argparse.Namespace) -> int:
         with open(args.summary_json, "w") as f:
             json.dump({**stats.as_dict(), "drained": report.drained}, f, indent=2)
     return 0 if report.drained and stats.failed == 0 else 1
+
+
+register_subcommand(
+    "run",
+    "ship JSON lines or text lines from files or stdin to Kafka (starts or joins Ray)",
+    add_run_arguments,
+    run_command,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``shipper`` script."""
+    return cli_main(argv)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m actors.cli
+    sys.exit(main())

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipper.outcomes import Reason
 from shipper.partitioning import kafka_partition
 
 __all__ = [
@@ -54,7 +55,7 @@ class Failure:
 
     value: bytes | None
     key: bytes | None
-    reason: str
+    reason: Reason
     error: str
 
 
@@ -70,20 +71,20 @@ class SendResult:
     finished: float = 0.0
 
 
-def reason_for_error(code: int, name: str) -> str:
+def reason_for_error(name: str) -> Reason:
     """Map a librdkafka error to the DLQ reason tag."""
     if name in ("_MSG_TIMED_OUT", "REQUEST_TIMED_OUT", "_TIMED_OUT"):
-        return "timeout"
+        return Reason.TIMEOUT
     if name in ("MSG_SIZE_TOO_LARGE", "RECORD_LIST_TOO_LARGE"):
-        return "message_too_large"
+        return Reason.MESSAGE_TOO_LARGE
     if name in (
         "_AUTHENTICATION",
         "SASL_AUTHENTICATION_FAILED",
         "TOPIC_AUTHORIZATION_FAILED",
         "CLUSTER_AUTHORIZATION_FAILED",
     ):
-        return "auth_failure"
-    return "error"
+        return Reason.AUTH_FAILURE
+    return Reason.ERROR
 
 
 DoneCallback = Callable[[SendResult], None]
@@ -141,7 +142,10 @@ class _Tracker:
     __slots__ = ("explain", "failures", "last", "on_done", "result", "seen")
 
     def __init__(
-        self, result: SendResult, on_done: DoneCallback, explain: Callable[[Any], tuple[str, str]]
+        self,
+        result: SendResult,
+        on_done: DoneCallback,
+        explain: Callable[[Any], tuple[Reason, str]],
     ) -> None:
         self.result = result
         self.failures = result.failures
@@ -158,7 +162,7 @@ class _Tracker:
         if next(self.seen) == self.last:
             self._finish()
 
-    def fail(self, value: bytes, key: bytes | None, reason: str, text: str) -> None:
+    def fail(self, value: bytes, key: bytes | None, reason: Reason, text: str) -> None:
         """A message that never got into librdkafka's queue."""
         self.failures.append(Failure(value, key, reason, text))
         if next(self.seen) == self.last:
@@ -203,12 +207,12 @@ class ConfluentProducerClient(ProducerClient):
         self._errors.append(text)
         del self._errors[:-20]
 
-    def _explain(self, err: Any) -> tuple[str, str]:
+    def _explain(self, err: Any) -> tuple[Reason, str]:
         name = err.name()
         if name in ("_PURGE_QUEUE", "_PURGE_INFLIGHT") and self._auth_error is not None:
             # Purged by us because the broker refused the credentials: say so.
-            return "auth_failure", self._auth_error
-        return reason_for_error(err.code(), name), err.str()
+            return Reason.AUTH_FAILURE, self._auth_error
+        return reason_for_error(name), err.str()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -289,13 +293,13 @@ class ConfluentProducerClient(ProducerClient):
             msgs = retry
 
     @staticmethod
-    def _describe_exception(exc: Exception) -> tuple[str, str]:
+    def _describe_exception(exc: Exception) -> tuple[Reason, str]:
         from confluent_kafka import KafkaException
 
         err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
         if err is not None and hasattr(err, "code"):
-            return reason_for_error(err.code(), err.name()), err.str()
-        return "error", f"{type(exc).__name__}: {exc}"
+            return reason_for_error(err.name()), err.str()
+        return Reason.ERROR, f"{type(exc).__name__}: {exc}"
 
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
         md = self._producer.list_topics(topic, timeout=timeout)
@@ -350,7 +354,7 @@ class MemoryProducerClient(ProducerClient):
         self._fail: list[str] = []
         self._rr = 0
 
-    def fail_next(self, n: int, reason: str = "error") -> None:
+    def fail_next(self, n: int, reason: Reason = Reason.ERROR) -> None:
         self._fail.extend([reason] * n)
 
     def send(
@@ -379,7 +383,7 @@ class MemoryProducerClient(ProducerClient):
                 p = self._rr % n_parts
                 self._rr += 1
             if not 0 <= p < n_parts:
-                result.failures.append(Failure(v, k, "error", f"Local: Unknown partition {p}"))
+                result.failures.append(Failure(v, k, Reason.ERROR, f"Local: Unknown partition {p}"))
                 continue
             log.append((p, k, bytes(v)))
             result.delivered += 1

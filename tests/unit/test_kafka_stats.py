@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shipper.rdkafka_stats import RdkafkaStatsState, StatsSummary, apply_stats, make_stats_cb
+from shipper.kafka.stats import RdkafkaStatsState, StatsSummary, apply_stats, make_stats_cb
 from shipper.telemetry import MetricsRecorder
 
 DATA = Path(__file__).parent / "data"
@@ -177,7 +177,7 @@ def test_the_stats_callback_never_raises_and_reports_summaries(
     for raw in documents("zstd"):
         cb(raw)
     assert [s.brokers_up for s in got] == [1, 1, 1]
-    with caplog.at_level("WARNING", logger="shipper.rdkafka_stats"):
+    with caplog.at_level("WARNING", logger="shipper.kafka.stats"):
         cb("garbage")
     assert "could not use librdkafka statistics" in caplog.text
     assert len(got) == 3
