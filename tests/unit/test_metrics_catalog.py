@@ -12,7 +12,7 @@ from typing import get_args
 
 import pytest
 
-from shipper.metrics_catalog import (
+from shipper.telemetry.catalog import (
     BREAKER_STATE_CODES,
     CATALOG,
     END_TO_END_LATENCY_BUCKETS,
@@ -202,7 +202,7 @@ def test_spec_rules_reject_bad_declarations(kwargs: dict[str, object], problem: 
 
 
 def test_get_spec_names_the_fix() -> None:
-    with pytest.raises(ValueError, match=r"metrics_catalog\.py"):
+    with pytest.raises(ValueError, match=r"telemetry/catalog\.py"):
         get_spec("log_capturer_missing_total")
 
 

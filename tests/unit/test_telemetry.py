@@ -21,7 +21,6 @@ from typing import Any, Final
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shipper.metrics_catalog import CATALOG, MetricSpec, exported_series
 from shipper.telemetry import (
     Aggregator,
     HistogramPoint,
@@ -30,6 +29,7 @@ from shipper.telemetry import (
     Snapshot,
     merge_snapshots,
 )
+from shipper.telemetry.catalog import CATALOG, MetricSpec, exported_series
 
 SENT: Final = "log_capturer_logs_sent_total"
 LATENCY: Final = "log_capturer_kafka_end_to_end_latency_seconds"

@@ -372,5 +372,5 @@ def get_spec(name: str) -> MetricSpec:
         return CATALOG[name]
     except KeyError:
         raise ValueError(
-            f"unknown metric {name!r}: declare it in shipper/metrics_catalog.py first"
+            f"unknown metric {name!r}: declare it in shipper/telemetry/catalog.py first"
         ) from None
