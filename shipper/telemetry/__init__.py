@@ -6,8 +6,13 @@ The shape, without Ray (``actors/telemetry.py`` wires these pieces together)::
     actor B: MetricsRecorder --snapshot()--+--> Aggregator.update() --merged()--+
     actor C: MetricsRecorder --snapshot()--+                                    |
                                                                                 v
-    Prometheus --GET /metrics--> MetricsServer --collect()--> OpenTelemetry SDK
-                                                              + Prometheus exporter
+    Prometheus --GET /metrics--> MetricsServer.render(): one merged Snapshot per scrape
+                                   |
+                                   | generate_latest() over one CollectorRegistry
+                                   +--> OpenTelemetry PrometheusMetricReader
+                                   |      counters, gauges: observable instruments
+                                   +--> _HistogramCollector (prometheus_client)
+                                          histograms: HistogramMetricFamily
 
 Modules:
 
@@ -17,8 +22,10 @@ Modules:
   the plain-data :class:`Snapshot` it produces, :func:`merge_snapshots` and the
   :class:`Aggregator` that keeps the latest snapshot of each source.
 * :mod:`~shipper.telemetry.exposition` holds :class:`MetricsServer`, which serves
-  ``/metrics``, ``/healthz`` and ``/ready`` from a daemon thread and renders one
-  merged snapshot per scrape through the OpenTelemetry Prometheus exporter.
+  ``/metrics``, ``/healthz`` and ``/ready`` from a daemon thread. Counters and gauges
+  go through OpenTelemetry's public API; histograms, already merged across processes,
+  go straight to prometheus_client, because OpenTelemetry has no instrument that
+  accepts pre-aggregated buckets (the module docstring explains).
 
 The names below are re-exported so callers can write
 ``from shipper.telemetry import MetricsRecorder``.

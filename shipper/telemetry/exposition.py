@@ -1,42 +1,49 @@
 """The telemetry HTTP endpoint: ``/metrics``, ``/healthz`` and ``/ready``.
 
-:class:`MetricsServer` serves from a daemon thread. Each scrape asks for one merged
-:class:`~shipper.telemetry.recorder.Snapshot` and renders it through an OpenTelemetry
-``MeterProvider`` with the ``PrometheusMetricReader``: counters and gauges are
-observable instruments whose callbacks read the snapshot. The OpenTelemetry API has no
-asynchronous histogram, so merged histograms enter as SDK ``HistogramDataPoint`` s,
-added to the collected ``MetricsData`` in the reader's ``_receive_metrics`` hook; the
-exporter then translates everything the same way.
+:class:`MetricsServer` serves from a daemon thread. A scrape asks for one merged
+:class:`~shipper.telemetry.recorder.Snapshot` and renders it with a single
+``prometheus_client.generate_latest`` over one ``CollectorRegistry`` that holds two
+collectors, each reading that snapshot:
+
+* OpenTelemetry's ``PrometheusMetricReader``, fed by a ``MeterProvider`` in which every
+  catalog counter and gauge is an observable instrument (public API: the callbacks
+  yield one ``Observation`` per series).
+* :class:`_HistogramCollector`, a prometheus_client custom collector (its public
+  ``collect()`` protocol) that yields one ``HistogramMetricFamily`` per histogram.
+
+Why histograms bypass OpenTelemetry: its API has no asynchronous histogram, and the
+histograms here are already aggregated (cumulative bucket counts summed over many
+processes; one observation may stand for ``count`` entries). A synchronous
+``Histogram`` could only be fed by replaying every entry that arrived since the last
+scrape, one ``record()`` each (about 10 us apiece on the development machine), and
+would still lose the exact sum, since ``record()`` takes values, not bucket counts.
+The collector prints what the exporter printed for SDK histogram points: the same
+family name and unit, label keys sorted, ``le`` written as ``str(bound)`` with
+``+Inf`` last, cumulative bucket counts, ``_count`` equal to the ``+Inf`` bucket and
+``_sum`` as recorded.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import accumulate
 from types import TracebackType
 from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    MetricsData,
-    ResourceMetrics,
-    ScopeMetrics,
-)
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from shipper.telemetry.catalog import CATALOG, MetricSpec
 from shipper.telemetry.recorder import Snapshot
@@ -45,48 +52,70 @@ __all__ = ["MetricsServer"]
 
 _log = logging.getLogger(__name__)
 
+# The catalog allows only "s", "1" and "{annotation}" units; of those the OpenTelemetry
+# exporter turns "s" into "seconds" and drops the rest. Passing the same word keeps
+# prometheus_client's view of the family (name suffix rule, OpenMetrics "# UNIT" line)
+# the same as the exporter's.
+_PROMETHEUS_UNITS: Mapping[str, str] = {"s": "seconds"}
 
-class _SnapshotReader(PrometheusMetricReader):
-    """The exporter's reader, plus merged histograms added to each collection."""
 
-    def __init__(self, server: MetricsServer, registry: CollectorRegistry) -> None:
-        super().__init__(disable_target_info=True, scope_info_enabled=False, registry=registry)
-        self._server = server
-        self._received = False
+@dataclass(frozen=True, slots=True)
+class _HistogramShape:
+    """What a histogram family looks like, worked out once per catalog entry."""
 
-    # MetricReader marks collect() @final; overriding it is the one place to notice that
-    # the SDK skipped _receive_metrics (see below). It only adds to the base behaviour.
-    def collect(self, timeout_millis: float = 10_000) -> None:  # type: ignore[misc]
-        self._received = False
-        super().collect(timeout_millis)
-        if not self._received:
-            # The SDK skips _receive_metrics when no instrument had a data point, which
-            # would hide the histograms of a snapshot that holds nothing else.
-            self._receive_metrics(MetricsData(resource_metrics=[]), timeout_millis)
+    spec: MetricSpec
+    label_keys: tuple[str, ...]  # sorted, as the OpenTelemetry exporter orders them
+    value_order: tuple[int, ...]  # where each sorted key sits in the snapshot's values
+    le: tuple[str, ...]  # bucket upper bounds as printed, "+Inf" last
 
-    def _receive_metrics(
-        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> None:
-        self._received = True
-        metrics: list[Metric] = []
-        resource = Resource.get_empty()
-        if metrics_data is not None:
-            for rm in metrics_data.resource_metrics:
-                resource = rm.resource
-                for sm in rm.scope_metrics:
-                    metrics.extend(sm.metrics)
-        metrics.extend(self._server._histogram_metrics())
-        scope = InstrumentationScope("shipper.telemetry")
-        data = MetricsData(
-            resource_metrics=[
-                ResourceMetrics(
-                    resource=resource,
-                    scope_metrics=[ScopeMetrics(scope=scope, metrics=metrics, schema_url="")],
-                    schema_url="",
-                )
-            ]
+    @classmethod
+    def of(cls, spec: MetricSpec) -> _HistogramShape:
+        keys = tuple(sorted(spec.labels))
+        return cls(
+            spec=spec,
+            label_keys=keys,
+            value_order=tuple(spec.labels.index(key) for key in keys),
+            le=(*(f"{bound}" for bound in spec.buckets), "+Inf"),
         )
-        super()._receive_metrics(data, timeout_millis, **kwargs)
+
+
+class _HistogramCollector(Collector):
+    """The merged histograms of the snapshot being rendered, as prometheus_client families.
+
+    Registered after the OpenTelemetry reader, so histograms follow the counters and
+    gauges in the output, as they did when the exporter rendered them.
+    """
+
+    def __init__(
+        self, current: Callable[[], Snapshot | None], catalog: Mapping[str, MetricSpec]
+    ) -> None:
+        self._current = current
+        self._shapes = {
+            name: _HistogramShape.of(spec)
+            for name, spec in catalog.items()
+            if spec.kind == "histogram"
+        }
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        snap = self._current()
+        if snap is None:
+            return
+        for name, series in snap["histograms"].items():
+            shape = self._shapes[name]
+            spec = shape.spec
+            family = HistogramMetricFamily(
+                spec.name,
+                spec.description,
+                labels=shape.label_keys,
+                unit=_PROMETHEUS_UNITS.get(spec.unit, ""),
+            )
+            for values, point in series.items():
+                family.add_metric(
+                    [values[i] for i in shape.value_order],
+                    list(zip(shape.le, accumulate(point.bucket_counts), strict=True)),
+                    point.sum,
+                )
+            yield family
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -161,16 +190,20 @@ class MetricsServer:
         self._collect = collect
         self._health = health
         self._ready = ready
-        self._catalog = catalog
         self._render_lock = threading.Lock()
         self._current: Snapshot | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
         self._registry = CollectorRegistry()
-        self._reader = _SnapshotReader(self, self._registry)
+        # The reader registers itself in the registry; the histogram collector goes in
+        # second so that one generate_latest() renders both, in that order.
+        reader = PrometheusMetricReader(
+            disable_target_info=True, scope_info_enabled=False, registry=self._registry
+        )
+        self._registry.register(_HistogramCollector(lambda: self._current, catalog))
         self._provider = MeterProvider(
-            metric_readers=[self._reader],
+            metric_readers=[reader],
             resource=Resource.get_empty(),
             shutdown_on_exit=False,
         )
@@ -285,38 +318,3 @@ class MetricsServer:
                 yield Observation(value, dict(zip(spec.labels, values, strict=True)))
 
         return observe
-
-    def _histogram_metrics(self) -> list[Metric]:
-        snap = self._current
-        if snap is None:
-            return []
-        out: list[Metric] = []
-        for name, series in snap["histograms"].items():
-            spec = self._catalog[name]
-            points = [
-                HistogramDataPoint(
-                    attributes=dict(zip(spec.labels, values, strict=True)),
-                    start_time_unix_nano=0,
-                    time_unix_nano=0,
-                    count=point.count,
-                    sum=point.sum,
-                    bucket_counts=list(point.bucket_counts),
-                    explicit_bounds=list(spec.buckets),
-                    # min and max are not part of the Prometheus exposition
-                    min=math.nan,
-                    max=math.nan,
-                )
-                for values, point in series.items()
-            ]
-            out.append(
-                Metric(
-                    name=spec.name,
-                    description=spec.description,
-                    unit=spec.unit,
-                    data=Histogram(
-                        data_points=points,
-                        aggregation_temporality=AggregationTemporality.CUMULATIVE,
-                    ),
-                )
-            )
-        return out

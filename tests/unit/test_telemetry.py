@@ -345,6 +345,31 @@ def test_scrape_shows_merged_histogram_buckets(serve: Callable[..., MetricsServe
     assert samples[(f"{LATENCY}_sum", (t,))] == pytest.approx(5 * 0.003 + 2.0)
 
 
+def test_a_snapshot_with_only_histograms_still_shows_them(
+    serve: Callable[..., MetricsServer],
+) -> None:
+    # With no counter or gauge series the OpenTelemetry reader has nothing to report;
+    # the histograms must not depend on it.
+    rec = MetricsRecorder("h")
+    rec.observe(LATENCY, 0.003, {"topic": "t"}, count=4)
+    rec.observe("log_capturer_kafka_batch_size", 250, {"topic": "t"})
+    snap = rec.snapshot()
+    assert (snap["counters"], snap["gauges"]) == ({}, {})
+    server = serve(lambda: snap)
+
+    for _ in range(2):  # and on every scrape, not only the first
+        text = _get(server.url + "/metrics")[2]
+        samples = _samples(text)
+        t = ("topic", "t")
+        assert f"# TYPE {LATENCY} histogram" in text
+        assert samples[(f"{LATENCY}_bucket", (("le", "0.003"), t))] == 4
+        assert samples[(f"{LATENCY}_bucket", (("le", "+Inf"), t))] == 4
+        assert samples[(f"{LATENCY}_count", (t,))] == 4
+        assert samples[(f"{LATENCY}_sum", (t,))] == pytest.approx(0.012)
+        assert samples[("log_capturer_kafka_batch_size_bucket", (("le", "250.0"), t))] == 1
+        assert samples[("log_capturer_kafka_batch_size_count", (t,))] == 1
+
+
 def test_exposition_names_are_exactly_the_catalog_names(
     serve: Callable[..., MetricsServer],
 ) -> None:
