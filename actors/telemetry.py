@@ -156,8 +156,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from shipper.metrics_catalog import BREAKER_STATE_CODES
 from shipper.telemetry import Aggregator, MetricsRecorder, MetricsServer, Snapshot
+from shipper.telemetry.catalog import BREAKER_STATE_CODES
 
 __all__ = [
     "DEFAULT_STALE_AFTER",

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shipper.metrics_catalog import CATALOG, exported_series
+from shipper.telemetry.catalog import CATALOG, exported_series
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "provisioning"

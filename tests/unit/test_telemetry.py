@@ -21,7 +21,6 @@ from typing import Any, Final
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shipper.metrics_catalog import CATALOG, MetricSpec, exported_series
 from shipper.telemetry import (
     Aggregator,
     HistogramPoint,
@@ -30,6 +29,7 @@ from shipper.telemetry import (
     Snapshot,
     merge_snapshots,
 )
+from shipper.telemetry.catalog import CATALOG, MetricSpec, exported_series
 
 SENT: Final = "log_capturer_logs_sent_total"
 LATENCY: Final = "log_capturer_kafka_end_to_end_latency_seconds"
@@ -343,6 +343,31 @@ def test_scrape_shows_merged_histogram_buckets(serve: Callable[..., MetricsServe
     assert bucket("+Inf") == 6
     assert samples[(f"{LATENCY}_count", (t,))] == 6
     assert samples[(f"{LATENCY}_sum", (t,))] == pytest.approx(5 * 0.003 + 2.0)
+
+
+def test_a_snapshot_with_only_histograms_still_shows_them(
+    serve: Callable[..., MetricsServer],
+) -> None:
+    # With no counter or gauge series the OpenTelemetry reader has nothing to report;
+    # the histograms must not depend on it.
+    rec = MetricsRecorder("h")
+    rec.observe(LATENCY, 0.003, {"topic": "t"}, count=4)
+    rec.observe("log_capturer_kafka_batch_size", 250, {"topic": "t"})
+    snap = rec.snapshot()
+    assert (snap["counters"], snap["gauges"]) == ({}, {})
+    server = serve(lambda: snap)
+
+    for _ in range(2):  # and on every scrape, not only the first
+        text = _get(server.url + "/metrics")[2]
+        samples = _samples(text)
+        t = ("topic", "t")
+        assert f"# TYPE {LATENCY} histogram" in text
+        assert samples[(f"{LATENCY}_bucket", (("le", "0.003"), t))] == 4
+        assert samples[(f"{LATENCY}_bucket", (("le", "+Inf"), t))] == 4
+        assert samples[(f"{LATENCY}_count", (t,))] == 4
+        assert samples[(f"{LATENCY}_sum", (t,))] == pytest.approx(0.012)
+        assert samples[("log_capturer_kafka_batch_size_bucket", (("le", "250.0"), t))] == 1
+        assert samples[("log_capturer_kafka_batch_size_count", (t,))] == 1
 
 
 def test_exposition_names_are_exactly_the_catalog_names(

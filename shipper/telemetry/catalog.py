@@ -1,11 +1,13 @@
 """Every metric the shipper exports, declared in one place.
 
 Actors record figures by catalog name through :class:`shipper.telemetry.MetricsRecorder`;
-the telemetry endpoint renders them through the OpenTelemetry Prometheus exporter. This
-module is the single source of truth for what exists: name, kind, unit, label keys (and
-their closed value sets where there is one), histogram buckets, and how figures from many
-actors combine into the one number an operator sees (``aggregate``). ``docs/metrics.md``
-is generated from it by ``scripts/gen-metrics-doc``.
+the telemetry endpoint (:mod:`shipper.telemetry.exposition`) renders counters and gauges
+through the OpenTelemetry Prometheus exporter and histograms through a prometheus_client
+collector that names them the same way. This module is the single source of truth for
+what exists: name, kind, unit, label keys (and their closed value sets where there is
+one), histogram buckets, and how figures from many actors combine into the one number
+an operator sees (``aggregate``). ``docs/metrics.md`` is generated from it by
+``scripts/gen-metrics-doc``.
 
 Naming. The ``name`` here is exactly the name in the Prometheus exposition. The
 exporter appends ``_total`` to counters that lack it and appends the unit's Prometheus
@@ -14,7 +16,9 @@ as ``{entry}`` and the dimensionless ``1`` add nothing. So every counter name en
 ``_total``, every time metric ends with ``_seconds`` and has unit ``s``, and every other
 unit is a ``{annotation}`` or ``1``. ``tests/unit/test_telemetry.py`` scrapes a real
 endpoint to prove the mapping; histograms additionally expose ``<name>_bucket``,
-``<name>_sum`` and ``<name>_count`` (see :func:`exported_series`).
+``<name>_sum`` and ``<name>_count`` (see :func:`exported_series`). Label keys must
+already be valid Prometheus label names: the exporter would rewrite an invalid key for
+counters and gauges, the histogram collector would not, and the two would disagree.
 
 Series that alerts depend on (for example ``logs_sent_total{status="error"}``) should be
 created at zero by the emitting actor when it starts, so that ``rate()`` has data before
@@ -23,6 +27,7 @@ the first error.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -41,6 +46,9 @@ __all__ = [
 ]
 
 MetricKind = Literal["counter", "gauge", "histogram"]
+
+# Prometheus label names; keys starting with "__" are reserved for Prometheus itself.
+_LABEL_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # How the figures of many sources (actors, processes, nodes) become one series.
 # Counters and histograms are always summed; a gauge chooses.
@@ -149,6 +157,11 @@ class MetricSpec:
             problems.append("counters and histograms are always summed")
         if len(set(self.labels)) != len(self.labels):
             problems.append("duplicate label keys")
+        for key in self.labels:
+            if not _LABEL_KEY.fullmatch(key) or key.startswith("__"):
+                problems.append(f"label key {key!r} is not a plain Prometheus label name")
+        if self.kind == "histogram" and "le" in self.labels:
+            problems.append("le is the bucket label of a histogram")
         for key in self.label_values:
             if key not in self.labels:
                 problems.append(f"label_values names unknown label {key!r}")
@@ -372,5 +385,5 @@ def get_spec(name: str) -> MetricSpec:
         return CATALOG[name]
     except KeyError:
         raise ValueError(
-            f"unknown metric {name!r}: declare it in shipper/metrics_catalog.py first"
+            f"unknown metric {name!r}: declare it in shipper/telemetry/catalog.py first"
         ) from None
