@@ -17,15 +17,19 @@ reported as failed, never counted as delivered).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import ray
 
+from shipper.errors import brief
+from shipper.kafka.client import Failure, SendResult
+from shipper.outcomes import Reason
 from shipper.packed import Packed
 
-__all__ = ["STORE_MIN_BYTES", "Stored", "resolve", "store"]
+__all__ = ["STORE_MIN_BYTES", "Stored", "lost_payload", "resolve", "store"]
 
 #: Payloads at least this large go through the object store; smaller ones ride
 #: inside the call (Ray's own inline limit is 100 KiB).
@@ -86,3 +90,17 @@ async def resolve(values: Sequence[bytes] | Stored) -> Sequence[bytes]:
     if isinstance(values, Stored):
         return await values.fetch()
     return values
+
+
+def lost_payload(
+    topic: str, n: int, keys: list[bytes | None] | None, exc: BaseException
+) -> SendResult:
+    """The result for ``n`` entries whose payload could not be read: reported failures
+    with no value (nothing to re-send), reason ``payload_lost``."""
+    now = time.time()
+    text = f"payload lost before a produce attempt: {brief(exc)}"
+    r = SendResult(topic=topic, sent=n, started=now, finished=now)
+    r.failures = [
+        Failure(None, keys[i] if keys else None, Reason.PAYLOAD_LOST, text) for i in range(n)
+    ]
+    return r

@@ -1,10 +1,11 @@
 """Producer actor: one ``confluent_kafka.Producer`` for one broker set.
 
-A broker set is a broker list plus its security settings; the actor is named after
-the set's stable id, and a set may have several replicas that Batchers share
-round-robin. Each call carries a whole chunk (up to ``batch_size`` entries, in
-pieces that belong to different submissions) and returns one result per piece once
-every message of it is acked or has failed.
+A broker set is a broker list plus its security settings; a set may have several
+replicas that the Batchers share round-robin. Each call carries a whole chunk (up to
+``batch_size`` entries, in pieces that belong to different submissions) and returns
+one result per piece once every message of it is acked or has failed. The client
+(:mod:`shipper.kafka.client`) does the work; this shell reads the object store,
+keeps calls in order and owns the Ray lifecycle.
 """
 
 from __future__ import annotations
@@ -12,64 +13,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
 from typing import Any
 
-from shipper.config import KafkaSinkConfig
-from shipper.errors import brief
-from shipper.kafka.client import ConfluentProducerClient, Failure, ProducerClient, SendResult
+from shipper.kafka.client import ConfluentProducerClient, ProducerClient, SendResult
 from shipper.kafka.settings import librdkafka_settings
 from shipper.kafka.stats import make_stats_cb
+from shipper.logs import librdkafka_logger
 from shipper.ordering import SequenceGate
 from shipper.packed import as_list
 
-from ._options import named_actor, tune_gc
-from .payload import Stored, resolve
+from ._options import announce_restart, named_actor, tune_gc
+from .handles import Order, ProducerHandle
+from .payload import lost_payload, resolve
 from .telemetry import Reporter
+from .wiring import Wiring
 
-__all__ = ["Part", "ProducerActor", "lost_payload", "producer_name", "start_producer"]
-
-#: One piece of a chunk: values (a list or a Packed), keys (or None) and explicit
-#: partitions (or None: librdkafka's murmur2 partitioner places keyed messages).
-Part = tuple[Sequence[bytes] | Stored, list[bytes | None] | None, list[int] | None]
-
-
-def producer_name(broker_set: str, replica: int) -> str:
-    return f"producer:{broker_set}:{replica}"
+__all__ = ["ProducerActor", "start_producer"]
 
 
 class ProducerActor:
     """Holds the Kafka client; every method is safe to call concurrently (async actor)."""
 
-    def __init__(
-        self,
-        sink: KafkaSinkConfig,
-        client: ProducerClient | None = None,
-        telemetry: Any = None,
-        replica: int = 0,
-    ) -> None:
+    def __init__(self, wiring: Wiring, replica: int, client: ProducerClient | None = None) -> None:
         tune_gc()
-        self.broker_set = sink.broker_set_id()
-        self.telemetry = telemetry
-        self.metrics = Reporter(telemetry, f"producer:{self.broker_set}:{replica}")
+        self.wiring = wiring
+        self.broker_set = wiring.broker_set
+        self.name = wiring.producer_name(replica)
+        self.telemetry = wiring.telemetry()
+        self.metrics = Reporter(self.telemetry, self.name)
         if client is None:
+            sink = wiring.sink
             conf = librdkafka_settings(sink)
             # librdkafka's own figures (rtt, queue depth, retries, compression ratio).
-            conf.setdefault("statistics.interval.ms", 5000)
+            conf["statistics.interval.ms"] = 5000
             conf["stats_cb"] = make_stats_cb(
                 self.metrics.recorder,
                 self.broker_set,
                 codec=sink.compression,
                 on_summary=self._on_stats,
             )
+            # librdkafka's own notices go to the shipper's log file, not to stderr.
+            conf["logger"] = librdkafka_logger(wiring.config.logging.file)
             client = ConfluentProducerClient(conf)
         self._client = client
         self._produced = 0
         self._failed = 0
         self.gate = SequenceGate()
+        announce_restart(wiring.namespace, "producer", self.name)
 
     async def produce(
-        self, topic: str, parts: list[Part], order: tuple[str, int] | None = None
+        self, topic: str, parts: list[Any], order: Order | None = None
     ) -> list[SendResult]:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[SendResult]] = []
@@ -80,18 +73,17 @@ class ProducerActor:
             payloads = await asyncio.gather(
                 *(resolve(v) for v, _k, _p in parts), return_exceptions=True
             )
-            lists = [p if isinstance(p, BaseException) else as_list(p) for p in payloads]
-            for values, (raw, keys, partitions) in zip(lists, parts, strict=True):
+            for payload, (raw, keys, partitions) in zip(payloads, parts, strict=True):
                 fut: asyncio.Future[SendResult] = loop.create_future()
                 futures.append(fut)
-                if isinstance(values, BaseException):
-                    fut.set_result(lost_payload(topic, len(raw), keys, values))
+                if isinstance(payload, BaseException):
+                    fut.set_result(lost_payload(topic, len(raw), keys, payload))
                     continue
 
                 def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
                     loop.call_soon_threadsafe(fut.set_result, r)
 
-                self._client.send(topic, values, keys, partitions, done)
+                self._client.send(topic, as_list(payload), keys, partitions, done)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered
@@ -122,22 +114,9 @@ class ProducerActor:
         }
 
 
-def lost_payload(
-    topic: str, n: int, keys: list[bytes | None] | None, exc: BaseException
-) -> SendResult:
-    """The result for ``n`` entries whose payload could not be read: reported failures
-    with no value (nothing to re-send), reason ``payload_lost``."""
-    now = time.time()
-    text = f"payload lost before a produce attempt: {brief(exc)}"
-    r = SendResult(topic=topic, sent=n, started=now, finished=now)
-    r.failures = [Failure(None, keys[i] if keys else None, "payload_lost", text) for i in range(n)]
-    return r
-
-
-def start_producer(
-    sink: KafkaSinkConfig, broker_set: str, replica: int, namespace: str, telemetry: Any = None
-) -> Any:
-    """Create (or find) the named Producer actor for ``broker_set``/``replica``."""
-    return named_actor(ProducerActor, producer_name(broker_set, replica), namespace, 256).remote(
-        sink, None, telemetry, replica
-    )
+def start_producer(wiring: Wiring, replica: int) -> ProducerHandle:
+    """Create (or find) the named Producer actor ``replica`` of the wiring's broker set."""
+    handle: ProducerHandle = named_actor(
+        ProducerActor, wiring.producer_name(replica), wiring.namespace, 256
+    ).remote(wiring, replica)
+    return handle

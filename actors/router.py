@@ -2,9 +2,9 @@
 
 It runs :class:`shipper.intake.Intake` (decode, validate, route, encode once,
 size-check, key), hands each topic's segment to that topic's Batcher (created on
-first sight, as a named actor so several Routers share it), and answers with the
-submission's :class:`~shipper.outcomes.SubmissionResult` once every entry has an
-outcome.
+first sight, as a named actor so several Routers share it), dead-letters what the
+intake refused, and answers with the submission's
+:class:`~shipper.outcomes.SubmissionResult` once every entry has an outcome.
 """
 
 from __future__ import annotations
@@ -16,71 +16,47 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shipper.config import KafkaSinkConfig
 from shipper.entries import LogEntry
 from shipper.errors import brief
 from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
-from shipper.outcomes import EntryFailure, SegmentOutcome, SubmissionResult
-from shipper.packed import Packed
+from shipper.outcomes import DropReason, EntryFailure, Reason, SegmentOutcome, SubmissionResult
 
-from ._options import named_actor, tune_gc
-from .batcher import start_batcher
+from ._options import announce_restart, named_actor, tune_gc
+from .handles import Order, Ref, RouterHandle
 from .payload import Stored, store
 from .telemetry import Reporter
+from .wiring import Wiring
 
 __all__ = ["RouterActor", "start_router"]
 
+_ERROR = {"sink": "kafka", "status": "error"}
+
 
 class RouterActor:
-    def __init__(
-        self,
-        sink: KafkaSinkConfig,
-        producers: list[Any],
-        namespace: str,
-        supervisor: Any = None,
-        dlq: Any = None,
-        telemetry: Any = None,
-    ) -> None:
+    def __init__(self, wiring: Wiring) -> None:
         tune_gc()
-        self.sink = sink
-        self.producers = producers
-        self.namespace = namespace
-        self.supervisor = supervisor
-        self.dlq = dlq if sink.dlq_config.enabled else None
-        self.telemetry = telemetry
-        self.intake = Intake(sink)
-        self.batchers: dict[str, Any] = {}
+        self.wiring = wiring
+        self.sink = wiring.sink
+        self.name = wiring.router_name()
+        self.intake = Intake(self.sink)
         self.counts = {"submissions": 0, "entries": 0, "rejected": 0}
         # Calls are numbered per sender so that submit order survives Ray's
         # concurrent execution of async actor calls (see shipper.ordering).
         self.gate = SequenceGate()
         self.source = uuid.uuid4().hex[:12]
         self._seq: dict[str, int] = {}
-        self.metrics = Reporter(telemetry, f"router:{self.source}")
+        self.topics: list[str] = []
+        self.metrics = Reporter(wiring.telemetry(), self.name)
         self.metrics.recorder.add("log_capturer_errors_total", 0, {"component": "router"})
-
-    def _batcher(self, topic: str) -> Any:
-        handle = self.batchers.get(topic)
-        if handle is None:
-            handle = start_batcher(
-                topic,
-                self.sink,
-                self.producers,
-                self.namespace,
-                self.supervisor,
-                self.dlq,
-                self.telemetry,
-            )
-            self.batchers[topic] = handle
-        return handle
+        announce_restart(wiring.namespace, "router", self.name)
 
     async def submit_lines(
         self,
         lines: bytes | list[bytes] | Stored,
         submitted_at: float,
         first_line: int = 1,
-        order: tuple[str, int] | None = None,
+        order: Order | None = None,
     ) -> SubmissionResult:
         stored = lines if isinstance(lines, Stored) else None
         raw = await lines.fetch_bytes() if isinstance(lines, Stored) else lines
@@ -93,17 +69,25 @@ class RouterActor:
         self,
         objs: Iterable[LogEntry | Mapping[str, Any] | str],
         submitted_at: float,
-        order: tuple[str, int] | None = None,
+        order: Order | None = None,
     ) -> SubmissionResult:
         async with self._turn(order):
             prep = self.intake.prepare_objects(objs)
             refs = self._hand_over(prep, submitted_at)
         return await self._collect(prep, refs, submitted_at)
 
-    def _turn(self, order: tuple[str, int] | None) -> Any:
+    def _turn(self, order: Order | None) -> Any:
         if order is None:
             return contextlib.nullcontext()
         return self.gate.turn(*order)
+
+    def _next(self, topic: str) -> Order:
+        seq = self._seq.get(topic)
+        if seq is None:
+            seq = 0
+            self.topics.append(topic)
+        self._seq[topic] = seq + 1
+        return (self.source, seq)
 
     def _hand_over(
         self,
@@ -111,11 +95,9 @@ class RouterActor:
         submitted_at: float,
         stored: Stored | None = None,
         raw: Any = None,
-    ) -> list[Any]:
+    ) -> list[Ref[SegmentOutcome]]:
         refs = []
         for t, seg in prep.segments.items():
-            seq = self._seq.get(t, 0)
-            self._seq[t] = seq + 1
             values: Any
             if stored is not None and t == prep.whole:
                 # The segment is the submitted blob itself: pass the driver's object
@@ -124,15 +106,16 @@ class RouterActor:
                 values = stored.sized(len(seg), size)
             else:
                 values = store(seg.values)
+            order = self._next(t)
             refs.append(
-                self._batcher(t).enqueue.remote(
-                    values, seg.keys, seg.levels, submitted_at, (self.source, seq)
+                self.wiring.batcher(t).enqueue.remote(
+                    values, seg.keys, seg.levels, submitted_at, order
                 )
             )
         return refs
 
     async def _collect(
-        self, prep: Prepared, refs: list[Any], submitted_at: float
+        self, prep: Prepared, refs: list[Ref[SegmentOutcome]], submitted_at: float
     ) -> SubmissionResult:
         self.counts["submissions"] += 1
         self.counts["entries"] += prep.submitted
@@ -148,10 +131,9 @@ class RouterActor:
             # The Batcher failed: every entry of the segment goes to the DLQ or is
             # reported, none is dropped.
             seg = prep.segments[topic]
-            self.batchers.pop(topic, None)
             lost = [
                 EntryFailure(
-                    "error",
+                    Reason.ERROR,
                     f"batcher for {topic} failed: {brief(out)}",
                     topic=topic,
                     value=value,
@@ -166,36 +148,32 @@ class RouterActor:
         return result
 
     async def _reject(self, rejected: list[EntryFailure], result: SubmissionResult) -> None:
-        """Entries the Router refused (bad data, too large) go to the DLQ when
-        ``send_on_error`` says so; otherwise, or if the DLQ refuses, they stay failures."""
+        """Entries that never reached a Batcher go to the DLQ when ``send_on_error``
+        says so; otherwise, or if the DLQ refuses, they stay failures (counted)."""
         if not rejected:
             return
         rec = self.metrics.recorder
-        rec.add("log_capturer_logs_sent_total", len(rejected), {"sink": "kafka", "status": "error"})
+        rec.add("log_capturer_logs_sent_total", len(rejected), _ERROR)
         rec.add("log_capturer_errors_total", len(rejected), {"component": "router"})
-        if self.dlq is not None and self.sink.dlq_config.send_on_error:
+        dlq = self.wiring.dlq()
+        why = DropReason.DLQ_DISABLED if dlq is None else DropReason.NOT_DEAD_LETTERED
+        note = ""
+        if dlq is not None and self.sink.dlq_config.send_on_error:
             try:
-                result.dlq += int(await self.dlq.put.remote(rejected))
+                result.dlq += int(await dlq.put.remote(rejected))
                 result.dead_lettered.extend(rejected)
                 return
             except Exception as exc:
+                why = DropReason.DLQ_FULL
                 note = f" (not dead-lettered: {brief(exc)})"
-                rejected = [
-                    EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line)
-                    for f in rejected
-                ]
-        result.failures.extend(rejected)
-        for f in rejected:
-            rec.add("log_capturer_kafka_dropped_total", 1, {"reason": f.reason})
+                result.dlq_refused += len(rejected)
+        result.failures.extend(
+            EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line, dropped=why)
+            for f in rejected
+        )
+        rec.add("log_capturer_kafka_dropped_total", len(rejected), {"reason": str(why)})
 
-    async def replay(
-        self, topic: str, values: list[bytes], keys: list[bytes | None] | None
-    ) -> SegmentOutcome:
-        """Re-send already encoded DLQ records to ``topic`` (called by the DLQ actor)."""
-        packed = store(Packed.of(values))
-        return await self._batcher(topic).replay.remote(packed, keys)  # type: ignore[no-any-return]
-
-    async def flush(self, order: tuple[str, int] | None = None) -> int:
+    async def flush(self, order: Order | None = None) -> int:
         """Flush every Batcher this Router knows; return what is still queued.
 
         With ``order`` the flush takes its turn among the sender's submissions, and
@@ -206,30 +184,23 @@ class RouterActor:
         """
         calls = []
         async with self._turn(order):
-            for t, b in self.batchers.items():
-                seq = self._seq.get(t, 0)
-                self._seq[t] = seq + 1
-                calls.append(b.flush.remote((self.source, seq)))
+            for t in list(self.topics):
+                calls.append(self.wiring.batcher(t).flush.remote(self._next(t)))
         left = await asyncio.gather(*calls)
         self.metrics.push_now()
         return int(sum(left))
 
     async def batcher_stats(self) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(b.stats.remote() for b in self.batchers.values())))
+        stats = await asyncio.gather(*(self.wiring.batcher(t).stats.remote() for t in self.topics))
+        return list(stats)
 
     def stats(self) -> dict[str, Any]:
         return dict(self.counts)
 
 
-def start_router(
-    sink: KafkaSinkConfig,
-    producers: list[Any],
-    namespace: str,
-    supervisor: Any = None,
-    dlq: Any = None,
-    telemetry: Any = None,
-    index: int = 0,
-) -> Any:
-    return named_actor(RouterActor, f"router:{index}", namespace, 256).remote(
-        sink, producers, namespace, supervisor, dlq, telemetry
-    )
+def start_router(wiring: Wiring) -> RouterHandle:
+    """Create (or find) the node pipeline's Router."""
+    handle: RouterHandle = named_actor(
+        RouterActor, wiring.router_name(), wiring.namespace, 256
+    ).remote(wiring)
+    return handle

@@ -1,10 +1,11 @@
-"""The supervisor actor: a circuit breaker per broker set, pushed to the Batchers.
+"""The supervisor actor: circuit breakers per broker set, and actor restarts.
 
-Batchers report each chunk's outcome (fire and forget: one call per chunk, never a
-question per batch). The supervisor feeds :class:`shipper.breaker.CircuitBreaker` and,
-on every state change, pushes the new state to every Batcher of that broker set:
+Breakers. Batchers report each chunk's outcome (fire and forget: one call per chunk,
+never a question per batch). The supervisor feeds
+:class:`shipper.breaker.CircuitBreaker` and, on every state change, pushes the new
+state to every Batcher of that broker set:
 
-- CLOSED: Batchers produce as usual.
+- CLOSED: Batchers produce as usual; the DLQs are kicked so their backlog replays.
 - OPEN: Batchers hand chunks straight to the DLQ with reason ``circuit_open`` and make
   no produce attempt.
 - HALF_OPEN (pushed once ``open_timeout`` has passed): a Batcher with a chunk to send
@@ -12,8 +13,19 @@ on every state change, pushes the new state to every Batcher of that broker set:
   keep diverting to the DLQ until the breaker closes (after ``success_threshold``
   successful probes) or opens again.
 
-When a breaker closes it kicks the DLQ actors so the backlog is replayed at once.
-The supervisor also watches the actors it was told about and records restarts.
+Restarts. An actor that Ray restarted says so from its constructor
+(:func:`actors._options.announce_restart`). The supervisor counts it in
+``log_capturer_actor_restarts_total{component}`` and rewires what depended on the
+old instance:
+
+- a Batcher gets its broker set's current breaker state (it knew nothing);
+- a DLQ actor is kicked, so it resumes replaying what its predecessor held;
+- the telemetry actor learns every breaker's state again (``/ready`` reads them);
+- the supervisor itself, restarted, finds the Batchers by name and subscribes them.
+
+Routers and Producers hold nothing others rely on; their restarts are counted. The
+calls in flight when an actor died fail at their caller, which reports the entries
+(to the DLQ or as failures), never drops them.
 """
 
 from __future__ import annotations
@@ -23,41 +35,49 @@ import contextlib
 import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from shipper.breaker import BreakerState, CircuitBreaker
 
-from ._options import named_actor
+from ._options import named_actor, was_restarted
+from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
+from .wiring import SUPERVISOR, Wiring
 
 __all__ = ["SupervisorActor", "start_supervisor"]
 
 log = logging.getLogger("shipper.supervisor")
 
+COMPONENTS = ("router", "batcher", "producer", "dlq", "supervisor", "telemetry")
+
 
 class SupervisorActor:
-    def __init__(
-        self,
-        failure_threshold: int = 10,
-        success_threshold: int = 2,
-        open_timeout: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        telemetry: Any = None,
-    ) -> None:
-        self.failure_threshold = failure_threshold
-        self.success_threshold = success_threshold
-        self.open_timeout = open_timeout
+    def __init__(self, wiring: Wiring, clock: Callable[[], float] = time.monotonic) -> None:
+        self.wiring = wiring
+        cb = wiring.sink.circuit_breaker
+        self.failure_threshold = cb.failure_threshold
+        self.success_threshold = cb.success_threshold
+        self.open_timeout = cb.timeout
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
-        self.subscribers: dict[str, list[Any]] = {}
-        self.dlqs: list[Any] = []
+        # Subscribers by broker set: Batcher names (handles are looked up by name).
+        self.subscribers: dict[str, list[str]] = {}
         self.transitions: list[tuple[float, str, int, int]] = []
+        self.restarts: Counter[str] = Counter()
         self._timers: dict[str, asyncio.Task[None]] = {}
-        self.telemetry = telemetry
-        self.metrics = Reporter(telemetry, "supervisor", refresh=self._refresh)
-        self.metrics.recorder.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
+        self.telemetry = wiring.telemetry()
+        self.metrics = Reporter(self.telemetry, SUPERVISOR, refresh=self._refresh)
+        rec = self.metrics.recorder
+        rec.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
+        for c in COMPONENTS:
+            rec.add("log_capturer_actor_restarts_total", 0, {"component": c})
         self._last_ok_report = 0.0
+        if was_restarted():
+            log.warning("the supervisor was restarted by Ray; subscribing the Batchers again")
+            self._count_restart("supervisor")
+            self._resubscribe()
 
     def _refresh(self) -> None:
         for bs, b in self.breakers.items():
@@ -94,12 +114,26 @@ class SupervisorActor:
         if new == BreakerState.OPEN:
             self._arm(broker_set)
         elif new == BreakerState.CLOSED:
-            for d in self.dlqs:
-                d.kick.remote()
+            for name in self._named("dlq:"):
+                self._handle(name).kick.remote()
+
+    def _handle(self, name: str) -> Any:
+        return self.wiring._get(name)
+
+    def _named(self, prefix: str) -> list[str]:
+        """Names of this shipper's live actors that start with ``prefix``."""
+        import ray
+
+        return sorted(
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == self.wiring.namespace and a["name"].startswith(prefix)
+        )
 
     def _push(self, broker_set: str, state: BreakerState) -> None:
-        for h in self.subscribers.get(broker_set, []):
-            h.set_breaker_state.remote(int(state))
+        for name in self.subscribers.get(broker_set, []):
+            handle: BatcherHandle = self._handle(name)
+            handle.set_breaker_state.remote(int(state))
 
     def _arm(self, broker_set: str) -> None:
         """After the open timeout, tell the Batchers they may ask for a probe."""
@@ -116,18 +150,44 @@ class SupervisorActor:
         with contextlib.suppress(RuntimeError):  # no running loop: called outside the actor
             self._timers[broker_set] = asyncio.get_running_loop().create_task(wake())
 
+    # ------------------------------------------------------------------ restarts
+
+    def _count_restart(self, component: str) -> None:
+        self.restarts[component] += 1
+        self.metrics.recorder.add("log_capturer_actor_restarts_total", 1, {"component": component})
+        self.metrics.push_now()
+
+    def _resubscribe(self) -> None:
+        """After the supervisor's own restart: every Batcher of this shipper subscribes
+        to its broker set again (all Batchers of a shipper share the sink's set)."""
+        names = self._named("batcher:")
+        if names:
+            self.subscribers[self.wiring.broker_set] = names
+
+    async def started(self, component: str, name: str, restarted: bool) -> None:
+        """An actor (re)started; rewire what depended on its predecessor."""
+        if not restarted:
+            return
+        self._count_restart(component)
+        if component == "batcher":
+            bs = self.wiring.broker_set
+            state = self._breaker(bs).state
+            self._handle(name).set_breaker_state.remote(int(state))
+        elif component == "dlq":
+            self._handle(name).kick.remote()
+        elif component == "telemetry" and self.telemetry is not None:
+            for bs, b in self.breakers.items():
+                self.telemetry.report_health.remote(bs, int(b.state), None)
+
     # ------------------------------------------------------------------ API
 
-    async def register(self, broker_set: str, handle: Any) -> int:
-        """Subscribe a Batcher to ``broker_set``'s state; returns the current state."""
+    async def register(self, broker_set: str, name: str) -> int:
+        """Subscribe a Batcher (by name) to ``broker_set``'s state; returns the state."""
         self.metrics.start_periodic()
-        self.subscribers.setdefault(broker_set, []).append(handle)
+        names = self.subscribers.setdefault(broker_set, [])
+        if name not in names:
+            names.append(name)
         return int(self._breaker(broker_set).state)
-
-    async def register_dlq(self, handle: Any) -> None:
-        ids = {h._actor_id for h in self.dlqs}
-        if handle._actor_id not in ids:
-            self.dlqs.append(handle)
 
     async def report(self, broker_set: str, ok: bool) -> None:
         b = self._breaker(broker_set)
@@ -151,9 +211,6 @@ class SupervisorActor:
             self._arm(broker_set)
         return allowed
 
-    def state(self, broker_set: str) -> int:
-        return int(self._breaker(broker_set).state)
-
     def states(self) -> dict[str, dict[str, Any]]:
         return {
             bs: {
@@ -168,14 +225,12 @@ class SupervisorActor:
     def history(self) -> list[tuple[float, str, int, int]]:
         return list(self.transitions)
 
+    def restart_counts(self) -> dict[str, int]:
+        return dict(self.restarts)
 
-def start_supervisor(
-    namespace: str,
-    failure_threshold: int,
-    success_threshold: int,
-    open_timeout: float,
-    telemetry: Any = None,
-) -> Any:
-    return named_actor(SupervisorActor, "supervisor", namespace, 256).remote(
-        failure_threshold, success_threshold, open_timeout, time.monotonic, telemetry
-    )
+
+def start_supervisor(wiring: Wiring) -> SupervisorHandle:
+    handle: SupervisorHandle = named_actor(
+        SupervisorActor, SUPERVISOR, wiring.namespace, 256
+    ).remote(wiring)
+    return handle

@@ -28,119 +28,9 @@
   and sends nothing, so actor code needs no ``if``. A ``refresh`` callback runs just
   before every snapshot: the place to set gauges (queue size, DLQ depth).
 
-Calls each actor is expected to make
-------------------------------------
-``rec`` is ``self.metrics.recorder``; ``T`` is the topic, ``BS`` the broker set id.
-Every actor: construct ``self.metrics = Reporter(telemetry, SOURCE, refresh=...)`` in
-``__init__``, call ``self.metrics.start_periodic()`` from its first async method (it is
-idempotent), and ``self.metrics.push_now()`` at the end of ``flush``/``close`` so a
-scrape right after a flush sees the final counts. Zero-valued series are created at
-start so ``rate()`` and the alerts have data before the first event.
-
-Batcher, ``SOURCE = f"batcher:{topic}"``, ``refresh=self._refresh_metrics``::
-
-    # __init__: publish zeros
-    for status in ("success", "error"):
-        rec.add("log_capturer_logs_sent_total", 0, {"sink": "kafka", "status": status})
-    rec.add("log_capturer_kafka_delivered_total", 0, {"topic": T})
-    rec.add("log_capturer_errors_total", 0, {"component": "kafka_sink"})
-    for level in ("warning", "critical", "emergency"):
-        rec.add("log_capturer_kafka_backpressure_total", 0, {"level": level})
-    # _refresh_metrics (runs before every push)
-    rec.set("log_capturer_kafka_queue_size", self.acc.queued, {"topic": T})
-    rec.set("log_capturer_kafka_queue_utilization", self.acc.utilization, {"topic": T})
-    # _apply_pressure: count upward crossings only (keep self._last_pressure)
-    if pressure > self._last_pressure and pressure >= Pressure.WARNING:
-        rec.add("log_capturer_kafka_backpressure_total", 1, {"level": pressure.name.lower()})
-    self._last_pressure = pressure
-    # _send, when a produce attempt is made (n = entries in the chunk)
-    rec.observe("log_capturer_kafka_batch_size", n, {"topic": T})
-    ... results = await producer.produce.remote(...)
-    rec.observe("log_capturer_kafka_batch_duration_seconds",
-                time.monotonic() - started, {"topic": T})
-    rec.add("log_capturer_errors_total",
-            sum(len(r.failures) for r in results), {"component": "kafka_sink"})
-    # _settle, per piece (r = its SendResult)
-    rec.add("log_capturer_kafka_delivered_total", r.delivered, {"topic": T})
-    if not piece.segment.replay:     # replays are counted by the DLQ actor instead
-        rec.add("log_capturer_logs_sent_total", r.delivered,
-                {"sink": "kafka", "status": "success"})
-        if r.delivered:
-            rec.observe("log_capturer_kafka_end_to_end_latency_seconds",
-                        max(0.0, r.finished - piece.segment.submitted_at),
-                        {"topic": T}, count=r.delivered)
-        rec.add("log_capturer_logs_sent_total", len(failures),
-                {"sink": "kafka", "status": "error"})   # DLQ'd or kept, both settled
-    # _dead_letter: entries that end with neither delivery nor a DLQ copy
-    for f in kept: rec.add("log_capturer_kafka_dropped_total", 1,
-                           {"reason": "dlq_full" if <DLQ refused> else "dlq_disabled"})
-    self.metrics.maybe_push()        # end of _settle
-
-Router, ``SOURCE = f"router:{index}"`` (no gauges)::
-
-    rec.add("log_capturer_errors_total", 0, {"component": "router"})       # __init__
-    # _collect: entries the intake refused (prep.rejected), all settled as errors
-    rec.add("log_capturer_logs_sent_total", len(prep.rejected),
-            {"sink": "kafka", "status": "error"})
-    rec.add("log_capturer_errors_total", len(prep.rejected), {"component": "router"})
-    # _reject, those not dead-lettered, per reason
-    rec.add("log_capturer_kafka_dropped_total", 1, {"reason": f.reason})
-    # _collect, a Batcher call that raised (whole segment failed)
-    rec.add("log_capturer_logs_sent_total", len(seg.values),
-            {"sink": "kafka", "status": "error"})
-    rec.add("log_capturer_errors_total", 1, {"component": "router"})
-    rec.add("log_capturer_kafka_dropped_total", len(seg.values), {"reason": "batcher_failed"})
-    self.metrics.maybe_push()        # end of _collect
-
-Producer, ``SOURCE = f"producer:{BS}:{replica}"``; the librdkafka statistics
-(:mod:`shipper.kafka.stats`) go in through the client config::
-
-    conf = librdkafka_settings(sink)
-    conf.setdefault("statistics.interval.ms", 5000)
-    conf["stats_cb"] = make_stats_cb(self.metrics.recorder, BS,
-                                     codec=sink.compression, on_summary=self._on_stats)
-
-    def _on_stats(self, s: StatsSummary) -> None:   # runs on the client's poll thread
-        if s.brokers_up and self.telemetry is not None:
-            self.telemetry.report_health.remote(BS, None, time.time())
-        self.metrics.maybe_push()
-
-Supervisor, ``SOURCE = "supervisor"``::
-
-    # _breaker(), when a breaker is created
-    rec.set("log_capturer_kafka_circuit_breaker_state", 0, {"broker_set": BS})
-    rec.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
-    telemetry.report_health.remote(BS, 0, None)
-    # _changed(BS, old, new)
-    rec.set("log_capturer_kafka_circuit_breaker_state", int(new), {"broker_set": BS})
-    if new == BreakerState.OPEN:
-        rec.add("log_capturer_circuit_breaker_opens_total", 1, {"sink": "kafka"})
-    telemetry.report_health.remote(BS, int(new), None)
-    self.metrics.push_now()
-    # report(BS, ok=True): a broker answered; at most once a second per broker set
-    telemetry.report_health.remote(BS, None, time.time())
-    # refresh= re-sends every breaker's state, so a restarted telemetry actor relearns it
-    for bs, b in self.breakers.items(): telemetry.report_health.remote(bs, int(b.state), None)
-
-DLQ, ``SOURCE = dlq_name(node)``, ``refresh=self._refresh_metrics``::
-
-    rec.set("log_capturer_dlq_depth", self.store.count())              # _refresh_metrics
-    # put(): per stored record r = failure_to_record(f, now)
-    rec.add("log_capturer_dlq_writes_total", 1, {"reason": r.reason.value})
-    # put() raising DlqFullError
-    rec.add("log_capturer_errors_total", 1, {"component": "dlq"})
-    # _resend, per record r: outcome delivered | requeued (failed, retried later)
-    #                        | given_up (parked by mark_failed)
-    rec.add("log_capturer_dlq_replays_total", 1, {"reason": r.reason.value, "outcome": o})
-    self.metrics.push_now()          # end of reprocess() and put()
-
-Driver (``Shipper``)::
-
-    m = self.config.metrics
-    self._telemetry = start_telemetry(self.namespace, m.host, m.port) if m.enabled else None
-    self.metrics_url = ray.get(self._telemetry.url.remote()) if self._telemetry else None
-    # pass self._telemetry to producers, supervisor, router (-> batchers) and the DLQ;
-    # kill it last in _kill_actors.
+Each actor creates the series the alerts read at zero when it starts, so ``rate()``
+has data before the first event; ``tests/unit/test_series.py`` checks that every
+series the alert rules and the dashboard use is there.
 """
 
 from __future__ import annotations
@@ -200,6 +90,7 @@ class TelemetryActor:
         stale_after: float = DEFAULT_STALE_AFTER,
         source_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
+        announce: bool = False,
     ) -> None:
         if not stale_after > 0:
             raise ValueError(f"stale_after must be > 0, got {stale_after!r}")
@@ -216,6 +107,12 @@ class TelemetryActor:
         self._server = MetricsServer(host, port, self._collect, self._healthy, self._ready)
         self._server.start()
         log.info("telemetry endpoint at %s/metrics", self._server.url)
+        if announce:
+            import ray
+
+            from ._options import announce_restart
+
+            announce_restart(ray.get_runtime_context().namespace, "telemetry", TELEMETRY_NAME)
 
     # ------------------------------------------------------------------ intake
 
@@ -359,27 +256,28 @@ def start_telemetry(
     *,
     stale_after: float = DEFAULT_STALE_AFTER,
     source_ttl: float | None = None,
+    node_id: str | None = None,
 ) -> Any:
     """Create (or find) the deployment's ``telemetry`` actor in ``namespace``.
 
-    It is pinned to the calling node (the driver's), so ``host:port`` names a port on
-    the machine that started the shipper. An existing actor keeps its address: the
-    arguments only matter for the first caller. Restarted forever if it dies; with a
-    fixed port it binds the same port again (with port 0 it gets a new one).
+    It is pinned to Ray node ``node_id`` (default: the calling node, the driver's), so
+    ``host:port`` names a port on that machine. An existing actor keeps its address:
+    the arguments only matter for the first caller. Restarted forever if it dies; with
+    a fixed port it binds the same port again (with port 0 it gets a new one).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = ray.get_runtime_context().get_node_id()
     from ._options import named_actor
 
+    node = node_id or ray.get_runtime_context().get_node_id()
     return named_actor(
         TelemetryActor,
         TELEMETRY_NAME,
         namespace,
         1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(host, port, stale_after, source_ttl)
+    ).remote(host, port, stale_after, source_ttl, announce=True)
 
 
 class Reporter:

@@ -367,7 +367,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def weighted_percentile(pairs: list[tuple[float, int]], q: float) -> float | None:
     """The Shipper's own weighted percentile (``actors.pipeline``); None when empty."""
-    from actors.pipeline import weighted_percentile as shipper_percentile
+    from shipper.submissions import weighted_percentile as shipper_percentile
 
     return shipper_percentile(pairs, q) if pairs else None
 

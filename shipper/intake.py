@@ -94,7 +94,7 @@ class Intake:
 
     def prepare_lines(self, lines: bytes | Iterable[bytes | str], first_line: int = 1) -> Prepared:
         if isinstance(lines, bytes | bytearray):
-            fast = self._canonical_lines(bytes(lines))
+            fast = self._canonical_lines(bytes(lines), first_line)
             if fast is not None:
                 return fast
             lines = bytes(lines).split(b"\n")
@@ -111,9 +111,21 @@ class Intake:
             item = lines[err.line - first_line]
             return item.encode("utf-8", "surrogateescape") if isinstance(item, str) else bytes(item)
 
-        return self._prepare(entries, errors, raw)
+        def entry_line(i: int) -> int | None:
+            # decode_lines skips blank lines and gives every other line an entry or an
+            # error, in order; the i-th entry is on the i-th such line without an error.
+            bad = {e.line for e in errors}
+            n = -1
+            for ln, item in enumerate(lines, start=first_line):
+                if item.strip() and ln not in bad:
+                    n += 1
+                    if n == i:
+                        return ln
+            return None
 
-    def _canonical_lines(self, blob: bytes) -> Prepared | None:
+        return self._prepare(entries, errors, raw, entry_line)
+
+    def _canonical_lines(self, blob: bytes, first_line: int = 1) -> Prepared | None:
         """The fast path for a blob whose every line is already a canonical entry.
 
         A canonical line is a JSON object with exactly the five entry keys, of the
@@ -149,7 +161,7 @@ class Intake:
         if len(body) > self.max_bytes and _longest_line(body) > self.max_bytes:
             return None
         lines: list[bytes] | None = None
-        routed = self.router.route(entries)
+        routed, bad = self.router.route_with_errors(entries)
         segments: dict[str, TopicSegment] = {}
         for topic, idx in routed.items():
             if len(idx) == n:
@@ -167,8 +179,15 @@ class Intake:
                 keys=self._canonical_keys(group) if self.key_field else None,
                 levels=lvls,
             )
-        rejected = [_failure(e) for e in self.router.rejected]
-        self.router.rejected = []
+        rejected: list[EntryFailure] = []
+        if bad:
+            # An invalid routing label: the line itself goes to the DLQ, so nothing of
+            # what was submitted is lost.
+            if lines is None:
+                lines = body.split(b"\n")
+            rejected = [
+                EntryFailure(e.reason, str(e), value=lines[i], line=first_line + i) for i, e in bad
+            ]
         whole = next(iter(segments)) if len(segments) == 1 and not rejected else None
         if whole is not None and len(segments[whole]) != n:
             whole = None
@@ -205,10 +224,11 @@ class Intake:
         entries: list[LogEntry],
         errors: list[EntryError],
         raw: Callable[[EntryError], bytes | None],
+        entry_line: Callable[[int], int | None] | None = None,
     ) -> Prepared:
         rejected = [_failure(e, raw(e)) for e in errors]
         segments: dict[str, TopicSegment] = {}
-        routed = self.router.route(entries)
+        routed, unroutable = self.router.route_with_errors(entries)
         limit = self.max_bytes
         for topic, idx in routed.items():
             group = entries if len(idx) == len(entries) else [entries[i] for i in idx]
@@ -231,8 +251,12 @@ class Intake:
                 keys=self.keyer.keys_for(group) if self.keyer is not None else None,
                 levels=[e.level for e in group],
             )
-        rejected.extend(_failure(e) for e in self.router.rejected)
-        self.router.rejected = []
+        # An invalid routing label: the entry, encoded, goes to the DLQ.
+        for i, e in unroutable:
+            line = entry_line(i) if entry_line is not None else None
+            rejected.append(
+                EntryFailure(e.reason, str(e), value=encode_entries([entries[i]])[0], line=line)
+            )
         return Prepared(len(entries) + len(errors), segments, rejected)
 
 

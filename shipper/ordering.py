@@ -9,7 +9,10 @@ only when it is that sender's turn.
 Every sender's sequence starts at 0. A lost call (its sender died, or the receiver
 restarted and the calls its predecessor took are gone) must not wedge the pipeline,
 so a call that has waited ``max_wait`` seconds for a gap goes ahead anyway, and the
-gap is logged and counted; calls numbered below the current turn pass at once.
+gap is logged and counted; calls numbered below the current turn pass at once. A
+receiver that was just restarted meets its senders in the middle of their sequences;
+a sender it has never seen waits only ``first_wait`` for the numbers below its first
+call (calls sent together arrive within milliseconds of each other).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ log = logging.getLogger("shipper.ordering")
 class SequenceGate:
     """Lets ``(source, seq)`` calls through one at a time per source, in ``seq`` order."""
 
-    def __init__(self, max_wait: float = 30.0) -> None:
+    def __init__(self, max_wait: float = 30.0, first_wait: float = 2.0) -> None:
         self.max_wait = max_wait
+        self.first_wait = min(first_wait, max_wait)
         self._next: dict[str, int] = {}
         self._waiting: dict[str, set[int]] = {}
         self._cond: asyncio.Condition | None = None
@@ -47,13 +51,12 @@ class SequenceGate:
         # timed-out waiter can tell a real gap from a turn that is merely slow.
         unfinished = self._waiting.setdefault(source, set())
         async with cond:
+            limit = self.max_wait if source in self._next else self.first_wait
             self._next.setdefault(source, 0)
             unfinished.add(seq)
             while seq > self._next[source]:
                 try:
-                    await asyncio.wait_for(
-                        cond.wait_for(lambda: self._next[source] >= seq), self.max_wait
-                    )
+                    await asyncio.wait_for(cond.wait_for(lambda: self._next[source] >= seq), limit)
                 except TimeoutError:
                     # Only the earliest unfinished call skips the gap; the others then
                     # follow it in order instead of all rushing ahead at once.
@@ -63,7 +66,7 @@ class SequenceGate:
                             "call %d from %s waited %.0fs for call %d; going ahead",
                             seq,
                             source,
-                            self.max_wait,
+                            limit,
                             self._next[source],
                         )
                         self._next[source] = seq

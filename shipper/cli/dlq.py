@@ -36,27 +36,29 @@ secret: the config is never shown, and Kafka's error texts carry no credentials.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import dataclasses
 import json
 import logging
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any, TextIO
 
 import lmdb
 
 from shipper.config import DlqConfig, ShipperConfig, load_config
 from shipper.dlq import DlqFilter, DlqRecord, DlqStore, LmdbDlqStore
+from shipper.dlq.reprocess import ReplaySummary, Reprocessor, Resend
 from shipper.durations import DurationError, format_duration, parse_duration
 from shipper.errors import ConfigError, ShipperError
-from shipper.kafka.client import ConfluentProducerClient, ProducerClient, SendResult
+from shipper.kafka.client import ConfluentProducerClient, Failure, ProducerClient, SendResult
 from shipper.kafka.settings import librdkafka_settings
+from shipper.logs import librdkafka_logger
 from shipper.outcomes import Reason
 
 __all__ = [
@@ -66,8 +68,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "Progress",
-    "ReplaySummary",
     "add_dlq_arguments",
+    "client_resend",
     "record_to_json",
     "register",
     "replay_records",
@@ -558,84 +560,34 @@ class Progress:
         self.stream.flush()
 
 
-@dataclass
-class ReplaySummary:
-    """What a replay did; ``errors`` counts the failed records per error text."""
+def client_resend(client: ProducerClient, wait: float) -> Resend:
+    """The reprocessor's re-send through a producer client of our own. ``wait`` bounds
+    the wait for one topic's delivery reports; past it, every record of the call
+    counts as a timeout (it may still reach Kafka, so it stays in the DLQ)."""
 
-    selected: int = 0
-    delivered: int = 0
-    failed: int = 0
-    parked: int = 0  # failed records that reached max_retries during this replay
-    gone: int = 0  # matched at the start, removed by someone else before their turn
-    not_tried: int = 0  # left untouched because the replay stopped early
-    stopped_early: bool = False
-    with_headers: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
+    async def resend(topic: str, values: list[bytes], keys: list[bytes | None]) -> list[Failure]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[SendResult] = loop.create_future()
 
-    @property
-    def ok(self) -> bool:
-        return self.failed == 0 and self.not_tried == 0
+        def settle(result: SendResult) -> None:
+            if not fut.done():  # a late report after the wait gave up
+                fut.set_result(result)
 
-
-_NO_TOPIC = "the record has no topic, so it cannot be replayed"
-
-
-def _send_and_wait(
-    client: ProducerClient, records: Sequence[DlqRecord], wait: float
-) -> tuple[list[int], dict[str, list[int]], set[str]]:
-    """Send ``records`` (grouped by topic) and wait for every delivery report.
-
-    Returns the delivered ids, the failed ids by error text, and the failure reasons.
-    """
-    groups: dict[str, list[DlqRecord]] = {}
-    failed: dict[str, list[int]] = {}
-    for r in records:
-        if not r.topic:
-            failed.setdefault(_NO_TOPIC, []).append(r.id)
-        else:
-            groups.setdefault(r.topic, []).append(r)
-    results: dict[str, SendResult] = {}
-    cond = threading.Condition()
-
-    def done_for(topic: str) -> Callable[[SendResult], None]:
         def done(result: SendResult) -> None:
-            with cond:
-                results[topic] = result
-                cond.notify_all()
+            loop.call_soon_threadsafe(settle, result)
 
-        return done
-
-    for topic, recs in groups.items():
-        client.send(topic, [r.value for r in recs], [r.key for r in recs], None, done_for(topic))
-    with cond:
-        cond.wait_for(lambda: len(results) == len(groups), timeout=wait)
-        settled = dict(results)
-
-    delivered: list[int] = []
-    reasons: set[str] = set()
-    for topic, recs in groups.items():
-        result = settled.get(topic)
-        if result is None:
+        client.send(topic, values, keys, None, done)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(fut), wait)
+        except TimeoutError:
             error = (
                 f"no delivery report within {format_duration(wait)}; kept in the DLQ "
                 "(the records may still reach Kafka)"
             )
-            failed.setdefault(error, []).extend(r.id for r in recs)
-            reasons.add("timeout")
-            continue
-        # Failures carry value and key, not the record id: match them back by content.
-        # Equal records are interchangeable, so which of them gets the failure is moot.
-        pending: dict[tuple[bytes, bytes | None], list[str]] = {}
-        for f in result.failures:
-            pending.setdefault((bytes(f.value or b""), f.key), []).append(f.error)
-            reasons.add(f.reason)
-        for r in recs:
-            errs = pending.get((r.value, r.key))
-            if errs:
-                failed.setdefault(errs.pop(), []).append(r.id)
-            else:
-                delivered.append(r.id)
-    return delivered, failed, reasons
+            return [Failure(v, k, Reason.TIMEOUT, error) for v, k in zip(values, keys, strict=True)]
+        return result.failures
+
+    return resend
 
 
 def replay_records(
@@ -650,52 +602,26 @@ def replay_records(
     keep_going: bool = False,
     progress: Progress | None = None,
 ) -> ReplaySummary:
-    """Re-send the records ``ids`` (oldest first) in batches of ``batch_size``.
+    """Re-send the records ``ids`` (oldest first) with the reprocessor's rules
+    (:mod:`shipper.dlq.reprocess`): paced steps from ``batch_size`` up, delivered
+    records deleted, failed ones ``attempts`` + 1 (parked at ``max_retries``), and a
+    stop when Kafka refuses a whole step unless ``keep_going``."""
 
-    Delivered records are deleted; failed ones get ``mark_failed`` with their error
-    (``attempts`` + 1, parked at ``max_retries``). Unless ``keep_going``, the replay
-    stops after a batch of which nothing was delivered and that did not fail for
-    reasons of the data itself (``message_too_large``): Kafka is refusing, and the
-    rest would only fail the same way, each costing a retry. ``wait`` bounds the wait
-    for one batch's delivery reports.
-    """
-    summary = ReplaySummary(selected=len(ids))
-    done = 0
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        records = store.select(
-            DlqFilter(ids=chunk, parked=None if include_parked else False), len(chunk)
-        )
-        summary.gone += len(chunk) - len(records)
-        summary.with_headers += sum(1 for r in records if r.headers)
-        delivered: list[int] = []
-        failed: dict[str, list[int]] = {}
-        reasons: set[str] = set()
-        if records:
-            delivered, failed, reasons = _send_and_wait(client, records, wait)
-        if delivered:
-            store.delete(delivered)
-        for error, failed_ids in failed.items():
-            marked = store.mark_failed(failed_ids, error, max_retries)
-            summary.parked += len(marked.parked)
-            summary.errors[error] += len(failed_ids)
-        n_failed = sum(len(v) for v in failed.values())
-        summary.delivered += len(delivered)
-        summary.failed += n_failed
-        done += len(chunk)
+    def show(s: ReplaySummary) -> None:
         if progress is not None:
-            progress.update(done, summary.delivered, summary.failed)
-        if (
-            not keep_going
-            and n_failed
-            and not delivered
-            and not reasons <= {"message_too_large"}
-            and done < len(ids)
-        ):
-            summary.stopped_early = True
-            summary.not_tried = len(ids) - done
-            break
-    return summary
+            progress.update(s.delivered + s.failed + s.untouched + s.gone, s.delivered, s.failed)
+
+    reprocessor = Reprocessor(
+        store, client_resend(client, wait), batch_size=batch_size, max_retries=max_retries
+    )
+    return asyncio.run(
+        reprocessor.run(
+            filter=DlqFilter(parked=None if include_parked else False),
+            ids=ids,
+            keep_going=keep_going,
+            on_progress=show,
+        )
+    )
 
 
 def _print_summary(s: ReplaySummary, out: TextIO) -> None:
@@ -713,9 +639,15 @@ def _print_summary(s: ReplaySummary, out: TextIO) -> None:
             "purged by another process, e.g. a running DLQ actor)",
             file=out,
         )
+    if s.untouched:
+        print(
+            f"{s.untouched} records met an open circuit breaker and were not tried "
+            "(unchanged, no retry spent)",
+            file=out,
+        )
     if s.stopped_early:
         print(
-            f"stopped early: nothing of the last batch was delivered; {s.not_tried} "
+            f"stopped early: nothing of the last step was delivered; {s.not_tried} "
             "records were not tried and are unchanged (--keep-going tries them all)",
             file=out,
         )
@@ -724,17 +656,6 @@ def _print_summary(s: ReplaySummary, out: TextIO) -> None:
             f"note: {s.with_headers} records had headers, which replay does not send",
             file=out,
         )
-
-
-def _quiet_logger() -> logging.Logger:
-    # librdkafka's own log lines (connection refused, every retry) would tear the
-    # progress bar apart; the errors that matter come back through the delivery
-    # reports and are summarized at the end.
-    logger = logging.getLogger("shipper.cli.dlq.librdkafka")
-    if not logger.handlers:
-        logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 def _make_client(conf: dict[str, Any]) -> ProducerClient:
@@ -775,7 +696,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             return EXIT_OK
         conf: dict[str, Any] = librdkafka_settings(sink)
         if not args.verbose:
-            conf["logger"] = _quiet_logger()
+            # librdkafka's own lines (connection refused, every retry) would tear the
+            # progress bar apart: they go to the log file; the errors that matter come
+            # back through the delivery reports and are summarized at the end.
+            conf["logger"] = librdkafka_logger(cfg.logging.file)
         client = _make_client(conf)
         progress = Progress(len(ids), sys.stderr, tty=sys.stderr.isatty())
         try:

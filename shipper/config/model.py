@@ -466,6 +466,21 @@ class MetricsConfig(BaseModel):
     )
 
 
+class LoggingConfig(BaseModel):
+    """Where the notices of the libraries underneath go (not part of the spec)."""
+
+    model_config = MODEL_CONFIG
+
+    file: NonEmptyStr = Field(
+        default="./data/logs/shipper.log",
+        description=(
+            "File that receives librdkafka's own log lines (connection notices, retries) "
+            "from every actor of a node; failures that matter also reach the "
+            "acknowledgements, the DLQ and the metrics."
+        ),
+    )
+
+
 class PipelineConfig(BaseModel):
     """Sizing and timing of the actor pipeline itself (not part of the spec)."""
 
@@ -508,4 +523,7 @@ class ShipperConfig(BaseModel):
     )
     pipeline: PipelineConfig = Field(
         default_factory=lambda: PipelineConfig(), description="Actor pipeline sizing."
+    )
+    logging: LoggingConfig = Field(
+        default_factory=lambda: LoggingConfig(), description="Log file of the libraries."
     )

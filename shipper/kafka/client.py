@@ -351,11 +351,11 @@ class MemoryProducerClient(ProducerClient):
         self.default_partitions = partitions
         self.topics: dict[str, list[tuple[int, bytes | None, bytes]]] = {}
         self.partitions: dict[str, int] = {}
-        self._fail: list[str] = []
+        self._fail: list[Reason] = []
         self._rr = 0
 
-    def fail_next(self, n: int, reason: Reason = Reason.ERROR) -> None:
-        self._fail.extend([reason] * n)
+    def fail_next(self, n: int, reason: Reason | str = Reason.ERROR) -> None:
+        self._fail.extend([Reason(reason)] * n)
 
     def send(
         self,

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
+from shipper.outcomes import DropReason
+
 __all__ = [
     "BREAKER_STATE_CODES",
     "CATALOG",
@@ -75,6 +77,8 @@ MetricName = Literal[
     "log_capturer_dlq_depth",
     "log_capturer_dlq_writes_total",
     "log_capturer_dlq_replays_total",
+    # actors
+    "log_capturer_actor_restarts_total",
     # librdkafka statistics
     "log_capturer_kafka_compression_ratio",
     "log_capturer_kafka_broker_rtt_seconds",
@@ -277,10 +281,12 @@ _SPECS: tuple[MetricSpec, ...] = (
         kind="counter",
         unit="{entry}",
         description=(
-            "Entries given up on without delivery or a DLQ copy, by reason (for example "
-            "dlq_full, dlq_disabled, payload_lost, invalid, too_large). Should stay at zero."
+            "Entries given up on without delivery or a DLQ copy, by reason (the values of "
+            "shipper.outcomes.DropReason: dlq_disabled, not_dead_lettered, dlq_full, "
+            "payload_lost). Should stay at zero."
         ),
         labels=("reason",),
+        label_values={"reason": tuple(str(r) for r in DropReason)},
     ),
     # -- circuit breaker --------------------------------------------------------
     MetricSpec(
@@ -315,8 +321,9 @@ _SPECS: tuple[MetricSpec, ...] = (
         unit="{entry}",
         description=(
             "Entries written to the dead-letter queue, by reason (the values of "
-            "shipper.dlq.DlqReason: error, timeout, message_too_large, "
-            "serialization_error, circuit_open, emergency_backpressure, auth_failure)."
+            "shipper.outcomes.Reason: error, timeout, auth_failure, message_too_large, "
+            "serialization_error, invalid_topic, circuit_open, emergency_backpressure, "
+            "shutdown)."
         ),
         labels=("reason",),
     ),
@@ -330,6 +337,21 @@ _SPECS: tuple[MetricSpec, ...] = (
         ),
         labels=("reason", "outcome"),
         label_values={"outcome": ("delivered", "requeued", "given_up")},
+    ),
+    # -- actors -----------------------------------------------------------------
+    MetricSpec(
+        name="log_capturer_actor_restarts_total",
+        kind="counter",
+        unit="{restart}",
+        description=(
+            "Times Ray restarted one of the shipper's actors after its process died, by "
+            "component (router, batcher, producer, dlq, supervisor, telemetry); the "
+            "supervisor rewires what depended on the old instance."
+        ),
+        labels=("component",),
+        label_values={
+            "component": ("router", "batcher", "producer", "dlq", "supervisor", "telemetry")
+        },
     ),
     # -- librdkafka statistics --------------------------------------------------
     MetricSpec(

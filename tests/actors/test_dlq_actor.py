@@ -1,4 +1,4 @@
-"""The DLQ actor's lifecycle, used as a plain class on an event loop (no Ray needed)."""
+"""The DLQ actor's lifecycle, used as a plain class on an event loop (no Ray call made)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,40 @@ from pathlib import Path
 import pytest
 
 from actors.dlq import DlqActor
+from actors.wiring import Wiring
+from shipper.config import load_config
 from shipper.errors import ShutdownError
-from shipper.outcomes import EntryFailure
+from shipper.outcomes import EntryFailure, Reason
+
+
+def dlq_actor(path: Path) -> DlqActor:
+    cfg = load_config(
+        {
+            "sinks": {
+                "kafka": {
+                    "enabled": True,
+                    "brokers": ["127.0.0.1:1"],
+                    "topic": "t",
+                    "dlq_config": {
+                        "path": str(path),
+                        "map_size_bytes": 1 << 25,
+                        "max_disk_bytes": 1 << 24,
+                    },
+                }
+            },
+            "metrics": {"enabled": False},
+        }
+    )
+    return DlqActor(Wiring("test", cfg))
 
 
 def test_close_stops_the_periodic_refresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # The metrics refresh reads the store's depth every second; after close() it must
     # not run against the closed store (it used to log a ShutdownError each second).
     async def scenario() -> int:
-        dlq = DlqActor(str(tmp_path / "dlq"), map_size=1 << 25, max_disk_bytes=1 << 24)
-        await dlq.start()
-        stored = dlq.put([EntryFailure("error", "broker down", "t", b'{"message":"m"}')])
+        dlq = dlq_actor(tmp_path / "dlq")
+        await dlq.kick()
+        stored = dlq.put([EntryFailure(Reason.ERROR, "broker down", "t", b'{"message":"m"}')])
         dlq.close()
         await asyncio.sleep(dlq.metrics.interval * 1.5)
         return stored
@@ -31,11 +54,10 @@ def test_close_stops_the_periodic_refresh(tmp_path: Path, caplog: pytest.LogCapt
 
 def test_close_is_idempotent_and_final(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        dlq = DlqActor(str(tmp_path / "dlq"), map_size=1 << 25, max_disk_bytes=1 << 24)
+        dlq = dlq_actor(tmp_path / "dlq")
         dlq.close()
         dlq.close()  # a second close is a no-op, not a refresh of the closed store
-        await dlq.start()  # nothing restarts the refresh after close
-        await dlq.kick()
+        await dlq.kick()  # nothing restarts the refresh after close
         with pytest.raises(ShutdownError, match="closed"):
             await dlq.reprocess()
         await asyncio.sleep(dlq.metrics.interval * 1.5)

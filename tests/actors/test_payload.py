@@ -62,15 +62,19 @@ class _Lost(Stored):
 
 def test_a_payload_that_cannot_be_read_fails_only_its_own_part() -> None:
     from actors.producer import ProducerActor
+    from actors.wiring import Wiring
     from shipper.config import load_config
     from shipper.kafka.client import MemoryProducerClient
 
     lost = _Lost(None, 3, 10)
-    sink = load_config(
-        {"sinks": {"kafka": {"enabled": True, "brokers": ["127.0.0.1:1"], "topic": "t"}}}
-    ).sinks.kafka
+    cfg = load_config(
+        {
+            "sinks": {"kafka": {"enabled": True, "brokers": ["127.0.0.1:1"], "topic": "t"}},
+            "metrics": {"enabled": False},
+        }
+    )
     client = MemoryProducerClient()
-    producer = ProducerActor(sink, client=client)
+    producer = ProducerActor(Wiring("test", cfg), 0, client=client)
     good = Packed.of([b"a", b"b"])
     results = asyncio.run(
         producer.produce("t", [(lost, [b"k", None, b"k"], None), (good, None, None)])

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.backpressure import (
+from shipper.batching.backpressure import (
     Admission,
     BackpressurePolicy,
     Pressure,

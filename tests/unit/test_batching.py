@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shipper.batching import Accumulator, Segment, plan_chunks
+from shipper.batching.accumulator import Accumulator, Segment, plan_chunks
 
 
 def seg(n: int, tag: str = "s") -> Segment:

@@ -140,7 +140,7 @@ def test_every_field_has_a_description() -> None:
                 walk(ann)
 
     walk(ShipperConfig)
-    assert len(seen) == 13
+    assert len(seen) == 14
 
 
 def test_reference_doc_names_every_option() -> None:
@@ -450,10 +450,10 @@ def test_each_error_kind_names_path_and_allowed_values(
 
 
 def test_missing_required_and_unknown_sections() -> None:
-    assert problems_of({"sinks": {"kafka": {}}, "logging": {}}) == [
+    assert problems_of({"sinks": {"kafka": {}}, "outputs": {}}) == [
         "sinks.kafka.brokers: is required",
         "sinks.kafka.topic: is required",
-        "logging: unknown key (allowed: sinks, metrics, pipeline)",
+        "outputs: unknown key (allowed: sinks, metrics, pipeline, logging)",
     ]
     assert problems_of({}) == ["sinks: is required"]
     assert problems_of({"sinks": {"kafka": {"brokers": ["a:1"], "topic": "t"}, "s3": {}}}) == [

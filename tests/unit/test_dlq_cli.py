@@ -20,12 +20,12 @@ from typing import Any
 
 import msgspec
 import pytest
-from shipper.kafka_client import MemoryProducerClient
 
 from shipper import cli
 from shipper.cli import dlq as dlq_cli
 from shipper.cli.dlq import Progress, record_to_json, replay_records
 from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore, MemoryDlqStore
+from shipper.kafka.client import MemoryProducerClient
 from shipper.outcomes import Reason
 
 REPO = Path(__file__).resolve().parents[2]

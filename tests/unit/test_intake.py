@@ -222,3 +222,20 @@ def test_longest_line_matches_splitting(body: bytes) -> None:
     from shipper.intake import _longest_line
 
     assert _longest_line(body) == max(map(len, body.split(b"\n")))
+
+
+def test_an_invalid_routing_label_keeps_the_entry_for_the_dlq() -> None:
+    # The rejected entry must carry its content (the DLQ stores the value), on both
+    # paths; a rejection without a value would be a silent loss.
+    bad = msgspec.json.encode(_labelled("no/slash"))
+    for lines in ([CANONICAL[0], bad], [CANONICAL[0], b"", bad]):
+        fast = intake().prepare_lines(b"\n".join(lines), first_line=10)
+        slow = intake().prepare_lines(lines, first_line=10)
+        for p in (fast, slow):
+            [f] = p.rejected
+            assert f.reason == "invalid_topic"
+            assert f.line == 10 + len(lines) - 1
+            assert f.value is not None
+            assert msgspec.json.decode(f.value)["labels"] == {"kafka_topic": "no/slash"}
+    [f] = intake().prepare_objects([_labelled("no/slash")]).rejected
+    assert f.value is not None and b"no/slash" in f.value

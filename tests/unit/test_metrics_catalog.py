@@ -46,6 +46,8 @@ REQUIRED_LABELS = {
     "log_capturer_kafka_broker_rtt_seconds": {"broker"},
     "log_capturer_kafka_producer_queue_messages": set(),
     "log_capturer_kafka_retries_total": {"broker"},
+    # Ours, beyond the spec: restarts the supervisor saw.
+    "log_capturer_actor_restarts_total": {"component"},
 }
 # None: no label is required; the catalog adds `topic` to the histograms.
 

@@ -239,7 +239,7 @@ class RateLimitedLog:
             raise ValueError(f"interval must be >= 0 seconds, got {interval}")
         self.interval = interval
         self._clock = clock
-        self._logger = logger or logging.getLogger("shipper.backpressure")
+        self._logger = logger or logging.getLogger("shipper.batching.backpressure")
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 

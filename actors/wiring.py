@@ -1,0 +1,135 @@
+"""How the actors of one shipper find each other: names made in one place, handles by name.
+
+Every actor is constructed from a :class:`Wiring` and nothing else that Ray would have
+to keep: it is plain data (the namespace, the config, the node), so when Ray restarts
+an actor it rebuilds the same object from the same arguments and finds its peers
+again by name. Passing actor handles to a constructor instead would pin them in the
+object store, and a restart would fail once they went out of scope.
+
+Names::
+
+    router:<node>                    the node pipeline's entrance
+    batcher:<node>:<topic>           one per topic
+    producer:<node>:<set>:<replica>  one or more per broker set
+    dlq:<node>                       the node's dead-letter queue
+    supervisor                       cluster-wide: breakers, restarts
+    telemetry                        cluster-wide: the scrape endpoint
+
+``<node>`` is the node key of the pipeline (``driver`` for the driver's own node).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from shipper.config import KafkaSinkConfig, ShipperConfig
+
+if TYPE_CHECKING:
+    from .handles import (
+        BatcherHandle,
+        DlqHandle,
+        ProducerHandle,
+        RouterHandle,
+        SupervisorHandle,
+        TelemetryHandle,
+    )
+
+__all__ = ["SUPERVISOR", "TELEMETRY", "Wiring"]
+
+SUPERVISOR = "supervisor"
+TELEMETRY = "telemetry"
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """The plain data every actor of one pipeline is built from."""
+
+    namespace: str
+    config: ShipperConfig
+    node: str = "driver"
+    _handles: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Handles are looked up again in each process, never shipped.
+        return {"namespace": self.namespace, "config": self.config, "node": self.node}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+        object.__setattr__(self, "_handles", {})
+
+    def on_node(self, node: str) -> Wiring:
+        return Wiring(self.namespace, self.config, node)
+
+    @property
+    def sink(self) -> KafkaSinkConfig:
+        return self.config.sinks.kafka
+
+    @property
+    def broker_set(self) -> str:
+        return self.sink.broker_set_id()
+
+    # ------------------------------------------------------------------ names
+
+    def router_name(self) -> str:
+        return f"router:{self.node}"
+
+    def batcher_name(self, topic: str) -> str:
+        return f"batcher:{self.node}:{topic}"
+
+    def producer_name(self, replica: int) -> str:
+        return f"producer:{self.node}:{self.broker_set}:{replica}"
+
+    def producer_names(self) -> list[str]:
+        return [self.producer_name(i) for i in range(self.config.pipeline.producer_replicas)]
+
+    def dlq_name(self) -> str:
+        return f"dlq:{self.node}"
+
+    # ------------------------------------------------------------------ handles
+
+    def _get(self, name: str) -> Any:
+        handle = self._handles.get(name)
+        if handle is None:
+            import ray
+
+            handle = ray.get_actor(name, namespace=self.namespace)
+            self._handles[name] = handle
+        return handle
+
+    def forget(self, name: str) -> None:
+        """Drop a cached handle (its actor was killed for good and made anew)."""
+        self._handles.pop(name, None)
+
+    def router(self) -> RouterHandle:
+        return cast("RouterHandle", self._get(self.router_name()))
+
+    def producers(self) -> list[ProducerHandle]:
+        return [cast("ProducerHandle", self._get(n)) for n in self.producer_names()]
+
+    def batcher(self, topic: str) -> BatcherHandle:
+        """The topic's Batcher, created on first use (several callers share it)."""
+        name = self.batcher_name(topic)
+        handle = self._handles.get(name)
+        if handle is None:
+            from .batcher import start_batcher
+
+            handle = start_batcher(self, topic)
+            self._handles[name] = handle
+        return cast("BatcherHandle", handle)
+
+    def dlq(self) -> DlqHandle | None:
+        if not self.sink.dlq_config.enabled:
+            return None
+        return cast("DlqHandle", self._get(self.dlq_name()))
+
+    def supervisor(self) -> SupervisorHandle:
+        return cast("SupervisorHandle", self._get(SUPERVISOR))
+
+    def telemetry(self) -> TelemetryHandle | None:
+        if not self.config.metrics.enabled:
+            return None
+        return cast("TelemetryHandle", self._get(TELEMETRY))
