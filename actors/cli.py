@@ -102,6 +102,9 @@ def run_command(args: argparse.Namespace) -> int:
     # and a summary rather than a dead process.
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        from actors import local_ray
+
+        local_ray.prepare(args.ray_address)
         from actors.pipeline import Shipper
 
         shipper = Shipper(args.config, ray_address=args.ray_address)

@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-topics", action="store_true", help="do not recreate the demo topics")
     args = ap.parse_args(argv)
 
+    from actors import local_ray
+
+    local_ray.prepare()
     from actors.pipeline import Shipper
 
     kafka = LocalKafka.ensure_up()

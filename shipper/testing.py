@@ -148,6 +148,12 @@ class LocalKafka:
         return sink
 
 
+def _quiet(conf: dict[str, Any]) -> dict[str, Any]:
+    """The harness's own clients log warnings and errors only: librdkafka's notices
+    (such as purging its background queue at exit) are routine, not news."""
+    return {"log_level": 4, **conf}
+
+
 def create_topic(
     admin_config: dict[str, Any],
     name: str | None = None,
@@ -157,7 +163,7 @@ def create_topic(
 ) -> str:
     """Create a topic (uuid-named unless ``name`` is given) and wait until it has leaders."""
     topic = name or f"test-{uuid.uuid4().hex[:16]}"
-    admin = AdminClient(admin_config)
+    admin = AdminClient(_quiet(admin_config))
     fut = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})]
     )[topic]
@@ -174,7 +180,7 @@ def create_topic(
 
 
 def delete_topic(admin_config: dict[str, Any], topic: str, timeout: float = 30.0) -> None:
-    admin = AdminClient(admin_config)
+    admin = AdminClient(_quiet(admin_config))
     try:
         admin.delete_topics([topic], operation_timeout=timeout)[topic].result(timeout=timeout)
     except KafkaException:
@@ -215,7 +221,7 @@ def consume_all(
             "enable.partition.eof": False,
         }
     )
-    consumer = Consumer(conf)
+    consumer = Consumer(_quiet(conf))
     try:
         md = consumer.list_topics(topic, timeout=10)
         tmeta = md.topics.get(topic)

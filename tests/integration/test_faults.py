@@ -26,6 +26,7 @@ import pytest
 from actors.pipeline import Shipper
 from shipper.dlq import LmdbDlqStore
 from shipper.errors import BackpressureError
+from shipper.outcomes import DropReason
 from shipper.testing import LocalKafka, consume_all, kafka_local_script
 from tests.conftest import sink_config
 
@@ -261,7 +262,8 @@ def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
         r = first.result(60)
         # 300 KB of failed entries do not fit a 64 KiB budget: they stay reported failures.
         assert not r.ok and r.delivered + r.dlq + r.failed == 300
-        assert any("not dead-lettered" in f.error for f in r.failures)
+        assert r.dlq_refused > 0
+        assert any(f.dropped == DropReason.DLQ_FULL for f in r.failures)
         t0 = time.monotonic()
         with pytest.raises(BackpressureError, match="disk budget"):
             s.submit([{"message": "more"}])

@@ -1,0 +1,25 @@
+"""Settings for a Ray the shipper starts itself, applied before Ray is imported.
+
+Ray 2.60 turns token authentication on by default for a new local cluster and says so
+on stderr each time ("Token authentication is enabled for this Ray cluster...").
+That is the secure default, so the shipper keeps it, but asks for it explicitly
+through Ray's documented ``RAY_AUTH_MODE`` variable, which Ray then takes without
+the notice. A mode the user set is left alone. When joining a cluster (an address is
+given), nothing is changed: the cluster's own mode applies.
+
+Ray reads the variable when it is imported, so :func:`prepare` must run before the
+first ``import ray`` in the process (the command line and the demo call it first).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["prepare"]
+
+
+def prepare(address: str | None = None) -> None:
+    """Ask for Ray's token authentication explicitly when a local Ray will start."""
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
