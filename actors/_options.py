@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import uuid
 from typing import Any
 
 import ray
@@ -47,23 +48,14 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def was_restarted() -> bool:
-    """Whether the calling actor is a restart (Ray re-ran its constructor after its
-    process died); False outside an actor (unit tests build actor classes directly)."""
+def announce_start(namespace: str, component: str, name: str) -> None:
+    """Tell the supervisor that this actor (re)started. The supervisor knows which
+    names it has seen: a second start of a name is Ray restarting that actor after
+    its process died, and the supervisor counts it and rewires what depended on the
+    old instance. Fire and forget; before the supervisor exists there is nothing to
+    rewire (it learns the actors already running when it starts)."""
+    instance = uuid.uuid4().hex
     try:
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
-    except Exception:
-        return False
-
-
-def announce_restart(namespace: str, component: str, name: str) -> bool:
-    """Tell the supervisor when this actor is a restart; the supervisor counts it and
-    rewires what depended on the old instance. Returns whether it was a restart."""
-    if not was_restarted():
-        return False
-    log.warning("%s %s was restarted by Ray", component, name)
-    try:
-        ray.get_actor(SUPERVISOR, namespace=namespace).started.remote(component, name, True)
-    except Exception as exc:  # no supervisor (being shut down): nothing to rewire
-        log.info("could not tell the supervisor about the restart of %s: %s", name, exc)
-    return True
+        ray.get_actor(SUPERVISOR, namespace=namespace).started.remote(component, name, instance)
+    except Exception as exc:
+        log.debug("no supervisor to tell about %s: %s", name, exc)

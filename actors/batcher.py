@@ -22,7 +22,7 @@ from shipper.kafka.client import SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import Reason, SegmentOutcome
 
-from ._options import announce_restart, named_actor, tune_gc
+from ._options import announce_start, named_actor, tune_gc
 from .handles import BatcherHandle, Order
 from .payload import lost_payload, resolve
 from .telemetry import Reporter
@@ -50,7 +50,7 @@ class BatcherActor:
         self._room: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self._chunks: set[asyncio.Task[None]] = set()
-        announce_restart(wiring.namespace, "batcher", self.name)
+        announce_start(wiring.namespace, "batcher", self.name)
 
     def _refresh(self) -> None:
         self.core.refresh_gauges()

@@ -30,7 +30,7 @@ from shipper.errors import ShutdownError
 from shipper.kafka.client import Failure
 from shipper.outcomes import EntryFailure, Reason
 
-from ._options import announce_restart, named_actor
+from ._options import announce_start, named_actor
 from .handles import DlqHandle
 from .payload import store as to_store
 from .telemetry import Reporter
@@ -86,7 +86,7 @@ class DlqActor:
         self._busy: asyncio.Lock | None = None  # created on the actor's loop
         self.counts: Counter[str] = Counter()
         self._closed = False
-        announce_restart(wiring.namespace, "dlq", self.name)
+        announce_start(wiring.namespace, "dlq", self.name)
 
     def _refresh(self) -> None:
         self.metrics.recorder.set("log_capturer_dlq_depth", self.store.count())

@@ -94,7 +94,7 @@ class SupervisorHandle(Protocol):
     register: Remote[[str, str], int]
     report: Remote[[str, bool], None]
     acquire_probe: Remote[[str], bool]
-    started: Remote[[str, str, bool], None]
+    started: Remote[[str, str, str], None]
     states: Remote[[], dict[str, dict[str, Any]]]
     history: Remote[[], list[tuple[float, str, int, int]]]
     restart_counts: Remote[[], dict[str, int]]

@@ -118,6 +118,9 @@ class Shipper:
         if self._telemetry is not None:
             self.metrics_url = str(ray.get(self._telemetry.url.remote())) + "/metrics"
         self._supervisor = start_supervisor(self.wiring)
+        # Up before the others: it tells a restart from a first start by the names it
+        # has seen, so it must see every first start (see actors.supervisor).
+        ray.get(self._supervisor.states.remote())
         self._producers = [
             start_producer(self.wiring, i) for i in range(self.config.pipeline.producer_replicas)
         ]

@@ -22,7 +22,7 @@ from shipper.logs import librdkafka_logger
 from shipper.ordering import SequenceGate
 from shipper.packed import as_list
 
-from ._options import announce_restart, named_actor, tune_gc
+from ._options import announce_start, named_actor, tune_gc
 from .handles import Order, ProducerHandle
 from .payload import lost_payload, resolve
 from .telemetry import Reporter
@@ -59,7 +59,7 @@ class ProducerActor:
         self._produced = 0
         self._failed = 0
         self.gate = SequenceGate()
-        announce_restart(wiring.namespace, "producer", self.name)
+        announce_start(wiring.namespace, "producer", self.name)
 
     async def produce(
         self, topic: str, parts: list[Any], order: Order | None = None

@@ -22,7 +22,7 @@ from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
 from shipper.outcomes import DropReason, EntryFailure, Reason, SegmentOutcome, SubmissionResult
 
-from ._options import announce_restart, named_actor, tune_gc
+from ._options import announce_start, named_actor, tune_gc
 from .handles import Order, Ref, RouterHandle
 from .payload import Stored, store
 from .telemetry import Reporter
@@ -49,7 +49,7 @@ class RouterActor:
         self.topics: list[str] = []
         self.metrics = Reporter(wiring.telemetry(), self.name)
         self.metrics.recorder.add("log_capturer_errors_total", 0, {"component": "router"})
-        announce_restart(wiring.namespace, "router", self.name)
+        announce_start(wiring.namespace, "router", self.name)
 
     async def submit_lines(
         self,

@@ -13,15 +13,17 @@ state to every Batcher of that broker set:
   keep diverting to the DLQ until the breaker closes (after ``success_threshold``
   successful probes) or opens again.
 
-Restarts. An actor that Ray restarted says so from its constructor
-(:func:`actors._options.announce_restart`). The supervisor counts it in
+Restarts. Every actor announces itself from its constructor
+(:func:`actors._options.announce_start`); a name the supervisor has seen before is an
+actor Ray restarted after its process died. The supervisor counts it in
 ``log_capturer_actor_restarts_total{component}`` and rewires what depended on the
 old instance:
 
 - a Batcher gets its broker set's current breaker state (it knew nothing);
 - a DLQ actor is kicked, so it resumes replaying what its predecessor held;
 - the telemetry actor learns every breaker's state again (``/ready`` reads them);
-- the supervisor itself, restarted, finds the Batchers by name and subscribes them.
+- the supervisor itself, restarted, finds the actors by name (so it knows them) and
+  subscribes the Batchers again.
 
 Routers and Producers hold nothing others rely on; their restarts are counted. The
 calls in flight when an actor died fail at their caller, which reports the entries
@@ -41,7 +43,7 @@ from typing import Any
 
 from shipper.breaker import BreakerState, CircuitBreaker
 
-from ._options import named_actor, was_restarted
+from ._options import named_actor
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
 from .wiring import SUPERVISOR, Wiring
@@ -74,7 +76,10 @@ class SupervisorActor:
         for c in COMPONENTS:
             rec.add("log_capturer_actor_restarts_total", 0, {"component": c})
         self._last_ok_report = 0.0
-        if was_restarted():
+        # Actors that started before this supervisor: the telemetry actor (started
+        # first), or all of them when this supervisor is itself a restart.
+        self.seen: dict[str, str] = {n: "" for n in self._named("")}
+        if any(n.startswith(("router:", "producer:", "batcher:", "dlq:")) for n in self.seen):
             log.warning("the supervisor was restarted by Ray; subscribing the Batchers again")
             self._count_restart("supervisor")
             self._resubscribe()
@@ -164,10 +169,14 @@ class SupervisorActor:
         if names:
             self.subscribers[self.wiring.broker_set] = names
 
-    async def started(self, component: str, name: str, restarted: bool) -> None:
-        """An actor (re)started; rewire what depended on its predecessor."""
+    async def started(self, component: str, name: str, instance: str) -> None:
+        """An actor started; a name seen before is a restart: count it and rewire what
+        depended on its predecessor."""
+        restarted = name in self.seen and self.seen[name] != instance
+        self.seen[name] = instance
         if not restarted:
             return
+        log.warning("%s %s was restarted by Ray", component, name)
         self._count_restart(component)
         if component == "batcher":
             bs = self.wiring.broker_set

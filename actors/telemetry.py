@@ -110,9 +110,9 @@ class TelemetryActor:
         if announce:
             import ray
 
-            from ._options import announce_restart
+            from ._options import announce_start
 
-            announce_restart(ray.get_runtime_context().namespace, "telemetry", TELEMETRY_NAME)
+            announce_start(ray.get_runtime_context().namespace, "telemetry", TELEMETRY_NAME)
 
     # ------------------------------------------------------------------ intake
 
