@@ -115,7 +115,13 @@ class DlqActor:
     ) -> Sequence[Failure]:
         from shipper.packed import Packed
 
-        out = await self.wiring.batcher(topic).replay.remote(to_store(Packed.of(values)), keys)
+        try:
+            out = await self.wiring.batcher(topic).replay.remote(to_store(Packed.of(values)), keys)
+        except Exception:
+            # Its Batcher is gone (it dies with the Router that made it); the next
+            # pass looks the topic's Batcher up again, or makes one.
+            self.wiring.forget(self.wiring.batcher_name(topic))
+            raise
         return [Failure(f.value, f.key, Reason(f.reason), f.error) for f in out.failures]
 
     def _ensure_loop(self) -> None:

@@ -14,12 +14,15 @@ first ``import ray`` in the process (the command line and the demo call it first
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = ["prepare"]
 
 
 def prepare(address: str | None = None) -> None:
     """Ask for Ray's token authentication explicitly when a local Ray will start."""
-    if address or os.environ.get("RAY_ADDRESS"):
+    if address or os.environ.get("RAY_ADDRESS") or "ray" in sys.modules:
+        # Joining a cluster: its mode applies. Ray already imported: it has read its
+        # settings, and a mode set now would contradict them (ray.init then fails).
         return
     os.environ.setdefault("RAY_AUTH_MODE", "token")

@@ -311,13 +311,8 @@ class Shipper:
                 ray.get(self._dlq.close.remote(), timeout=10)
             except ray.exceptions.RayError:
                 pass
-        names = sorted(
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == self.namespace
-        )
         # The telemetry actor last: it serves the final figures.
-        names.sort(key=lambda n: n == "telemetry")
+        names = sorted(self.wiring.named(), key=lambda n: n == "telemetry")
         for name in names:
             try:
                 ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)

@@ -184,14 +184,17 @@ class RouterActor:
         """
         calls = []
         async with self._turn(order):
-            for t in list(self.topics):
+            # Every Batcher of the node, also those this Router has not fed (it may be
+            # a restart, or another Router may have created them).
+            for t in sorted({*self.topics, *self.wiring.topics()}):
                 calls.append(self.wiring.batcher(t).flush.remote(self._next(t)))
         left = await asyncio.gather(*calls)
         self.metrics.push_now()
         return int(sum(left))
 
     async def batcher_stats(self) -> list[dict[str, Any]]:
-        stats = await asyncio.gather(*(self.wiring.batcher(t).stats.remote() for t in self.topics))
+        topics = sorted({*self.topics, *self.wiring.topics()})
+        stats = await asyncio.gather(*(self.wiring.batcher(t).stats.remote() for t in topics))
         return list(stats)
 
     def stats(self) -> dict[str, Any]:

@@ -126,14 +126,7 @@ class SupervisorActor:
         return self.wiring._get(name)
 
     def _named(self, prefix: str) -> list[str]:
-        """Names of this shipper's live actors that start with ``prefix``."""
-        import ray
-
-        return sorted(
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == self.wiring.namespace and a["name"].startswith(prefix)
-        )
+        return self.wiring.named(prefix)
 
     def _push(self, broker_set: str, state: BreakerState) -> None:
         for name in self.subscribers.get(broker_set, []):
@@ -174,6 +167,9 @@ class SupervisorActor:
         depended on its predecessor."""
         restarted = name in self.seen and self.seen[name] != instance
         self.seen[name] = instance
+        # A handle looked up before may name an actor that is gone for good (a
+        # Batcher dies with the Router that created it and is made anew).
+        self.wiring.forget(name)
         if not restarted:
             return
         log.warning("%s %s was restarted by Ray", component, name)

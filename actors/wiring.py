@@ -89,6 +89,23 @@ class Wiring:
     def dlq_name(self) -> str:
         return f"dlq:{self.node}"
 
+    # ------------------------------------------------------------------ listing
+
+    def named(self, prefix: str = "") -> list[str]:
+        """Names of this shipper's live actors that start with ``prefix``."""
+        import ray
+
+        return sorted(
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a.get("namespace") == self.namespace and a["name"].startswith(prefix)
+        )
+
+    def topics(self) -> list[str]:
+        """Topics that have a Batcher on this node (whoever created it)."""
+        prefix = f"batcher:{self.node}:"
+        return [n[len(prefix) :] for n in self.named(prefix)]
+
     # ------------------------------------------------------------------ handles
 
     def _get(self, name: str) -> Any:

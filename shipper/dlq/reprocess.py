@@ -12,7 +12,9 @@ hand with a producer of its own. Both take the same steps and follow the same ru
 - A record is matched to its outcome by value and key (equal records are
   interchangeable). Delivered records are deleted. A record that failed gets
   ``attempts`` + 1 and the error, and is parked at ``max_retries``. A record that met
-  an open circuit breaker was not tried: it stays as it is and spends no retry.
+  an open circuit breaker was not tried, and one whose re-send call broke (the actor
+  or client died) may or may not have arrived: both stay as they are and spend no
+  retry.
 - A step in which nothing was delivered and something failed for a reason other than
   the data's own (``message_too_large``) means Kafka is refusing: the pass stops
   there, unless ``keep_going``, and the rest waits for the next pass.
@@ -256,8 +258,11 @@ class Reprocessor:
         for topic, answer in zip(topics, answers, strict=True):
             recs = by_topic[topic]
             if isinstance(answer, BaseException):
-                failed.setdefault(f"re-send failed: {answer}", []).extend(recs)
-                out.data_only = False
+                # The re-send itself broke (the Batcher or the client died): nobody
+                # knows what reached Kafka. The records stay as they are, without a
+                # retry spent, and the pass stops; the next pass sends them again.
+                out.untouched += len(recs)
+                out.errors[f"re-send failed: {answer}"] += len(recs)
                 continue
             pending: dict[tuple[bytes, bytes | None], list[Failure]] = {}
             for f in answer:
