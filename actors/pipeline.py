@@ -126,6 +126,10 @@ class Shipper:
         ]
         self._dlq = start_dlq(self.wiring, node_id) if sink.dlq_config.enabled else None
         self._router = start_router(self.wiring)
+        # The default topic's Batcher starts with the pipeline (so the driver owns it,
+        # and the first submission or DLQ replay does not wait for a process to
+        # start); Batchers of other topics start when an entry first goes there.
+        self._default_batcher = self.wiring.batcher(sink.topic)
         pipe = self.config.pipeline
         # Entries in flight from this driver stay below the queue's warning band (see
         # SubmissionTracker); never below batch_size, or no batch could fill and every
@@ -142,6 +146,7 @@ class Shipper:
         # Make sure the actors are up (and the config usable) before the first submit.
         ray.get(self._router.stats.remote())
         ray.get([p.health.remote() for p in self._producers])
+        ray.get(self._default_batcher.stats.remote())
         if self._dlq is not None:
             # Whatever an earlier run left in the DLQ is replayed from the start.
             ray.get(self._dlq.kick.remote())

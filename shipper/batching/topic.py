@@ -169,6 +169,7 @@ class TopicBatcher:
         self._next_ticket = 0
         self._replica = 0
         self._replica_seq: dict[int, int] = {}
+        self._urgent = False
         self._last_pressure = Pressure.NORMAL
         self._last_ok_report = -1.0
         self._failed_since_ok = False
@@ -330,12 +331,17 @@ class TopicBatcher:
         first = not self.acc.pending
         self.acc.offer(Segment(values, keys, levels, t.submitted_at, ident=ticket, replay=t.replay))
         self.counts["entries"] += n
-        return first or self.acc.due()
+        # A replay from the DLQ is a batch already: the reprocessor paced it and waits
+        # for it, so it goes out at once instead of waiting out batch_timeout.
+        self._urgent = self._urgent or t.replay
+        return first or self.due()
 
     def due(self) -> bool:
-        return self.acc.due()
+        return (self._urgent and bool(self.acc.pending)) or self.acc.due()
 
     def seconds_until_due(self) -> float | None:
+        if self._urgent and self.acc.pending:
+            return 0.0
         return self.acc.seconds_until_due()
 
     # ------------------------------------------------------------------ flushing
@@ -356,6 +362,7 @@ class TopicBatcher:
 
     def take(self) -> list[Chunk]:
         """Everything waiting, as chunks of whole segments, with partitions assigned."""
+        self._urgent = False
         return [Chunk(segs, [self._part(s) for s in segs]) for segs in self.acc.take()]
 
     def _part(self, seg: Segment) -> Part:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import os
 import threading
 import time
@@ -84,6 +85,10 @@ __all__ = ["LmdbDlqStore"]
 def _id_key(record_id: int) -> bytes:
     # Big-endian so LMDB's bytewise key order is numeric order.
     return record_id.to_bytes(8, "big")
+
+
+def _only_paging(f: DlqFilter) -> bool:
+    return f.reasons is None and f.topics is None and f.ids is None and f.before is None
 
 
 def _key_id(key: bytes) -> int:
@@ -268,8 +273,14 @@ class LmdbDlqStore(DlqStore):
             self._check_open()
             n = 0
             with self._write_txn() as txn:
+                # A replayed page is a run of consecutive ids: after a delete the cursor
+                # already stands on the next record, so most keys cost no tree search.
+                cursor = txn.cursor(self._records)
                 for k in keys:
-                    n += txn.delete(k, db=self._records) or txn.delete(k, db=self._parked)
+                    if cursor.key() == k or cursor.set_key(k):
+                        n += cursor.delete()
+                    else:
+                        n += txn.delete(k, db=self._parked)
             return n
 
     def mark_failed(self, ids: Iterable[int], error: str, max_retries: int) -> MarkResult:
@@ -354,8 +365,17 @@ class LmdbDlqStore(DlqStore):
                                 return out
                         break
             return out
+        after = max(filter.after, 0)
+        if len(dbs) == 1 and _only_paging(filter):
+            # The reprocessor's page: one tree, no condition but the cursor. Read the
+            # values in one go and decode them, with no per-record filter call.
+            cursor = txn.cursor(dbs[0])
+            if not cursor.set_range(_id_key(after + 1)):
+                return out
+            raws = itertools.islice(cursor.iternext(keys=False, values=True), limit)
+            return [decode_record(raw) for raw in raws]
         # Both trees are in id order; merging them yields the whole queue in id order.
-        streams = [self._iter_db(txn, db, max(filter.after, 0)) for db in dbs]
+        streams = [self._iter_db(txn, db, after) for db in dbs]
         for _, raw in heapq.merge(*streams):
             r = decode_record(raw)
             if filter.matches(r):

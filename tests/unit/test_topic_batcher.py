@@ -317,3 +317,14 @@ def test_every_entry_ends_with_exactly_one_outcome(calls: list[tuple[Any, ...]])
     for ident, out in h.outcomes.items():
         assert accounted(out) == sizes[ident], (out, sizes[ident])
         assert out.dlq_refused == sum(1 for f in out.failures if f.dropped == DropReason.DLQ_FULL)
+
+
+def test_a_replay_goes_out_at_once_not_after_batch_timeout() -> None:
+    clock = Clock()
+    c = core(clock, batch_timeout="5s")
+    c.offer(c.open(3, 0.0), values(3), None, None)
+    assert not c.due()
+    assert c.offer(c.open(2, 0.0, replay=True), values(2, "r"), None, None)
+    assert c.due() and c.seconds_until_due() == 0.0
+    assert sum(ch.size for ch in c.take()) == 5  # the waiting entries go along
+    assert not c.due() and c.seconds_until_due() is None
