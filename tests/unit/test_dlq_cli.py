@@ -23,6 +23,7 @@ import pytest
 
 from shipper import cli
 from shipper.cli import dlq as dlq_cli
+from shipper.cli import dlq_replay
 from shipper.cli.dlq import Progress, record_to_json, replay_records
 from shipper.dlq import DlqFilter, DlqRecord, LmdbDlqStore, MemoryDlqStore
 from shipper.kafka.client import MemoryProducerClient
@@ -380,7 +381,7 @@ def kafka_mem(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryProducerClient]
         confs.append(conf)
         return client
 
-    monkeypatch.setattr(dlq_cli, "_make_client", make)
+    monkeypatch.setattr(dlq_replay, "_make_client", make)
     client.confs = confs  # type: ignore[attr-defined]
     yield client
 
