@@ -51,6 +51,8 @@ class BatcherActor:
         self._task: asyncio.Task[None] | None = None
         self._chunks: set[asyncio.Task[None]] = set()
         announce_start(wiring.namespace, "batcher", self.name)
+        # The series the alerts read exist from the start, before the first event.
+        self.metrics.push_now()
 
     def _refresh(self) -> None:
         self.core.refresh_gauges()

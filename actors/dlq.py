@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from shipper.dlq import DlqFilter, DlqRecord, DlqStats, DlqStore, LmdbDlqStore
 from shipper.dlq.reprocess import ReplaySummary, Reprocessor
@@ -88,6 +87,8 @@ class DlqActor:
         self.counts: Counter[str] = Counter()
         self._closed = False
         announce_start(wiring.namespace, "dlq", self.name)
+        # The series the alerts read exist from the start, before the first event.
+        self.metrics.push_now()
 
     def _refresh(self) -> None:
         self.metrics.recorder.set("log_capturer_dlq_depth", self.store.count())
@@ -183,9 +184,6 @@ class DlqActor:
 
     def stats(self) -> DlqStats:
         return self.store.stats()
-
-    def figures(self) -> dict[str, Any]:
-        return {"depth": int(self.store.count()), **self.counts}
 
     def close(self) -> None:
         if self._closed:

@@ -50,6 +50,8 @@ class RouterActor:
         self.metrics = Reporter(wiring.telemetry(), self.name)
         self.metrics.recorder.add("log_capturer_errors_total", 0, {"component": "router"})
         announce_start(wiring.namespace, "router", self.name)
+        # The series the alerts read exist from the start, before the first event.
+        self.metrics.push_now()
 
     async def submit_lines(
         self,

@@ -76,6 +76,9 @@ class SupervisorActor:
         for c in COMPONENTS:
             rec.add("log_capturer_actor_restarts_total", 0, {"component": c})
         self._last_ok_report = 0.0
+        # The pipeline's own broker set has a breaker (and its state series) from the
+        # start, before any Batcher reports.
+        self._breaker(wiring.broker_set)
         # Actors that started before this supervisor: the telemetry actor (started
         # first), or all of them when this supervisor is itself a restart.
         self.seen: dict[str, str] = {n: "" for n in self._named("")}

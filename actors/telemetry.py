@@ -22,10 +22,9 @@
 * :class:`Reporter` is a plain object used *inside* the other actors: it owns a
   :class:`~shipper.telemetry.MetricsRecorder` and sends ``recorder.snapshot()`` to the
   telemetry actor at most every ``interval`` seconds (:meth:`Reporter.maybe_push`), at
-  once (:meth:`Reporter.push_now`), or from a background task
-  (:meth:`Reporter.start_periodic` for async actors, :meth:`Reporter.start_thread`
-  for threaded ones). With ``telemetry=None`` (metrics disabled) it records locally
-  and sends nothing, so actor code needs no ``if``. A ``refresh`` callback runs just
+  once (:meth:`Reporter.push_now`), or from a background task on the actor's event
+  loop (:meth:`Reporter.start_periodic`). With ``telemetry=None`` (metrics disabled) it
+  records locally and sends nothing, so actor code needs no ``if``. A ``refresh`` callback runs just
   before every snapshot: the place to set gauges (queue size, DLQ depth).
 
 Each actor creates the series the alerts read at zero when it starts, so ``rate()``
@@ -36,7 +35,6 @@ series the alert rules and the dashboard use is there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import threading
@@ -158,13 +156,6 @@ class TelemetryActor:
                 h.breaker_state = int(breaker_state)
             if last_success_wall_time is not None:
                 h.last_success = max(h.last_success, float(last_success_wall_time))
-
-    def forget_broker_set(self, broker_set: str) -> None:
-        """Stop considering ``broker_set`` for ``/ready`` (e.g. removed from the config)."""
-        with self._lock:
-            self._health.pop(broker_set, None)
-
-    # ------------------------------------------------------------------ reading
 
     def address(self) -> tuple[str, int]:
         """``(host, port)`` the endpoint is bound to (the real port when 0 was asked)."""
@@ -314,8 +305,6 @@ class Reporter:
         self.pushes = 0
         self._task: asyncio.Task[None] | None = None
         self._future: Future[None] | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
 
     @property
     def source(self) -> str:
@@ -384,29 +373,12 @@ class Reporter:
         else:
             self._future = asyncio.run_coroutine_threadsafe(coro, target)
 
-    def start_thread(self) -> None:
-        """Push every ``interval`` from a daemon thread (for actors without a loop)."""
-        if self._thread is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(self.interval):
-                self.maybe_push()
-
-        self._thread = threading.Thread(target=run, name=f"metrics:{self.source}", daemon=True)
-        self._thread.start()
-
     def close(self) -> None:
         """Stop the background pusher (if any) and push the final figures."""
-        self._stop.set()
         if self._task is not None:
             self._task.cancel()
             self._task = None
         if self._future is not None:
             self._future.cancel()
             self._future = None
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            with contextlib.suppress(RuntimeError):
-                thread.join(timeout=2 * self.interval)
         self.push_now()

@@ -61,9 +61,6 @@ class Wiring:
             object.__setattr__(self, k, v)
         object.__setattr__(self, "_handles", {})
 
-    def on_node(self, node: str) -> Wiring:
-        return Wiring(self.namespace, self.config, node)
-
     @property
     def sink(self) -> KafkaSinkConfig:
         return self.config.sinks.kafka

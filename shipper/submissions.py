@@ -183,9 +183,6 @@ class SubmissionTracker(Generic[K]):
         """In-flight submissions, oldest first."""
         return list(self._sizes)
 
-    def size_of(self, key: K) -> int:
-        return self._sizes[key]
-
     def has_room(self, size: int) -> bool:
         """Whether a submission of ``size`` entries may go now."""
         if not self._sizes:

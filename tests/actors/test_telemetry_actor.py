@@ -131,8 +131,6 @@ def test_ready_flips_with_the_breaker_and_healthz_stays_up(telemetry: tuple[Any,
     ray.get(handle.report_health.remote("bs2", 0, None))
     status, body = get(base + "/ready")
     assert status == 503 and "no broker of set bs2 has answered yet" in body
-    ray.get(handle.forget_broker_set.remote("bs2"))
-    assert get(base + "/ready")[0] == 200
 
 
 def test_ready_fails_when_no_broker_answered_recently() -> None:
@@ -239,14 +237,9 @@ def test_start_periodic_pushes_from_an_async_actor(telemetry: tuple[Any, str]) -
         ray.kill(src, no_restart=True)
 
 
-def test_start_thread_pushes_and_close_sends_the_final_figures(
-    telemetry: tuple[Any, str],
-) -> None:
+def test_close_sends_the_final_figures(telemetry: tuple[Any, str]) -> None:
     handle, base = telemetry
-    rep = Reporter(handle, "dlq:node", interval=0.05)
-    rep.start_thread()
-    rep.recorder.set("log_capturer_dlq_depth", 3)
-    assert eventually(lambda: value(scrape(base), "log_capturer_dlq_depth") == 3)
+    rep = Reporter(handle, "dlq:node", interval=60)
     rep.recorder.add("log_capturer_dlq_writes_total", 3, {"reason": "timeout"})
     rep.close()
     assert eventually(

@@ -1,14 +1,13 @@
 """The telemetry endpoint against the real broker and real Ray: a real scrape over HTTP.
 
-The librdkafka statistics test runs now. The Shipper tests describe the intended
-behaviour once the actors report through :class:`actors.telemetry.Reporter` and the
-Shipper starts the telemetry actor (``metrics.enabled``) and exposes ``metrics_url``
-(the full ``http://host:port/metrics``).
+A Shipper with ``metrics.enabled`` serves one endpoint (``Shipper.metrics_url``) that
+merges what every actor reports through :class:`actors.telemetry.Reporter`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.pipeline import Shipper
@@ -94,6 +94,40 @@ def entries(n: int) -> list[dict[str, object]]:
         {"message": f"entry {i}", "level": "info", "fields": {"seq": i, "tenant": f"t{i % 7}"}}
         for i in range(n)
     ]
+
+
+ALERT_RULES = Path(__file__).resolve().parents[2] / "provisioning" / "alerts" / "kafka-alerts.yml"
+
+
+def alert_series() -> list[tuple[str, dict[str, str]]]:
+    """Every (metric, label matchers) an alert rule reads."""
+    out = []
+    for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            for name, _, matchers in re.findall(r"(log_capturer_\w+)(\{([^}]*)\})?", rule["expr"]):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', matchers))
+                out.append((name, labels))
+    assert out
+    return out
+
+
+def test_every_series_an_alert_reads_exists_before_the_first_entry(
+    kafka: LocalKafka, topic: str
+) -> None:
+    # rate(), delta() and the comparisons need a series to exist at zero from the
+    # start; an alert on a series that appears only with the first error fires late.
+    wanted = alert_series()
+
+    def present(samples: Samples) -> bool:
+        return all(
+            any(n == name and labels.items() <= dict(ls).items() for (n, ls) in samples)
+            for name, labels in wanted
+        )
+
+    with Shipper(metrics_config(kafka, topic)) as s:
+        assert s.metrics_url is not None
+        scrape_until(s.metrics_url, present, 20, f"every alert series at zero: {wanted}")
+        assert s.stats().entries_in == 0
 
 
 # ----------------------------------------------------------------------- librdkafka
