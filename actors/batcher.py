@@ -176,7 +176,7 @@ class BatcherActor:
                 await self._flush_now()
 
     async def _flush_now(self) -> None:
-        if self.core.partitions_stale():
+        if self.core.partitions_stale() and not self.core.parked:
             try:
                 count = await self.producers[0].partition_count.remote(self.topic)
             except Exception:
@@ -186,6 +186,17 @@ class BatcherActor:
             task = asyncio.get_running_loop().create_task(self._send(chunk))
             self._chunks.add(task)
             task.add_done_callback(self._chunks.discard)
+
+    async def park(self) -> int:
+        """The shipper is stopping: what is queued (and what still arrives) goes to
+        the DLQ with reason ``shutdown`` instead of waiting for Kafka. Returns the
+        entries parked now; chunks already at a Producer end there (its close purges
+        them into the DLQ the same way)."""
+        await self._start()
+        self.core.parked = True
+        queued = self.core.acc.pending_entries
+        await self._flush_now()
+        return queued
 
     async def _may_produce(self) -> bool:
         gate = self.core.gate()
@@ -209,6 +220,13 @@ class BatcherActor:
             ok = self.core.breaker_report(results)
             if ok is not None:
                 self.wiring.supervisor().report.remote(self.broker_set, ok)
+        elif self.core.parked:
+            results = await _failed_parts(
+                self.topic,
+                chunk,
+                Reason.SHUTDOWN,
+                "still queued when the shipper stopped; kept in the DLQ for the next start",
+            )
         else:
             self.core.counted_open(chunk.size)
             results = await _failed_parts(

@@ -58,7 +58,10 @@ Keys = list[bytes | None] | None
 
 
 class RouterHandle(Protocol):
-    submit_lines: Remote[[bytes | list[bytes] | Stored, float, int, Order | None], SubmissionResult]
+    submit_lines: Remote[
+        [bytes | list[bytes] | Stored, float, int, Order | None, dict[str, str] | None],
+        SubmissionResult,
+    ]
     submit_objects: Remote[[list[Any], float, Order | None], SubmissionResult]
     flush: Remote[[Order | None], int]
     batcher_stats: Remote[[], list[dict[str, Any]]]
@@ -70,6 +73,7 @@ class BatcherHandle(Protocol):
     replay: Remote[[Values, Keys], SegmentOutcome]
     flush: Remote[[Order | None], int]
     set_breaker_state: Remote[[int], None]
+    park: Remote[[], int]
     stats: Remote[[], dict[str, Any]]
 
 

@@ -37,6 +37,7 @@ from .handles import Order, Ref
 from .payload import STORE_MIN_BYTES, Stored
 from .producer import start_producer
 from .router import start_router
+from .sources import start_file_source, start_http_source
 from .supervisor import start_supervisor
 from .telemetry import start_telemetry
 from .wiring import Wiring
@@ -142,6 +143,11 @@ class Shipper:
             pipe.max_inflight_submissions, budget
         )
         self._acks: dict[Any, Ack] = {}
+        self._sources: dict[str, Any] = {}
+        #: What the sources did, once stopped (lines, blocks, resends).
+        self.source_counts: dict[str, int] = {}
+        #: The HTTP intake's URL once started (``start_sources``), else None.
+        self.http_url: str | None = None
         self._closed = False
         # Make sure the actors are up (and the config usable) before the first submit.
         ray.get(self._router.stats.remote())
@@ -174,7 +180,8 @@ class Shipper:
             # canonical, the Producer reads the very same object (actors.payload).
             payload = Stored.put(lines)
         return self._submit(
-            size, lambda t, order: self._router.submit_lines.remote(payload, t, first_line, order)
+            size,
+            lambda t, order: self._router.submit_lines.remote(payload, t, first_line, order, None),
         )
 
     def _submit(self, size: int, call: Callable[[float, Order], Ref[SubmissionResult]]) -> Ack:
@@ -254,24 +261,29 @@ class Shipper:
         return stats
 
     def close(self, timeout: float | None = None) -> CloseReport:
-        """Stop intake, flush, wait for acks up to ``timeout`` (default: the drain
-        timeout), stop the actors and report what was still in flight."""
+        """Stop intake and drain: flush, wait for acks up to ``timeout`` (default: the
+        drain timeout). What is still queued then is parked in the DLQ (reason
+        ``shutdown``), so a stop leaves every entry in Kafka or the DLQ; then the actors
+        stop. The report says whether everything settled and what was parked."""
         if self._closed:
             return self._tracker.report()
         self._closed = True
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        self._stop_reading()
         try:
             ray.get(self._router.flush.remote(self._tracker.next_order()), timeout=timeout)
         except ray.exceptions.GetTimeoutError:
             pass
-        for ack in list(self._acks.values()):
-            try:
-                self._settle(ack, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
+        self._settle_until(deadline)
+        while self._sources_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        parked = 0
+        if self._tracker.in_flight or self._sources_in_flight():
+            parked = self._park()
+        self.source_counts.update(self.stop_sources())
         self._tracker.finish()
-        report = self._tracker.report()
+        report = self._tracker.report(parked)
         try:
             ray.get([p.close.remote(5.0) for p in self._producers], timeout=15)
         except ray.exceptions.RayError:
@@ -280,6 +292,89 @@ class Shipper:
         if not report.drained:
             log.warning("%s", report)
         return report
+
+    def _settle_until(self, deadline: float) -> None:
+        for ack in list(self._acks.values()):
+            try:
+                self._settle(ack, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+
+    def _park(self) -> int:
+        """Past the drain timeout: queued entries go to the DLQ (``shutdown``), and the
+        Producers drop what they still hold into it the same way (librdkafka purges
+        on close). Returns the entries parked from the queues."""
+        log.warning(
+            "drain timeout: %d submissions (%d entries) still in flight; parking what is "
+            "queued in the DLQ",
+            self._tracker.in_flight,
+            self._tracker.in_flight_entries,
+        )
+        parked = 0
+        try:
+            batchers = [self.wiring.batcher(t) for t in self.wiring.topics()]
+            parked = sum(ray.get([b.park.remote() for b in batchers], timeout=30))
+            ray.get([p.close.remote(1.0) for p in self._producers], timeout=30)
+        except ray.exceptions.RayError as exc:
+            log.warning("parking at shutdown failed: %s", brief(exc))
+        self._settle_until(time.monotonic() + 30)
+        return int(parked)
+
+    # ------------------------------------------------------------------ sources
+
+    def start_sources(self) -> list[str]:
+        """Start the config's sources on this node (files, HTTP); what was started."""
+        src = self.config.sources
+        node_id = ray.get_runtime_context().get_node_id()
+        started: list[str] = []
+        if src.files:
+            handle = start_file_source(self.wiring, node_id)
+            ray.get(handle.start.remote())
+            self._sources["files"] = handle
+            patterns = ", ".join(p for g in src.files for p in g.paths)
+            started.append(f"following {patterns}")
+        if src.http.enabled:
+            env_name = src.http.auth_token_env
+            env = {env_name: os.environ[env_name]} if env_name and env_name in os.environ else None
+            handle = start_http_source(self.wiring, node_id, env)
+            self.http_url = str(ray.get(handle.start.remote())) + "/v1/logs"
+            self._sources["http"] = handle
+            started.append(f"HTTP intake at {self.http_url}")
+        return started
+
+    def _stop_reading(self) -> None:
+        for name, handle in self._sources.items():
+            try:
+                ray.get(handle.stop_reading.remote(), timeout=10)
+            except ray.exceptions.RayError as exc:
+                log.warning("stopping the %s source failed: %s", name, brief(exc))
+
+    def _sources_in_flight(self) -> int:
+        files = self._sources.get("files")
+        if files is None:
+            return 0
+        try:
+            return int(ray.get(files.stop_reading.remote(), timeout=10))
+        except ray.exceptions.RayError:
+            return 0
+
+    def stop_sources(self) -> dict[str, int]:
+        """Stop the sources: no more input; the file source waits for what it handed
+        over and writes its positions. Returns what the sources did (also kept in
+        :attr:`source_counts`)."""
+        out: dict[str, int] = {}
+        self._stop_reading()
+        files = self._sources.pop("files", None)
+        self._sources.pop("http", None)
+        if files is not None:
+            try:
+                done = ray.get(files.finish.remote(30.0), timeout=60)
+                out.update({f"file_{k}": v for k, v in done.items() if isinstance(v, int)})
+                ray.get(files.close.remote(), timeout=10)
+            except ray.exceptions.RayError as exc:
+                log.warning("stopping the file source failed: %s", brief(exc))
+        self.source_counts.update(out)
+        return out
 
     def dlq_count(self) -> int:
         """Records in this node's DLQ (0 when the DLQ is disabled)."""

@@ -59,11 +59,13 @@ class RouterActor:
         submitted_at: float,
         first_line: int = 1,
         order: Order | None = None,
+        labels: dict[str, str] | None = None,
     ) -> SubmissionResult:
+        """Ship input lines; ``labels`` (from a source) are added to every entry."""
         stored = lines if isinstance(lines, Stored) else None
         raw = await lines.fetch_bytes() if isinstance(lines, Stored) else lines
         async with self._turn(order):
-            prep = self.intake.prepare_lines(raw, first_line)
+            prep = self.intake.prepare_lines(raw, first_line, labels)
             refs = self._hand_over(prep, submitted_at, stored, raw)
         return await self._collect(prep, refs, submitted_at)
 

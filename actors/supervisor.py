@@ -52,7 +52,7 @@ __all__ = ["SupervisorActor", "start_supervisor"]
 
 log = logging.getLogger("shipper.supervisor")
 
-COMPONENTS = ("router", "batcher", "producer", "dlq", "supervisor", "telemetry")
+COMPONENTS = ("router", "batcher", "producer", "dlq", "supervisor", "telemetry", "source")
 
 
 class SupervisorActor:

@@ -12,6 +12,8 @@ Names::
     batcher:<node>:<topic>           one per topic
     producer:<node>:<set>:<replica>  one or more per broker set
     dlq:<node>                       the node's dead-letter queue
+    source:files:<node>              the node's file source
+    source:http:<node>               the node's HTTP intake
     supervisor                       cluster-wide: breakers, restarts
     telemetry                        cluster-wide: the scrape endpoint
 
@@ -85,6 +87,12 @@ class Wiring:
 
     def dlq_name(self) -> str:
         return f"dlq:{self.node}"
+
+    def source_name(self, kind: str) -> str:
+        return f"source:{kind}:{self.node}"
+
+    def checkpoint_path(self) -> str:
+        return self.config.checkpoint_path()
 
     # ------------------------------------------------------------------ listing
 

@@ -91,10 +91,20 @@ class Intake:
         )
         self.key_field = part.key_field if self.keyer is not None else None
         self._fast = _canonical_decoder(self.key_field)
+        self._relabel = msgspec.json.Decoder(_RawEntry)
+        self._relabel_encoder = msgspec.json.Encoder()
 
-    def prepare_lines(self, lines: bytes | Iterable[bytes | str], first_line: int = 1) -> Prepared:
+    def prepare_lines(
+        self,
+        lines: bytes | Iterable[bytes | str],
+        first_line: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> Prepared:
+        """Decode, validate, route and encode input lines. ``labels`` (from a source,
+        e.g. a file's path) are added to every entry; an entry's own label of the
+        same name wins."""
         if isinstance(lines, bytes | bytearray):
-            fast = self._canonical_lines(bytes(lines), first_line)
+            fast = self._canonical_lines(bytes(lines), first_line, labels or None)
             if fast is not None:
                 return fast
             lines = bytes(lines).split(b"\n")
@@ -123,9 +133,14 @@ class Intake:
                         return ln
             return None
 
+        if labels:
+            for e in entries:
+                e.labels = {**labels, **e.labels}
         return self._prepare(entries, errors, raw, entry_line)
 
-    def _canonical_lines(self, blob: bytes, first_line: int = 1) -> Prepared | None:
+    def _canonical_lines(
+        self, blob: bytes, first_line: int = 1, labels: Mapping[str, str] | None = None
+    ) -> Prepared | None:
         """The fast path for a blob whose every line is already a canonical entry.
 
         A canonical line is a JSON object with exactly the five entry keys, of the
@@ -158,6 +173,13 @@ class Intake:
         levels = [e.level for e in entries]
         if len(entries) != n or not CANONICAL_LEVELS.issuperset(levels):
             return None
+        if labels:
+            # The lines change: every entry gets the labels. Decoded once more with
+            # the other fields kept as raw JSON, and written back in one call.
+            raws = self._relabel.decode_lines(body)
+            for e, r in zip(entries, raws, strict=True):
+                e.labels = r.labels = {**labels, **e.labels}
+            body = self._relabel_encoder.encode_lines(raws)[:-1]
         if len(body) > self.max_bytes and _longest_line(body) > self.max_bytes:
             return None
         lines: list[bytes] | None = None
@@ -188,7 +210,7 @@ class Intake:
             rejected = [
                 EntryFailure(e.reason, str(e), value=lines[i], line=first_line + i) for i, e in bad
             ]
-        whole = next(iter(segments)) if len(segments) == 1 and not rejected else None
+        whole = next(iter(segments)) if len(segments) == 1 and not rejected and not labels else None
         if whole is not None and len(segments[whole]) != n:
             whole = None
         return Prepared(n, segments, rejected, whole)
@@ -258,6 +280,16 @@ class Intake:
                 EntryFailure(e.reason, str(e), value=encode_entries([entries[i]])[0], line=line)
             )
         return Prepared(len(entries) + len(errors), segments, rejected)
+
+
+class _RawEntry(msgspec.Struct, gc=False):
+    """A canonical entry with everything but its labels kept as raw JSON."""
+
+    message: msgspec.Raw
+    level: msgspec.Raw
+    timestamp: msgspec.Raw
+    labels: dict[str, str]
+    fields: msgspec.Raw
 
 
 def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:

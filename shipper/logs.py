@@ -24,11 +24,15 @@ def librdkafka_logger(path: str | None = None) -> logging.Logger:
     """The logger to pass as librdkafka's ``logger`` setting.
 
     With ``path`` its lines are appended to that file (created with its folder); with
-    None they are dropped. It never propagates to the root logger, so nothing of it
-    reaches stderr. One file handler per process, whoever asks first.
+    None, until some caller names a file, they are dropped. It never propagates to the
+    root logger, so nothing of it reaches stderr. One file per process: the first
+    one named.
     """
     logger = logging.getLogger("shipper.librdkafka")
     with _lock:
+        if path and all(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            for h in list(logger.handlers):
+                logger.removeHandler(h)  # a file was named after all: it replaces nothing
         if not logger.handlers:
             logger.propagate = False
             handler: logging.Handler = logging.NullHandler()

@@ -136,6 +136,8 @@ class CloseReport:
     in_flight_submissions: int
     in_flight_entries: int
     stats: RunStats
+    #: Entries still queued after the drain timeout, parked in the DLQ (``shutdown``).
+    parked: int = 0
 
     def __str__(self) -> str:
         if self.drained:
@@ -218,12 +220,13 @@ class SubmissionTracker(Generic[K]):
     def finish(self) -> None:
         self.stats.finished = self._clock()
 
-    def report(self) -> CloseReport:
+    def report(self, parked: int = 0) -> CloseReport:
         return CloseReport(
             drained=not self._sizes,
             in_flight_submissions=len(self._sizes),
             in_flight_entries=self._entries,
             stats=self.stats,
+            parked=parked,
         )
 
 

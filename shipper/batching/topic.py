@@ -67,6 +67,7 @@ class Gate(Enum):
     PRODUCE = "produce"
     DIVERT = "divert"  # open: straight to the DLQ, no produce attempt
     PROBE = "probe"  # half-open: produce only if the supervisor hands out the probe
+    PARK = "park"  # the shipper is stopping: to the DLQ (reason shutdown), no attempt
 
 
 @dataclass(slots=True)
@@ -170,6 +171,8 @@ class TopicBatcher:
         self._replica = 0
         self._replica_seq: dict[int, int] = {}
         self._urgent = False
+        #: Set when the shipper stops: whatever is queued or arrives goes to the DLQ.
+        self.parked = False
         self._last_pressure = Pressure.NORMAL
         self._last_ok_report = -1.0
         self._failed_since_ok = False
@@ -337,10 +340,11 @@ class TopicBatcher:
         return first or self.due()
 
     def due(self) -> bool:
-        return (self._urgent and bool(self.acc.pending)) or self.acc.due()
+        urgent = self._urgent or self.parked
+        return (urgent and bool(self.acc.pending)) or self.acc.due()
 
     def seconds_until_due(self) -> float | None:
-        if self._urgent and self.acc.pending:
+        if (self._urgent or self.parked) and self.acc.pending:
             return 0.0
         return self.acc.seconds_until_due()
 
@@ -379,6 +383,8 @@ class TopicBatcher:
         return (values, keys, partitions)
 
     def gate(self) -> Gate:
+        if self.parked:
+            return Gate.PARK
         if self.breaker == BreakerState.CLOSED:
             return Gate.PRODUCE
         if self.breaker == BreakerState.HALF_OPEN:
@@ -502,6 +508,8 @@ class TopicBatcher:
             return DropReason.PAYLOAD_LOST
         if not self.dlq_enabled:
             return DropReason.DLQ_DISABLED
+        if f.reason == Reason.SHUTDOWN:
+            return None  # a stop leaves every entry in Kafka or the DLQ
         cfg = self.sink.dlq_config
         wanted = cfg.send_on_timeout if f.reason == Reason.TIMEOUT else cfg.send_on_error
         return None if wanted else DropReason.NOT_DEAD_LETTERED

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from collections import Counter
@@ -197,6 +198,15 @@ def _print_summary(s: ReplaySummary, out: TextIO) -> None:
         )
 
 
+def _stderr_logger() -> logging.Logger:
+    logger = logging.getLogger("shipper.librdkafka.verbose")
+    if not logger.handlers:
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+    return logger
+
+
 def _make_client(conf: dict[str, Any]) -> ProducerClient:
     """The Kafka client of ``replay`` (a seam: unit tests put an in-memory one here)."""
     return ConfluentProducerClient(conf)
@@ -234,11 +244,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print("no record matches; nothing to replay", file=sys.stdout)
             return EXIT_OK
         conf: dict[str, Any] = librdkafka_settings(sink)
-        if not args.verbose:
-            # librdkafka's own lines (connection refused, every retry) would tear the
-            # progress bar apart: they go to the log file; the errors that matter come
-            # back through the delivery reports and are summarized at the end.
-            conf["logger"] = librdkafka_logger(cfg.logging.file)
+        # librdkafka's own lines (connection refused, every retry) would tear the
+        # progress bar apart: they go to the log file (--verbose: to stderr); the
+        # errors that matter come back through the delivery reports and are
+        # summarized at the end.
+        conf["logger"] = _stderr_logger() if args.verbose else librdkafka_logger(cfg.logging.file)
         client = _make_client(conf)
         progress = Progress(len(ids), sys.stderr, tty=sys.stderr.isatty())
         try:

@@ -2,6 +2,7 @@
 
 - :mod:`shipper.config.types`    durations, broker addresses, topic names, acks
 - :mod:`shipper.config.model`    one frozen pydantic class per section
+- :mod:`shipper.config.sources`  the ``sources`` section (files, checkpoints, HTTP)
 - :mod:`shipper.config.loading`  YAML, ``${ENV}``, presets, errors that name YAML paths
 
 Everything a caller needs is re-exported here: ``from shipper.config import
@@ -31,6 +32,13 @@ from shipper.config.model import (
     SinksConfig,
     TlsConfig,
 )
+from shipper.config.sources import (
+    CheckpointConfig,
+    FileGroupConfig,
+    HttpSourceConfig,
+    SourcesConfig,
+    TailConfig,
+)
 from shipper.config.types import MASK
 
 __all__ = [
@@ -38,8 +46,11 @@ __all__ = [
     "PRESETS",
     "AuthConfig",
     "BackpressureConfig",
+    "CheckpointConfig",
     "CircuitBreakerConfig",
     "DlqConfig",
+    "FileGroupConfig",
+    "HttpSourceConfig",
     "KafkaSinkConfig",
     "LoggingConfig",
     "MetricsConfig",
@@ -49,6 +60,8 @@ __all__ = [
     "RoutingConfig",
     "ShipperConfig",
     "SinksConfig",
+    "SourcesConfig",
+    "TailConfig",
     "TlsConfig",
     "check_files",
     "load_config",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Annotated, TypeAlias
 
@@ -30,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from shipper.config.sources import SourcesConfig
 from shipper.config.types import (
     LIBRDKAFKA_MAX_MESSAGE_BYTES,
     MASK,
@@ -527,3 +529,15 @@ class ShipperConfig(BaseModel):
     logging: LoggingConfig = Field(
         default_factory=lambda: LoggingConfig(), description="Log file of the libraries."
     )
+    sources: SourcesConfig = Field(
+        default_factory=lambda: SourcesConfig(), description="Files and HTTP intake."
+    )
+
+    def checkpoint_path(self) -> str:
+        """Directory of the source checkpoints: the configured one, else ``checkpoints``
+        beside the DLQ's directory."""
+        configured = self.sources.checkpoints.path
+        if configured:
+            return configured
+        dlq = os.path.normpath(self.sinks.kafka.dlq_config.path)
+        return os.path.join(os.path.dirname(dlq) or ".", "checkpoints")

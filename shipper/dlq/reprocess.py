@@ -48,6 +48,9 @@ WINDOW = 4
 
 NO_TOPIC = "the record has no topic, so it cannot be replayed"
 
+# Outcomes that say nobody tried Kafka: an open breaker, a pipeline that is stopping.
+_NOT_TRIED = frozenset({Reason.CIRCUIT_OPEN, Reason.SHUTDOWN})
+
 #: Re-sends ``values`` (with ``keys``) to ``topic``; returns the ones that failed.
 Resend = Callable[[str, list[bytes], list[bytes | None]], Awaitable[Sequence[Failure]]]
 
@@ -273,7 +276,7 @@ class Reprocessor:
                     delivered.append(r)
                     continue
                 f = fails.pop()
-                if f.reason == Reason.CIRCUIT_OPEN:
+                if f.reason in _NOT_TRIED:
                     out.untouched += 1
                     continue
                 if f.reason.retried:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipper.logs import librdkafka_logger
 from shipper.outcomes import Reason
 from shipper.partitioning import kafka_partition
 
@@ -186,6 +187,9 @@ class ConfluentProducerClient(ProducerClient):
         self._auth_error: str | None = None
         conf = dict(config)
         conf["error_cb"] = self._on_error
+        # librdkafka's own log lines go to the shipper's log file (when one is set up,
+        # see shipper.logs), never to stderr; its errors reach us through error_cb.
+        conf.setdefault("logger", librdkafka_logger())
         self._producer = Producer(conf)
         self._stop = threading.Event()
         self._poll_interval = poll_interval
@@ -209,9 +213,12 @@ class ConfluentProducerClient(ProducerClient):
 
     def _explain(self, err: Any) -> tuple[Reason, str]:
         name = err.name()
-        if name in ("_PURGE_QUEUE", "_PURGE_INFLIGHT") and self._auth_error is not None:
-            # Purged by us because the broker refused the credentials: say so.
-            return Reason.AUTH_FAILURE, self._auth_error
+        if name in ("_PURGE_QUEUE", "_PURGE_INFLIGHT"):
+            if self._auth_error is not None:
+                # Purged by us because the broker refused the credentials: say so.
+                return Reason.AUTH_FAILURE, self._auth_error
+            # Purged by close(): the shipper is stopping with this still unacknowledged.
+            return Reason.SHUTDOWN, "still unacknowledged when the shipper stopped"
         return reason_for_error(name), err.str()
 
     def _poll_loop(self) -> None:

@@ -79,6 +79,12 @@ MetricName = Literal[
     "log_capturer_dlq_replays_total",
     # actors
     "log_capturer_actor_restarts_total",
+    # sources
+    "log_capturer_source_lines_total",
+    "log_capturer_source_resent_total",
+    "log_capturer_source_problems_total",
+    "log_capturer_source_files",
+    "log_capturer_http_requests_total",
     # librdkafka statistics
     "log_capturer_kafka_compression_ratio",
     "log_capturer_kafka_broker_rtt_seconds",
@@ -89,6 +95,20 @@ MetricName = Literal[
 # The numbers the breaker state gauge takes, fixed by the spec.
 BREAKER_STATE_CODES: Final[Mapping[str, int]] = MappingProxyType(
     {"closed": 0, "open": 1, "half_open": 2}
+)
+
+# Where lines come from, and what a source may run into.
+SOURCES: Final = ("file", "stdin", "http")
+PROBLEM_KINDS: Final = (
+    "no_match",
+    "permission_denied",
+    "unreadable",
+    "binary",
+    "truncated",
+    "duplicate",
+    "checkpoint_error",
+    "line_cut",
+    "resend",
 )
 
 # Entries per produced batch: from single entries up to the largest sensible batch.
@@ -345,13 +365,70 @@ _SPECS: tuple[MetricSpec, ...] = (
         unit="{restart}",
         description=(
             "Times Ray restarted one of the shipper's actors after its process died, by "
-            "component (router, batcher, producer, dlq, supervisor, telemetry); the "
+            "component (router, batcher, producer, dlq, supervisor, telemetry, source); the "
             "supervisor rewires what depended on the old instance."
         ),
         labels=("component",),
         label_values={
-            "component": ("router", "batcher", "producer", "dlq", "supervisor", "telemetry")
+            "component": (
+                "router",
+                "batcher",
+                "producer",
+                "dlq",
+                "supervisor",
+                "telemetry",
+                "source",
+            )
         },
+    ),
+    # -- sources ----------------------------------------------------------------
+    MetricSpec(
+        name="log_capturer_source_lines_total",
+        kind="counter",
+        unit="{line}",
+        description="Lines a source handed to the pipeline (file, stdin, http).",
+        labels=("source",),
+        label_values={"source": SOURCES},
+    ),
+    MetricSpec(
+        name="log_capturer_source_resent_total",
+        kind="counter",
+        unit="{line}",
+        description=(
+            "Lines sent again after a restart because they were handed over but not yet "
+            "acknowledged when the shipper stopped: possible duplicates in Kafka."
+        ),
+        labels=("source",),
+        label_values={"source": SOURCES},
+    ),
+    MetricSpec(
+        name="log_capturer_source_problems_total",
+        kind="counter",
+        unit="{event}",
+        description=(
+            "Trouble a source met and went on after, by kind: no_match (a glob matches "
+            "nothing), permission_denied, unreadable, binary, truncated, duplicate (a "
+            "copy of a followed file), checkpoint_error, line_cut (lines longer than "
+            "max_line_bytes, cut), resend (a block sent again after a refusal)."
+        ),
+        labels=("source", "kind"),
+        label_values={"source": SOURCES, "kind": PROBLEM_KINDS},
+    ),
+    MetricSpec(
+        name="log_capturer_source_files",
+        kind="gauge",
+        unit="{file}",
+        description="Files a node's file source follows now.",
+        labels=("source",),
+        label_values={"source": SOURCES},
+        aggregate="sum",
+    ),
+    MetricSpec(
+        name="log_capturer_http_requests_total",
+        kind="counter",
+        unit="{request}",
+        description="Requests to the HTTP intake by answer (200, 400, 401, 413, 429, 503...).",
+        labels=("code",),
     ),
     # -- librdkafka statistics --------------------------------------------------
     MetricSpec(

@@ -239,3 +239,26 @@ def test_an_invalid_routing_label_keeps_the_entry_for_the_dlq() -> None:
             assert msgspec.json.decode(f.value)["labels"] == {"kafka_topic": "no/slash"}
     [f] = intake().prepare_objects([_labelled("no/slash")]).rejected
     assert f.value is not None and b"no/slash" in f.value
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> None:
+    ik = intake(routing={"enabled": True})
+    lines = [CANONICAL[0], CANONICAL[1], b'{"message":"plain, not canonical"}']
+    if fast:
+        lines = lines[:2]
+    blob = b"\n".join(lines) if fast else list(lines)
+    p = ik.prepare_lines(blob, labels={"file": "/var/log/a.log", "svc": "from-source"})
+    assert p.whole is None  # the lines changed
+    got = [msgspec.json.decode(v) for seg in p.segments.values() for v in seg.values]
+    assert len(got) == len(lines)
+    for entry in got:
+        assert entry["labels"]["file"] == "/var/log/a.log"
+    svcs = sorted(e["labels"]["svc"] for e in got)
+    assert svcs[0] == "api" and set(svcs[1:]) == {"from-source"}  # CANONICAL[0] has svc=api
+    assert {e["message"] for e in got} >= {"a", "b"}
+
+
+def test_a_source_label_can_route_a_whole_file() -> None:
+    p = intake().prepare_lines(b"\n".join(CANONICAL[:2]), labels={"kafka_topic": "nginx"})
+    assert list(p.segments) == ["nginx"]

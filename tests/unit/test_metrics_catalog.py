@@ -48,6 +48,11 @@ REQUIRED_LABELS = {
     "log_capturer_kafka_retries_total": {"broker"},
     # Ours, beyond the spec: restarts the supervisor saw.
     "log_capturer_actor_restarts_total": {"component"},
+    "log_capturer_source_lines_total": {"source"},
+    "log_capturer_source_resent_total": {"source"},
+    "log_capturer_source_problems_total": {"source", "kind"},
+    "log_capturer_source_files": {"source"},
+    "log_capturer_http_requests_total": {"code"},
 }
 # None: no label is required; the catalog adds `topic` to the histograms.
 

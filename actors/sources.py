@@ -1,0 +1,375 @@
+"""Source actors: they read on the node that has the input and feed its Router directly.
+
+- :class:`FileSourceActor` follows the configured files
+  (:class:`shipper.sources.files.FileTailer`), hands whole-line blocks to the node's
+  Router with the file's labels, and checkpoints a file's position only once every
+  block before it is acknowledged. A block Kafka refused and the DLQ could not take
+  (or whose Router died) is sent again later: the file still has it.
+- :class:`HttpSourceActor` serves ``POST /v1/logs`` (aiohttp, in the actor's event
+  loop) with the rules of :mod:`shipper.sources.http`.
+
+The driver is off the data path: it only starts, watches and stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from shipper.errors import brief
+from shipper.outcomes import SubmissionResult
+from shipper.sources import http as rules
+from shipper.sources.checkpoints import open_checkpoints
+from shipper.sources.files import Block, FileTailer
+
+from ._options import announce_start, named_actor, tune_gc
+from .handles import Order, Ref
+from .payload import STORE_MIN_BYTES, Stored
+from .telemetry import Reporter
+from .wiring import Wiring
+
+__all__ = ["FileSourceActor", "HttpSourceActor", "start_file_source", "start_http_source"]
+
+log = logging.getLogger("shipper.sources")
+
+RESEND_SECONDS = 2.0  # wait before a refused block goes again
+
+
+def _payload(data: bytes) -> bytes | Stored:
+    return Stored.put(data) if len(data) >= STORE_MIN_BYTES else data
+
+
+class FileSourceActor:
+    def __init__(self, wiring: Wiring) -> None:
+        tune_gc()
+        self.wiring = wiring
+        self.name = wiring.source_name("files")
+        cfg = wiring.config
+        self.tail = cfg.sources.tail
+        self.metrics = Reporter(wiring.telemetry(), self.name, refresh=self._refresh)
+        rec = self.metrics.recorder
+        rec.add("log_capturer_source_lines_total", 0, {"source": "file"})
+        rec.add("log_capturer_source_resent_total", 0, {"source": "file"})
+        store, note = open_checkpoints(
+            wiring.checkpoint_path(), cfg.sources.checkpoints.map_size_bytes
+        )
+        self.tailer = FileTailer(cfg.sources.files, store, self.tail)
+        if note:
+            log.warning("%s", note)
+            rec.add("log_capturer_source_problems_total", 1, _kind("checkpoint_error"))
+        self.sender = uuid.uuid4().hex[:12]
+        self._seq = 0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_bytes = 0
+        self._room = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_commit = 0.0
+        self.counts = {"blocks": 0, "lines": 0, "acked_lines": 0, "resends": 0}
+        announce_start(wiring.namespace, "source", self.name)
+        self.metrics.push_now()
+
+    def _refresh(self) -> None:
+        self.metrics.recorder.set(
+            "log_capturer_source_files", len(self.tailer.files), {"source": "file"}
+        )
+
+    async def start(self) -> None:
+        """Start following the files (idempotent)."""
+        if self._task is None and not self._stopping:
+            self.metrics.start_periodic()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                busy = self._round()
+            except Exception:  # a bug must not end the loop: the files stay followed
+                log.exception("file source round failed")
+                busy = False
+            self._report()
+            self._commit(force=False)
+            if busy:
+                await asyncio.sleep(0)
+            else:
+                self._room.clear()
+                try:
+                    await asyncio.wait_for(self._room.wait(), self.tail.poll_interval)
+                except TimeoutError:
+                    pass
+
+    def _round(self) -> bool:
+        """Scan, read what fits in the in-flight budget, hand it over. True when it
+        read something (there may be more at once)."""
+        self.tailer.scan()
+        budget = self.tail.max_inflight_bytes - self._inflight_bytes
+        if budget <= 0:
+            return False
+        blocks = self.tailer.read(budget)
+        if not blocks:
+            return False
+        # The "sent" marks are durable before the hand-over: after a crash, exactly the
+        # lines between them and the acknowledged marks are counted as re-sent.
+        self._commit(force=True)
+        for b in blocks:
+            self._send(b)
+        return True
+
+    def _next_order(self) -> Order:
+        order = (self.sender, self._seq)
+        self._seq += 1
+        return order
+
+    def _send(self, b: Block, delay: float = 0.0) -> None:
+        self._inflight_bytes += len(b.data)
+        task = asyncio.get_running_loop().create_task(self._deliver(b, delay))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _deliver(self, b: Block, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        self.counts["blocks"] += 1
+        ref: Ref[SubmissionResult] = self.wiring.router().submit_lines.remote(
+            _payload(b.data), time.time(), b.first_line, self._next_order(), b.labels
+        )
+        try:
+            result = await ref
+            refused = result.dlq_refused
+            why = f"{refused} entries neither in Kafka nor in the DLQ (full)"
+        except Exception as exc:  # the Router died with it: the file still has it
+            self.wiring.forget(self.wiring.router_name())
+            refused, why = b.lines, f"router failed: {brief(exc)}"
+        self._inflight_bytes -= len(b.data)
+        if refused and not self._stopping:
+            # Not acknowledged: keep the position, send the block again later.
+            self.counts["resends"] += 1
+            self.metrics.recorder.add("log_capturer_source_problems_total", 1, _kind("resend"))
+            log.warning("%s lines %d-%d: %s; sending them again in %gs", b.path,
+                        b.first_line, b.first_line + b.lines - 1, why, RESEND_SECONDS)  # fmt: skip
+            self._send(b, RESEND_SECONDS)
+            return
+        self.tailer.acked(b)
+        self.counts["lines"] += b.lines
+        self.metrics.recorder.add("log_capturer_source_lines_total", b.lines, {"source": "file"})
+        self._room.set()
+
+    def _commit(self, force: bool) -> None:
+        now = time.monotonic()
+        if force or now - self._last_commit >= 0.2:
+            self._last_commit = now
+            self.tailer.commit()
+
+    def _report(self) -> None:
+        rec = self.metrics.recorder
+        for n in self.tailer.take_notices():
+            level = logging.INFO if n.kind == "no_match" else logging.WARNING
+            log.log(level, "%s", n.text)
+            rec.add("log_capturer_source_problems_total", 1, _kind(n.kind))
+        if self.tailer.resent_lines:
+            rec.add(
+                "log_capturer_source_resent_total", self.tailer.resent_lines, {"source": "file"}
+            )
+            self.tailer.resent_lines = 0
+        if self.tailer.cut_lines:
+            rec.add("log_capturer_source_problems_total", self.tailer.cut_lines, _kind("line_cut"))
+            self.tailer.cut_lines = 0
+        self.metrics.maybe_push()
+
+    async def stop_reading(self) -> int:
+        """Read no more; returns the blocks still in flight."""
+        self._stopping = True
+        self._room.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        return len(self._inflight)
+
+    async def finish(self, timeout: float = 30.0) -> dict[str, Any]:
+        """After :meth:`stop_reading`: wait up to ``timeout`` for what is in flight,
+        write the positions, and return what was done."""
+        await self.stop_reading()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout)
+        self._report()
+        self.tailer.commit()
+        self.metrics.push_now()
+        return {**self.counts, "in_flight": len(self._inflight), "files": len(self.tailer.files)}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.counts,
+            "in_flight_bytes": self._inflight_bytes,
+            "files": {
+                path: {"read": read, "acknowledged": acked}
+                for path, read, acked in self.tailer.positions().values()
+            },
+        }
+
+    def close(self) -> None:
+        self.tailer.close()
+        self.tailer.store.close()
+
+
+def _kind(kind: str, source: str = "file") -> dict[str, str]:
+    return {"source": source, "kind": kind}
+
+
+class HttpSourceActor:
+    """``POST /v1/logs`` on ``sources.http.host:port``; see :mod:`shipper.sources.http`."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        tune_gc()
+        self.wiring = wiring
+        self.name = wiring.source_name("http")
+        self.cfg = wiring.config.sources.http
+        env = self.cfg.auth_token_env
+        self.token = os.environ.get(env) if env else None
+        if env and not self.token:
+            log.warning(
+                "sources.http.auth_token_env names %s, which is not set where the HTTP "
+                "intake runs: requests are not authenticated",
+                env,
+            )
+        sink = wiring.sink
+        bp = sink.backpressure_config
+        # Entries in flight from HTTP stay under the queue's warning band, like the
+        # driver's own submissions; past that, requests get 429.
+        self.max_inflight = max(sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold))
+        self._inflight = 0
+        self._unavailable_until = 0.0
+        self._runner: Any = None
+        self.port = 0
+        self.metrics = Reporter(wiring.telemetry(), self.name)
+        for code in ("200", "429", "503"):
+            self.metrics.recorder.add("log_capturer_http_requests_total", 0, {"code": code})
+        self.metrics.recorder.add("log_capturer_source_lines_total", 0, {"source": "http"})
+        announce_start(wiring.namespace, "source", self.name)
+        self.metrics.push_now()
+
+    async def start(self) -> str:
+        """Serve; returns the base URL (idempotent)."""
+        if self._runner is None:
+            from aiohttp import web
+
+            app = web.Application(client_max_size=self.cfg.max_body_bytes + 1)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            # Bound here, so port 0 gives the port the OS picked.
+            family = socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.cfg.host, self.cfg.port))
+            self.port = sock.getsockname()[1]
+            await web.SockSite(self._runner, sock).start()
+            self.metrics.start_periodic()
+        host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    async def _handle(self, request: Any) -> Any:
+        reply = await self._answer(request)
+        self.metrics.recorder.add(
+            "log_capturer_http_requests_total", 1, {"code": str(reply.status)}
+        )
+        self.metrics.maybe_push()
+        from aiohttp import web
+
+        return web.Response(
+            status=reply.status,
+            body=reply.encode(),
+            content_type="application/json",
+            headers=reply.headers,
+        )
+
+    async def _answer(self, request: Any) -> rules.HttpReply:
+        early = rules.check_request(
+            request.method,
+            request.path,
+            request.headers.get("Authorization"),
+            request.content_length,
+            self.token,
+            self.cfg.max_body_bytes,
+        )
+        if early is not None:
+            return early
+        try:
+            body = await request.read()
+        except Exception:  # aiohttp's own "payload too large" (no Content-Length)
+            return rules.too_large(self.cfg.max_body_bytes)
+        if len(body) > self.cfg.max_body_bytes:
+            return rules.too_large(self.cfg.max_body_bytes)
+        lines = rules.lines_of_body(body, request.content_type)
+        if isinstance(lines, rules.HttpReply):
+            return lines
+        n = lines.count(b"\n") + 1
+        if time.monotonic() < self._unavailable_until:
+            return rules.unavailable()
+        if self._inflight and self._inflight + n > self.max_inflight:
+            return rules.busy()
+        self._inflight += n
+        try:
+            ref: Ref[SubmissionResult] = self.wiring.router().submit_lines.remote(
+                _payload(lines), time.time(), 1, None, None
+            )
+            result = await ref
+        except Exception as exc:
+            self.wiring.forget(self.wiring.router_name())
+            log.warning("HTTP intake: the Router failed: %s", brief(exc))
+            return rules.unavailable(1)
+        finally:
+            self._inflight -= n
+        reply = rules.reply_for(result)
+        if reply.status == 503:
+            # Kafka is refusing and the DLQ is full: refuse at once for a while instead
+            # of taking requests that would end the same way.
+            self._unavailable_until = time.monotonic() + 5.0
+        self.metrics.recorder.add(
+            "log_capturer_source_lines_total", result.submitted, {"source": "http"}
+        )
+        return reply
+
+    async def stop_reading(self) -> int:
+        """Take no more requests (the port is released)."""
+        await self.stop()
+        return 0
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.metrics.push_now()
+
+
+def start_file_source(wiring: Wiring, node_id: str) -> Any:
+    """Create (or find) the node's file source, pinned to Ray node ``node_id``."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return named_actor(
+        FileSourceActor,
+        wiring.source_name("files"),
+        wiring.namespace,
+        64,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+    ).remote(wiring)
+
+
+def start_http_source(wiring: Wiring, node_id: str, env: dict[str, str] | None = None) -> Any:
+    """Create (or find) the node's HTTP intake; ``env`` reaches its process (the token)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    extra: dict[str, Any] = {}
+    if env:
+        extra["runtime_env"] = {"env_vars": env}
+    return named_actor(
+        HttpSourceActor,
+        wiring.source_name("http"),
+        wiring.namespace,
+        1024,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        **extra,
+    ).remote(wiring)

@@ -1,0 +1,161 @@
+"""The ``sources`` section: where log lines come from besides the Python API.
+
+::
+
+    sources:
+      files:
+        - paths: ["/var/log/app/*.log"]       # globs; files that start to match are picked up
+          labels: {service: app}              # added to every entry of these files
+      checkpoints:
+        path: ./data/checkpoints              # LMDB; default: beside the DLQ
+      tail: {...}                             # how files (and stdin) are read
+      http:
+        enabled: true
+        port: 8080
+        auth_token_env: SHIPPER_HTTP_TOKEN
+
+Not part of the spec: it names the Kafka sink only. Every key has a default, so
+``sources: {}`` and no ``sources`` at all both mean "no file or HTTP source".
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from shipper.config.types import MODEL_CONFIG, NonEmptyStr, PositiveDuration
+
+__all__ = ["CheckpointConfig", "FileGroupConfig", "HttpSourceConfig", "SourcesConfig", "TailConfig"]
+
+#: Label that names the file an entry was read from.
+FILE_LABEL = "file"
+
+
+class FileGroupConfig(BaseModel):
+    """Files read and followed like ``tail -F``, with labels for their entries."""
+
+    model_config = MODEL_CONFIG
+
+    paths: list[NonEmptyStr] = Field(
+        min_length=1,
+        description="Glob patterns (``*``, ``?``, ``[...]``, ``**``); matching files are "
+        "followed, files that start to match later are picked up.",
+    )
+    labels: dict[NonEmptyStr, str] = Field(
+        default_factory=dict,
+        description="Labels added to every entry of these files (an entry's own label of "
+        "the same name wins); the file's path is added as label ``file``.",
+    )
+    start_at: Literal["beginning", "end"] = Field(
+        default="beginning",
+        description="Where to start in a file seen for the first time (without a "
+        "checkpoint): its beginning, or its end (only new lines).",
+    )
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        # Globs are resolved against the working directory of the node's source
+        # actor; spelling them out once avoids surprises between driver and actors.
+        return [os.path.abspath(os.path.expanduser(p)) for p in paths]
+
+
+class CheckpointConfig(BaseModel):
+    """Where read positions are kept between runs."""
+
+    model_config = MODEL_CONFIG
+
+    path: NonEmptyStr | None = Field(
+        default=None,
+        description="Directory of the LMDB environment of read positions; default: "
+        "``checkpoints`` beside ``sinks.kafka.dlq_config.path``.",
+    )
+    map_size_bytes: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        le=1 << 36,
+        description="Largest size the checkpoint file may reach.",
+    )
+
+
+class TailConfig(BaseModel):
+    """How files and stdin are read."""
+
+    model_config = MODEL_CONFIG
+
+    poll_interval: PositiveDuration = Field(
+        default=0.25, description="How often files are checked for new lines and new files."
+    )
+    read_bytes: int = Field(
+        default=1 << 20,
+        ge=4096,
+        le=64 << 20,
+        description="Most bytes read from one file in one go (one submission at most).",
+    )
+    max_line_bytes: int = Field(
+        default=1 << 20,
+        ge=256,
+        le=64 << 20,
+        description="Longer lines are cut to this size (the rest is dropped and counted).",
+    )
+    partial_line_timeout: PositiveDuration = Field(
+        default=5.0,
+        description="How long a last line without its newline waits before it is sent as is.",
+    )
+    close_inactive: PositiveDuration = Field(
+        default=300.0,
+        description="A file renamed or deleted away is released after it has been read to "
+        "its end and nothing was appended for this long.",
+    )
+    max_inflight_bytes: int = Field(
+        default=16 << 20,
+        ge=1 << 16,
+        description="Bytes read and not yet acknowledged, per node, before reading pauses.",
+    )
+
+
+class HttpSourceConfig(BaseModel):
+    """The HTTP intake: ``POST /v1/logs`` with NDJSON or a JSON array of entries."""
+
+    model_config = MODEL_CONFIG
+
+    enabled: bool = Field(default=False, description="Serve the HTTP intake.")
+    host: NonEmptyStr = Field(
+        default="127.0.0.1", description="Address to listen on (0.0.0.0 for the network)."
+    )
+    port: int = Field(default=8080, ge=0, le=65535, description="Port; 0 picks a free one.")
+    max_body_bytes: int = Field(
+        default=10 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="Largest request body; larger requests get 413.",
+    )
+    auth_token_env: NonEmptyStr | None = Field(
+        default=None,
+        description="Name of an environment variable holding a bearer token; when it is "
+        "set, requests without ``Authorization: Bearer <token>`` get 401.",
+    )
+
+
+class SourcesConfig(BaseModel):
+    """Inputs other than the Python API and ``--input``."""
+
+    model_config = MODEL_CONFIG
+
+    files: list[FileGroupConfig] = Field(
+        default_factory=list, description="Groups of files to follow."
+    )
+    checkpoints: CheckpointConfig = Field(
+        default_factory=lambda: CheckpointConfig(), description="Read positions."
+    )
+    tail: TailConfig = Field(default_factory=lambda: TailConfig(), description="Reading.")
+    http: HttpSourceConfig = Field(
+        default_factory=lambda: HttpSourceConfig(), description="HTTP intake."
+    )
+
+    @property
+    def any(self) -> bool:
+        """Whether a file or HTTP source is configured (``shipper run`` then serves)."""
+        return bool(self.files) or self.http.enabled

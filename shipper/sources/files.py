@@ -1,0 +1,477 @@
+"""Files followed like ``tail -F``: discovery, identity, rotation, read positions.
+
+A file is known by its identity, not its name: device and inode, plus a fingerprint
+(sha256) of its first bytes (up to 1 KiB, recomputed while the file is shorter), so a
+reused inode or a file truncated under us is recognised. :class:`FileTailer` is driven
+by the source actor:
+
+- :meth:`FileTailer.scan` expands the globs. A file that starts to match is picked
+  up: at its checkpoint when one exists for its identity, else at its beginning (or
+  end, by ``start_at``). A known identity under a new name is the same file renamed
+  (rotation by rename): it goes on where it was, and a file that is renamed away from
+  every glob, or deleted, is still read to its end and released once idle.
+- A file shorter than the position read is truncated (rotation by copy and
+  truncate): it starts over at 0. A new file whose first bytes are those of a
+  truncated file is its copy and continues where the original was; a copy found
+  before its original was truncated waits for that, and is skipped as a duplicate if
+  the original is never truncated.
+- :meth:`FileTailer.read` reads what was appended, cut into whole lines
+  (:class:`~shipper.sources.lines.LineCutter`), as :class:`Block` s: the bytes, the
+  file offsets they cover and their first line number. The caller hands a block over,
+  and reports its acknowledgement to :meth:`FileTailer.acked`; positions are
+  checkpointed only for acknowledged prefixes (:mod:`shipper.sources.checkpoints`).
+
+Trouble never stops the other files: an unreadable file, a permission denied, a glob
+that matches nothing, a binary file, a file truncated below its checkpoint, a damaged
+or full checkpoint store each produce a :class:`Notice` (a log line and a metric
+label for the caller) and the file is skipped, retried or restarted as fits.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import stat
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shipper.config.sources import FILE_LABEL, FileGroupConfig, TailConfig
+from shipper.sources.checkpoints import AckTracker, Checkpoint, CheckpointError, CheckpointStore
+from shipper.sources.lines import LineCutter
+
+__all__ = ["FP_BYTES", "Block", "FileTailer", "Notice"]
+
+#: Bytes at the head of a file that its fingerprint covers (fewer while it is shorter).
+FP_BYTES = 1024
+# Fewer first bytes than this say too little to call another file a copy of it.
+_MIN_FP = 64
+_BINARY_PROBE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Whole lines read from one file: ``data`` covers file bytes ``[start, end)``."""
+
+    key: str
+    path: str
+    start: int
+    end: int
+    first_line: int
+    lines: int
+    data: bytes
+    labels: dict[str, str]
+    seq: int = 0  # the block's number for its file (see AckTracker)
+    gen: int = 0  # the file's generation: a truncation starts a new one
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the operator should hear about: ``kind`` is a metric label."""
+
+    kind: str
+    path: str
+    text: str
+
+
+@dataclass(eq=False)
+class _File:
+    key: str
+    path: str
+    group: int
+    dev: int
+    ino: int
+    fd: int
+    fp_len: int
+    fp: str
+    pos: int  # bytes read from the file (the cutter may hold some back)
+    line: int  # lines handed out
+    boundary: int  # end of the last block handed out
+    cutter: LineCutter
+    labels: dict[str, str]
+    last_data: float
+    matched: bool = True
+    checked_binary: bool = False
+    gen: int = 0
+
+
+@dataclass
+class _Truncated:
+    fp_len: int
+    fp: str
+    pos: int
+    line: int
+    since: float
+
+
+def _fingerprint(fd: int, length: int) -> str:
+    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest()[:32]
+
+
+def _key(dev: int, ino: int) -> str:
+    return f"{dev}:{ino}"
+
+
+class FileTailer:
+    """Follows the files of ``groups``; see the module docstring. Not thread-safe."""
+
+    def __init__(
+        self,
+        groups: Sequence[FileGroupConfig],
+        store: CheckpointStore,
+        tail: TailConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.groups = list(groups)
+        self.store = store
+        self.tail = tail
+        self.clock = clock
+        self.wall = wall
+        self.files: dict[str, _File] = {}
+        self.acks = AckTracker()
+        self.notices: list[Notice] = []
+        self.resent_lines = 0  # lines handed over before a crash and read again
+        self.cut_lines = 0
+        self._checkpoints: dict[str, Checkpoint] = {}
+        self._dirty: dict[str, Checkpoint] = {}
+        self._gone: set[str] = set()
+        self._truncated: dict[str, _Truncated] = {}
+        self._copies: dict[tuple[int, int], float] = {}  # waiting copies: first seen
+        self._skipped: set[tuple[int, int]] = set()  # duplicates, binaries
+        self._warned: dict[str, str] = {}  # path -> last notice kind (no repeats)
+        self._empty_globs: set[str] = set()
+        try:
+            self._checkpoints = store.load()
+        except CheckpointError as exc:
+            self._notice("checkpoint_error", "", str(exc))
+        damaged = getattr(store, "damaged", [])
+        for key in damaged:
+            self._notice("checkpoint_error", key, f"damaged checkpoint record {key}; skipped")
+
+    # ------------------------------------------------------------------ notices
+
+    def _notice(self, kind: str, path: str, text: str, once: bool = False) -> None:
+        if once:
+            if self._warned.get(path) == kind:
+                return
+            self._warned[path] = kind
+        self.notices.append(Notice(kind, path, text))
+
+    def take_notices(self) -> list[Notice]:
+        out, self.notices = self.notices, []
+        return out
+
+    # ------------------------------------------------------------------ discovery
+
+    def _matches(self) -> dict[str, int]:
+        """Path -> group of every regular file the globs match now (first group wins)."""
+        found: dict[str, int] = {}
+        for gi, group in enumerate(self.groups):
+            for pattern in group.paths:
+                hits = sorted(glob.glob(pattern, recursive=True))
+                if not hits:
+                    if pattern not in self._empty_globs:
+                        self._empty_globs.add(pattern)
+                        self._notice(
+                            "no_match",
+                            pattern,
+                            f"no file matches {pattern} yet; it is checked again every "
+                            f"{self.tail.poll_interval:g}s",
+                        )
+                    continue
+                self._empty_globs.discard(pattern)
+                for path in hits:
+                    found.setdefault(path, gi)
+        return found
+
+    def scan(self) -> None:
+        """Pick up new files, follow renames, notice truncation and removal."""
+        now = self.clock()
+        by_ident = {(f.dev, f.ino): f for f in self.files.values()}
+        for f in self.files.values():
+            f.matched = False
+        new: list[tuple[str, int, os.stat_result]] = []
+        for path, gi in self._matches().items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue  # gone between the glob and the stat
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            known = by_ident.get((st.st_dev, st.st_ino))
+            if known is not None:
+                known.matched = True
+                if known.path != path:
+                    known.path = path  # renamed, and still matched
+                    known.labels = self._labels(known.group, path)
+                continue
+            if (st.st_dev, st.st_ino) in self._skipped:
+                continue
+            new.append((path, gi, st))
+        for f in list(self.files.values()):
+            self._check_truncation(f, now)
+        for path, gi, st in new:
+            self._open(path, gi, st, now)
+        self._expire(now)
+
+    def _labels(self, group: int, path: str) -> dict[str, str]:
+        return {**self.groups[group].labels, FILE_LABEL: path}
+
+    def _check_truncation(self, f: _File, now: float) -> None:
+        try:
+            size = os.fstat(f.fd).st_size
+        except OSError:
+            return
+        if size >= f.pos:
+            return
+        # Shorter than what was read: truncated (copy and truncate). Remember what the
+        # old content was, for its copy, then start over.
+        self._truncated[f"{f.key}/{f.gen}"] = _Truncated(f.fp_len, f.fp, f.boundary, f.line, now)
+        self._notice(
+            "truncated",
+            f.path,
+            f"{f.path} shrank from {f.pos} to {size} bytes (truncated); reading it from "
+            "its beginning",
+        )
+        f.pos = f.boundary = 0
+        f.line = 0
+        f.cutter = self._cutter()
+        f.checked_binary = False
+        f.gen += 1
+        self.acks.forget(f.key)  # acknowledgements of the old content move nothing now
+        self._refingerprint(f)
+        self._record(f, offset=0, line=0, sent=(0, 0))
+
+    def _refingerprint(self, f: _File) -> None:
+        f.fp_len = min(FP_BYTES, os.fstat(f.fd).st_size)
+        f.fp = _fingerprint(f.fd, f.fp_len)
+
+    def _cutter(self) -> LineCutter:
+        return LineCutter(self.tail.max_line_bytes, self.tail.partial_line_timeout, self.clock)
+
+    def _open(self, path: str, gi: int, st: os.stat_result, now: float) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except PermissionError as exc:
+            self._notice("permission_denied", path, f"cannot read {path}: {exc.strerror}; "
+                         "it is tried again on every scan", once=True)  # fmt: skip
+            return
+        except OSError as exc:
+            self._notice("unreadable", path, f"cannot open {path}: {exc.strerror}", once=True)
+            return
+        self._warned.pop(path, None)
+        fp_len = min(FP_BYTES, st.st_size)
+        try:
+            fp = _fingerprint(fd, fp_len)
+        except OSError as exc:
+            os.close(fd)
+            self._notice("unreadable", path, f"cannot read {path}: {exc.strerror}", once=True)
+            return
+        key = _key(st.st_dev, st.st_ino)
+        f = _File(key, path, gi, st.st_dev, st.st_ino, fd, fp_len, fp, 0, 0, 0,
+                  self._cutter(), self._labels(gi, path), now)  # fmt: skip
+        cp = self._resume_point(f, st.st_size)
+        if cp is None:
+            return  # a copy waiting for its original, or a duplicate: not read now
+        f.pos = f.boundary = cp[0]
+        f.line = cp[1]
+        self.files[key] = f
+        self._record(f, offset=cp[0], line=cp[1], sent=(cp[0], cp[1]))
+
+    def _resume_point(self, f: _File, size: int) -> tuple[int, int] | None:
+        ident = (f.dev, f.ino)
+        # 1. A checkpoint of this very file (same inode, same first bytes).
+        cp = self._checkpoints.get(f.key)
+        if cp is not None and cp.fp_len <= size and _fingerprint(f.fd, cp.fp_len) == cp.fp:
+            if cp.sent_line > cp.line:
+                self.resent_lines += cp.sent_line - cp.line
+            if cp.offset > size:
+                self._notice(
+                    "truncated",
+                    f.path,
+                    f"{f.path} is shorter ({size} bytes) than its checkpoint "
+                    f"({cp.offset}); reading it from its beginning",
+                )
+                return 0, 0
+            return cp.offset, cp.line
+        # 2. The copy of a file that was truncated (copy and truncate rotation).
+        for tkey, t in list(self._truncated.items()):
+            if t.fp_len >= _MIN_FP and t.fp_len <= size and _fingerprint(f.fd, t.fp_len) == t.fp:
+                del self._truncated[tkey]
+                self._copies.pop(ident, None)
+                if t.pos > size:
+                    return 0, 0
+                return t.pos, t.line
+        # 3. The copy of a live file whose truncation has not happened (yet).
+        for other in self.files.values():
+            if (
+                other.fp_len >= _MIN_FP
+                and other.fp_len <= size
+                and _fingerprint(f.fd, other.fp_len) == other.fp
+            ):
+                first = self._copies.setdefault(ident, self.clock())
+                os.close(f.fd)
+                if self.clock() - first > self.tail.close_inactive:
+                    self._copies.pop(ident, None)
+                    self._skipped.add(ident)
+                    self._notice(
+                        "duplicate",
+                        f.path,
+                        f"{f.path} holds the same data as {other.path} and is skipped",
+                    )
+                return None
+        self._copies.pop(ident, None)
+        if self.groups[f.group].start_at == "end":
+            return size, 0
+        return 0, 0
+
+    def _expire(self, now: float) -> None:
+        """Release files renamed away or deleted, once read to their end and idle."""
+        for f in list(self.files.values()):
+            if f.matched:
+                continue
+            try:
+                st = os.fstat(f.fd)
+            except OSError:
+                st = None
+            deleted = st is None or st.st_nlink == 0
+            at_end = st is None or f.pos >= st.st_size
+            idle = now - f.last_data >= self.tail.close_inactive
+            if at_end and not f.cutter.pending and (idle or deleted):
+                if self.acks.outstanding(f.key):
+                    continue  # released once its last blocks are acknowledged
+                self._release(f)
+
+    def _release(self, f: _File) -> None:
+        os.close(f.fd)
+        del self.files[f.key]
+        self.acks.forget(f.key)
+        self._gone.add(f.key)
+        self._dirty.pop(f.key, None)
+        self._checkpoints.pop(f.key, None)
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, budget: int) -> list[Block]:
+        """Up to about ``budget`` bytes of whole lines from the files, fairly."""
+        blocks: list[Block] = []
+        files = sorted(self.files.values(), key=lambda f: f.last_data)
+        share = max(4096, budget // max(1, len(files)))
+        for f in files:
+            if budget <= 0:
+                break
+            block = self._read_one(f, min(share, budget, self.tail.read_bytes))
+            if block is not None:
+                blocks.append(block)
+                budget -= len(block.data)
+        return blocks
+
+    def _read_one(self, f: _File, size: int) -> Block | None:
+        try:
+            data = os.pread(f.fd, size, f.pos)
+        except OSError as exc:
+            self._notice("unreadable", f.path, f"cannot read {f.path}: {exc.strerror}", once=True)
+            return None
+        now = self.clock()
+        if data:
+            if not f.checked_binary:
+                f.checked_binary = True
+                if b"\x00" in data[:_BINARY_PROBE]:
+                    self._notice(
+                        "binary",
+                        f.path,
+                        f"{f.path} looks binary (NUL bytes); it is skipped",
+                    )
+                    self._skipped.add((f.dev, f.ino))
+                    self._release(f)
+                    return None
+            f.pos += len(data)
+            f.last_data = now
+            blob = f.cutter.feed(data)
+        elif f.cutter.due():
+            blob = f.cutter.flush()
+        else:
+            return None
+        if f.cutter.cut:
+            self.cut_lines += f.cutter.cut
+            f.cutter.cut = 0
+        if not blob:
+            return None
+        end = f.pos - f.cutter.pending
+        lines = blob.count(b"\n")
+        start, first = f.boundary, f.line + 1
+        f.boundary = end
+        f.line += lines
+        if f.fp_len < FP_BYTES:
+            self._refingerprint(f)  # still short: the fingerprint grows with the file
+        seq = self.acks.sent(f.key, end, f.line)
+        self._record(f, sent=(end, f.line))
+        return Block(f.key, f.path, start, end, first, lines, blob, f.labels, seq, f.gen)
+
+    # ------------------------------------------------------------------ positions
+
+    def _record(
+        self,
+        f: _File,
+        offset: int | None = None,
+        line: int | None = None,
+        sent: tuple[int, int] | None = None,
+    ) -> None:
+        """Note a new position of ``f`` (written by the next :meth:`commit`)."""
+        cur = self._dirty.get(f.key) or self._checkpoints.get(f.key)
+        if cur is None:
+            cur = Checkpoint(f.path, f.fp_len, f.fp, f.boundary, f.line, f.boundary, f.line)
+        sent_offset, sent_line = sent if sent is not None else (cur.sent_offset, cur.sent_line)
+        self._dirty[f.key] = Checkpoint(
+            f.path,
+            f.fp_len,
+            f.fp,
+            cur.offset if offset is None else offset,
+            cur.line if line is None else line,
+            sent_offset,
+            sent_line,
+            self.wall(),
+        )
+
+    def acked(self, block: Block) -> None:
+        """``block`` is acknowledged (every entry in Kafka, the DLQ, or counted)."""
+        f = self.files.get(block.key)
+        if f is None or f.gen != block.gen:
+            return  # released, or truncated since: its old content has no position
+        moved = self.acks.acked(block.key, block.seq)
+        if moved is not None:
+            self._record(f, offset=moved[0], line=moved[1])
+
+    def commit(self) -> bool:
+        """Write changed positions; False (with a notice) when the store refused."""
+        if not self._dirty and not self._gone:
+            return True
+        changes, gone = dict(self._dirty), set(self._gone)
+        try:
+            self.store.save(changes, gone)
+        except CheckpointError as exc:
+            self._notice("checkpoint_error", "", str(exc), once=True)
+            return False
+        self._warned.pop("", None)
+        self._checkpoints.update(changes)
+        for key in gone:
+            self._checkpoints.pop(key, None)
+        self._dirty.clear()
+        self._gone.clear()
+        return True
+
+    def positions(self) -> dict[str, tuple[str, int, int]]:
+        """Per file: path, bytes read, bytes acknowledged (for status output)."""
+        out = {}
+        for f in self.files.values():
+            cp = self._dirty.get(f.key) or self._checkpoints.get(f.key)
+            out[f.key] = (f.path, f.pos, cp.offset if cp else 0)
+        return out
+
+    def close(self) -> None:
+        for f in list(self.files.values()):
+            os.close(f.fd)
+        self.files.clear()

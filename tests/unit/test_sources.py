@@ -1,0 +1,320 @@
+"""Sources without Ray: line cutting, streaming reads, checkpoints, following files.
+
+Files are real files in a temporary directory; time is a fake clock; the checkpoint
+store is the in-memory one except where LMDB itself is the point.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shipper.config.sources import FileGroupConfig, TailConfig
+from shipper.sources.checkpoints import (
+    AckTracker,
+    Checkpoint,
+    LmdbCheckpoints,
+    MemoryCheckpoints,
+    open_checkpoints,
+)
+from shipper.sources.files import Block, FileTailer
+from shipper.sources.lines import LineCutter
+from shipper.sources.stdin import StreamReader
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def test_whole_lines_go_at_once_the_unfinished_one_waits() -> None:
+    clock = Clock()
+    c = LineCutter(100, 5.0, clock)
+    assert c.feed(b"a\nb\npar") == b"a\nb\n"
+    assert c.pending == 3
+    assert c.feed(b"tial\nnext") == b"partial\n"
+    assert not c.due()
+    clock.t += 5
+    assert c.due()
+    assert c.flush() == b"next\n" and c.pending == 0
+
+
+def test_long_lines_are_cut_and_counted_even_across_reads() -> None:
+    c = LineCutter(4, 5.0)
+    assert c.feed(b"123456789\nab\n") == b"1234\nab\n"
+    assert (c.cut, c.cut_bytes) == (1, 5)
+    assert c.feed(b"xxxxxxx") == b"xxxx\n"  # no newline yet, already too long
+    assert c.feed(b"yyy") == b""  # the rest of that line is dropped
+    assert c.feed(b"yy\nok\n") == b"ok\n"
+    assert (c.cut, c.cut_bytes) == (2, 5 + 3 + 3 + 2)
+    assert c.pending == 0
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 50))
+def test_every_byte_is_handed_out_dropped_or_pending(pieces: list[bytes], cap: int) -> None:
+    c = LineCutter(cap, 5.0)
+    out = b"".join(c.feed(p) for p in pieces)
+    total = sum(map(len, pieces))
+    newlines_added = out.count(b"\n") - b"".join(pieces).count(b"\n")
+    # Cut lines get a newline of their own; otherwise bytes are conserved.
+    assert len(out) - newlines_added + c.cut_bytes + c.pending == total
+    assert not out or out.endswith(b"\n")
+    assert all(len(line) <= cap for line in out.split(b"\n"))
+
+
+# --------------------------------------------------------------------------- stdin
+
+
+def test_a_pipe_that_stays_open_yields_each_line_as_it_arrives() -> None:
+    r, w = os.pipe()
+    stop = threading.Event()
+    reader = StreamReader(r, LineCutter(1 << 20, 5.0), stopped=stop.is_set, poll=0.05)
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.extend(reader.blobs()), daemon=True)
+    t.start()
+    os.write(w, b'{"message":"one"}\n')
+    deadline = time.monotonic() + 2
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == [b'{"message":"one"}\n']  # the pipe is still open
+    os.write(w, b"half a li")
+    stop.set()  # a stop ends the wait at once and hands out what was read
+    t.join(2)
+    assert not t.is_alive()
+    assert got[-1] == b"half a li\n"
+    os.close(w)
+    os.close(r)
+
+
+def test_end_of_input_flushes_the_last_line() -> None:
+    r, w = os.pipe()
+    os.write(w, b"a\nb\nlast")
+    os.close(w)
+    reader = StreamReader(r, LineCutter(1 << 20, 5.0), poll=0.05)
+    assert b"".join(reader.blobs()) == b"a\nb\nlast\n"
+    os.close(r)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_the_acknowledged_prefix_grows_only_over_acknowledged_blocks() -> None:
+    t = AckTracker()
+    a, b, c = t.sent("f", 10, 1), t.sent("f", 20, 2), t.sent("f", 30, 3)
+    assert t.acked("f", b) is None  # a is still out
+    assert t.acked("f", a) == (20, 2)  # a and b
+    assert t.outstanding("f") == 1
+    assert t.acked("f", c) == (30, 3)
+    assert t.acked("f", a) is None  # an old number moves nothing
+
+
+def test_lmdb_checkpoints_survive_reopening(tmp_path: Path) -> None:
+    store = LmdbCheckpoints(str(tmp_path / "cp"))
+    store.save({"1:2": Checkpoint("/x", 10, "ab", 5, 1, 9, 2)})
+    store.save({}, gone=[])
+    store.close()
+    again = LmdbCheckpoints(str(tmp_path / "cp"))
+    assert again.load() == {"1:2": Checkpoint("/x", 10, "ab", 5, 1, 9, 2)}
+    again.save({}, gone=["1:2"])
+    assert again.load() == {}
+    again.close()
+
+
+def test_a_damaged_checkpoint_store_is_moved_aside_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "cp"
+    path.mkdir()
+    (path / "data.mdb").write_bytes(b"not an lmdb file" * 100)
+    store, note = open_checkpoints(str(path), 1 << 20)
+    assert note is not None and "moved to" in note
+    assert store.load() == {}
+    store.close()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def tail_cfg(**kw: Any) -> TailConfig:
+    opts: dict[str, Any] = {"poll_interval": 0.1, "partial_line_timeout": 5.0, "close_inactive": 60}
+    opts.update(kw)
+    return TailConfig(**opts)
+
+
+def tailer(
+    tmp_path: Path,
+    store: MemoryCheckpoints | None = None,
+    clock: Clock | None = None,
+    pattern: str = "*.log",
+    **kw: Any,
+) -> FileTailer:
+    group = FileGroupConfig(paths=[str(tmp_path / pattern)], labels={"service": "app"}, **kw)
+    return FileTailer([group], store or MemoryCheckpoints(), tail_cfg(), clock=clock or Clock())
+
+
+def drain(t: FileTailer, ack: bool = True) -> list[Block]:
+    t.scan()
+    out: list[Block] = []
+    while True:
+        blocks = t.read(1 << 20)
+        if not blocks:
+            break
+        out += blocks
+    if ack:
+        for b in out:
+            t.acked(b)
+        t.commit()
+    return out
+
+
+def lines_of(blocks: list[Block]) -> list[bytes]:
+    return [line for b in blocks for line in b.data.split(b"\n")[:-1]]
+
+
+def write(path: Path, *lines: str) -> None:
+    with path.open("ab") as fh:
+        fh.write("".join(f"{line}\n" for line in lines).encode())
+
+
+def test_new_files_are_read_with_labels_and_line_numbers(tmp_path: Path) -> None:
+    t = tailer(tmp_path)
+    assert drain(t) == []
+    assert [n.kind for n in t.take_notices()] == ["no_match"]
+    write(tmp_path / "a.log", "one", "two")
+    [b] = drain(t)
+    assert b.data == b"one\ntwo\n" and (b.first_line, b.lines) == (1, 2)
+    assert b.labels == {"service": "app", "file": str(tmp_path / "a.log")}
+    write(tmp_path / "a.log", "three")
+    [b] = drain(t)
+    assert (b.data, b.first_line, b.start) == (b"three\n", 3, 8)
+
+
+def test_rotation_by_rename_reads_the_old_file_to_its_end_once(tmp_path: Path) -> None:
+    clock = Clock()
+    t = tailer(tmp_path, clock=clock)
+    log = tmp_path / "app.log"
+    write(log, *[f"a{i}" for i in range(5)])
+    got = lines_of(drain(t))
+    write(log, "a5", "a6")  # written, not read yet
+    log.rename(tmp_path / "app.log.1")  # no longer matches *.log
+    write(log, "b0")  # the new file
+    got += lines_of(drain(t))
+    assert sorted(got) == sorted([f"a{i}".encode() for i in range(7)] + [b"b0"])
+    clock.t += 61
+    drain(t)
+    assert [f.path for f in t.files.values()] == [str(log)]  # the old one released
+
+
+def test_rotation_by_copy_and_truncate_continues_in_the_copy(tmp_path: Path) -> None:
+    t = tailer(tmp_path, pattern="app.log*")
+    log = tmp_path / "app.log"
+    write(log, *[f"line {i:04d} of the first generation, long enough" for i in range(40)])
+    got = lines_of(drain(t))
+    write(log, "written before the copy", "also before the copy")
+    copy = tmp_path / "app.log.1"
+    copy.write_bytes(log.read_bytes())  # copy ...
+    with log.open("r+b") as fh:  # ... and truncate
+        fh.truncate(0)
+    write(log, "after the truncation")
+    got += lines_of(drain(t))
+    expected = [f"line {i:04d} of the first generation, long enough" for i in range(40)]
+    expected += ["written before the copy", "also before the copy", "after the truncation"]
+    assert sorted(got) == sorted(x.encode() for x in expected)  # each exactly once
+    assert "truncated" in [n.kind for n in t.take_notices()]
+
+
+def test_a_restart_resumes_at_the_acknowledged_position_and_counts_resends(
+    tmp_path: Path,
+) -> None:
+    store = MemoryCheckpoints()
+    t = tailer(tmp_path, store)
+    log = tmp_path / "a.log"
+    write(log, "1", "2")
+    drain(t)
+    write(log, "3", "4")
+    t.scan()
+    [second] = t.read(1 << 20)
+    t.commit()  # handed over (sent mark written) but never acknowledged: a crash
+    assert second.data == b"3\n4\n"
+    again = tailer(tmp_path, store)
+    blocks = drain(again)
+    assert lines_of(blocks) == [b"3", b"4"]  # resumed after the acknowledged lines
+    assert blocks[0].first_line == 3
+    assert again.resent_lines == 2  # possibly in Kafka already: counted
+
+
+def test_a_file_shorter_than_its_checkpoint_is_read_from_the_start(tmp_path: Path) -> None:
+    store = MemoryCheckpoints()
+    t = tailer(tmp_path, store)
+    log = tmp_path / "a.log"
+    write(log, *["x" * 100] * 20)
+    drain(t)
+    t.close()
+    fp_len = store.data[next(iter(store.data))].fp_len
+    with log.open("r+b") as fh:
+        fh.truncate(fp_len)  # same first bytes, shorter than the checkpoint
+    again = tailer(tmp_path, store)
+    drain(again)
+    assert "truncated" in [n.kind for n in again.take_notices()]
+
+
+def test_binary_unreadable_and_missing_files_are_reported_not_fatal(tmp_path: Path) -> None:
+    t = tailer(tmp_path)
+    (tmp_path / "bin.log").write_bytes(b"\x00\x01\x02binary\n")
+    secret = tmp_path / "secret.log"
+    write(secret, "hidden")
+    secret.chmod(0)
+    write(tmp_path / "good.log", "fine")
+    blocks = drain(t)
+    kinds = {n.kind for n in t.take_notices()}
+    assert "binary" in kinds
+    if os.geteuid() != 0:  # root reads any file
+        assert "permission_denied" in kinds
+    assert b"fine" in lines_of(blocks)
+    assert not any(b.path.endswith("bin.log") for b in blocks)
+    assert drain(t) == [] and "binary" not in {n.kind for n in t.take_notices()}
+
+
+def test_start_at_end_skips_what_was_there(tmp_path: Path) -> None:
+    write(tmp_path / "a.log", "old")
+    t = tailer(tmp_path, start_at="end")
+    assert drain(t) == []
+    write(tmp_path / "a.log", "new")
+    assert lines_of(drain(t)) == [b"new"]
+
+
+def test_a_deleted_file_is_released_once_read(tmp_path: Path) -> None:
+    t = tailer(tmp_path)
+    log = tmp_path / "a.log"
+    write(log, "1")
+    drain(t)
+    write(log, "2")
+    fd = os.open(log, os.O_RDONLY)  # a writer still holds it, as a logger would
+    log.unlink()
+    assert lines_of(drain(t)) == [b"2"]
+    drain(t)
+    assert t.files == {}
+    os.close(fd)
+
+
+@pytest.mark.parametrize("acked", [True, False])
+def test_positions_move_only_with_acknowledgements(tmp_path: Path, acked: bool) -> None:
+    store = MemoryCheckpoints()
+    t = tailer(tmp_path, store)
+    write(tmp_path / "a.log", "1", "2", "3")
+    drain(t, ack=acked)
+    t.commit()
+    [cp] = store.data.values()
+    assert (cp.sent_offset, cp.sent_line) == (6, 3)
+    assert (cp.offset, cp.line) == ((6, 3) if acked else (0, 0))
