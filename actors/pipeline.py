@@ -327,19 +327,21 @@ class Shipper:
         src = self.config.sources
         node_id = ray.get_runtime_context().get_node_id()
         started: list[str] = []
+        # Both actors start at once (a worker process each); then both are waited for.
         if src.files:
-            handle = start_file_source(self.wiring, node_id)
-            ray.get(handle.start.remote())
-            self._sources["files"] = handle
-            patterns = ", ".join(p for g in src.files for p in g.paths)
-            started.append(f"following {patterns}")
+            self._sources["files"] = start_file_source(self.wiring, node_id)
         if src.http.enabled:
             env_name = src.http.auth_token_env
             env = {env_name: os.environ[env_name]} if env_name and env_name in os.environ else None
-            handle = start_http_source(self.wiring, node_id, env)
-            self.http_url = str(ray.get(handle.start.remote())) + "/v1/logs"
-            self._sources["http"] = handle
-            started.append(f"HTTP intake at {self.http_url}")
+            self._sources["http"] = start_http_source(self.wiring, node_id, env)
+        answers = ray.get([h.start.remote() for h in self._sources.values()])
+        for kind, answer in zip(self._sources, answers, strict=True):
+            if kind == "files":
+                patterns = ", ".join(p for g in src.files for p in g.paths)
+                started.append(f"following {patterns}")
+            else:
+                self.http_url = f"{answer}/v1/logs"
+                started.append(f"HTTP intake at {self.http_url}")
         return started
 
     def _stop_reading(self) -> None:

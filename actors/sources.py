@@ -70,7 +70,7 @@ class FileSourceActor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_commit = 0.0
-        self.counts = {"blocks": 0, "lines": 0, "acked_lines": 0, "resends": 0}
+        self.counts = {"blocks": 0, "lines": 0, "resends": 0, "resent": 0}
         announce_start(wiring.namespace, "source", self.name)
         self.metrics.push_now()
 
@@ -172,6 +172,7 @@ class FileSourceActor:
             log.log(level, "%s", n.text)
             rec.add("log_capturer_source_problems_total", 1, _kind(n.kind))
         if self.tailer.resent_lines:
+            self.counts["resent"] += self.tailer.resent_lines
             rec.add(
                 "log_capturer_source_resent_total", self.tailer.resent_lines, {"source": "file"}
             )

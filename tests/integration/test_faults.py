@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -271,6 +273,71 @@ def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
         stats = s.stats()
     assert stats.entries_in == 300
     assert stats.delivered + stats.dlq + stats.failed == 300
+
+
+def test_a_stop_with_kafka_down_parks_every_queued_entry_in_the_dlq(
+    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+) -> None:
+    # Kafka down at close: entries wait in librdkafka (message timeout 60 s) past the
+    # drain timeout. The stop parks them in the DLQ instead of dropping them.
+    dlq = str(tmp_path / "dlq")
+    cfg = resilient(kafka, topic, dlq, timeout="60s")
+    cfg["pipeline"] = {"drain_timeout": "2s"}
+    broker.stop()
+    s = Shipper(cfg)
+    acks = [s.submit_lines(lines(i * 125, 125)) for i in range(8)]  # 8: all in flight
+    t0 = time.monotonic()
+    report = s.close()
+    assert time.monotonic() - t0 < 60
+    results = [a.result(5) for a in acks]
+    assert report.drained, str(report)
+    assert sum(r.delivered + r.dlq for r in results) == 1000
+    assert all(r.ok for r in results)
+    with LmdbDlqStore(dlq) as store:
+        recs = store.fetch(2000)
+    assert len(recs) == 1000
+    assert {r.reason for r in recs} <= {"shutdown", "timeout", "circuit_open"}
+    assert any(r.reason == "shutdown" for r in recs)
+    broker.start()
+    # The next start replays them: every one arrives.
+    with Shipper(resilient(kafka, topic, dlq)) as again:
+        wait_until(lambda: again.dlq_count() == 0, 120, "the DLQ to drain")
+    assert sorted(seqs(kafka, topic, 1000)) == list(range(1000))
+
+
+def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
+    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+) -> None:
+    dlq = str(tmp_path / "dlq")
+    cfg = resilient(
+        kafka,
+        topic,
+        dlq,
+        timeout="2s",
+        dlq_config={"path": dlq, "max_disk_bytes": 1 << 16, "map_size_bytes": 1 << 20},
+    )
+    cfg["sources"] = {"http": {"enabled": True, "port": 0}}
+    broker.stop()
+    with Shipper(cfg) as s:
+        s.start_sources()
+        assert s.http_url is not None
+        body = b"\n".join(
+            json.dumps({"message": "p" * 1000, "fields": {"seq": i}}).encode() for i in range(300)
+        )
+        req = urllib.request.Request(s.http_url, data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=120)
+        assert info.value.code == 503
+        assert int(info.value.headers["Retry-After"]) > 0
+        answer = json.loads(info.value.read())
+        assert "DLQ" in answer["error"]
+        # Right after, the intake refuses at once rather than take more of the same.
+        t0 = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as again:
+            urllib.request.urlopen(
+                urllib.request.Request(s.http_url, data=b'{"message":"x"}'), timeout=30
+            )
+        assert again.value.code == 503 and time.monotonic() - t0 < 2
 
 
 CHILD = r"""
