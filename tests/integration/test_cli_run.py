@@ -93,3 +93,21 @@ def test_sigterm_mid_stream_drains_and_loses_nothing_acknowledged(
     got = consume_all(kafka.client_config(), topic, timeout=60, idle=1.0)
     assert len(got) == summary["delivered"]
     assert len({json.loads(m.value() or b"{}")["fields"]["seq"] for m in got}) == len(got)
+
+
+def test_a_ray_address_that_does_not_answer_fails_fast_and_says_what_to_do(
+    kafka: LocalKafka, topic: str, tmp_path: Path
+) -> None:
+    cfg = write_config(kafka, topic, tmp_path)
+    data = tmp_path / "in.log"
+    data.write_text('{"message":"x"}\n')
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [SHIPPER, "run", "--config", str(cfg), "--input", str(data),
+         "--ray-address", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, env=env(),
+    )  # fmt: skip
+    assert time.monotonic() - t0 < 30
+    assert out.returncode == 2
+    assert "127.0.0.1:1" in out.stderr and "ray start --head" in out.stderr
+    assert "Traceback" not in out.stderr
