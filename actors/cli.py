@@ -139,9 +139,10 @@ def _start(args: argparse.Namespace) -> Any:
     local_ray.prepare(address)
     from actors.pipeline import Shipper
 
-    if address:
+    timer = None
+    if address and address != "local":  # joining a cluster: it must answer
         _probe(address)
-    timer = _watchdog(address, RAY_CONNECT_TIMEOUT) if address else None
+        timer = _watchdog(address, RAY_CONNECT_TIMEOUT)
     if timer is not None:
         timer.start()
     try:

@@ -21,7 +21,8 @@ __all__ = ["prepare"]
 
 def prepare(address: str | None = None) -> None:
     """Ask for Ray's token authentication explicitly when a local Ray will start."""
-    if address or os.environ.get("RAY_ADDRESS") or "ray" in sys.modules:
+    address = address or os.environ.get("RAY_ADDRESS")
+    if (address and address != "local") or "ray" in sys.modules:
         # Joining a cluster: its mode applies. Ray already imported: it has read its
         # settings, and a mode set now would contradict them (ray.init then fails).
         return

@@ -1,12 +1,14 @@
 """Source actors: they read on the node that has the input and feed its Router directly.
 
 - :class:`FileSourceActor` follows the configured files
-  (:class:`shipper.sources.files.FileTailer`), hands whole-line blocks to the node's
-  Router with the file's labels, and checkpoints a file's position only once every
-  block before it is acknowledged. A block Kafka refused and the DLQ could not take
-  (or whose Router died) is sent again later: the file still has it.
+  (:class:`shipper.sources.files.FileTailer`), validates and routes each whole-line
+  block with the file's labels (:class:`shipper.intake.Intake`) and hands it to the
+  node's Batchers itself (:class:`actors.feeder.Feeder`: no Router hop). A file's
+  position is checkpointed only once every block before it is acknowledged; a block
+  Kafka refused and the DLQ could not take is sent again later: the file has it.
 - :class:`HttpSourceActor` serves ``POST /v1/logs`` (aiohttp, in the actor's event
-  loop) with the rules of :mod:`shipper.sources.http`.
+  loop) with the rules of :mod:`shipper.sources.http`, feeding the Batchers the same
+  way.
 
 The driver is off the data path: it only starts, watches and stops them.
 """
@@ -18,18 +20,17 @@ import logging
 import os
 import socket
 import time
-import uuid
 from typing import Any
 
-from shipper.errors import brief
-from shipper.outcomes import SubmissionResult
+from shipper.intake import Intake, Prepared
+from shipper.outcomes import SegmentOutcome
 from shipper.sources import http as rules
 from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
 
 from ._options import announce_start, named_actor, tune_gc
-from .handles import Order, Ref
-from .payload import STORE_MIN_BYTES, Stored
+from .feeder import Feeder
+from .handles import Ref
 from .telemetry import Reporter
 from .wiring import Wiring
 
@@ -38,10 +39,6 @@ __all__ = ["FileSourceActor", "HttpSourceActor", "start_file_source", "start_htt
 log = logging.getLogger("shipper.sources")
 
 RESEND_SECONDS = 2.0  # wait before a refused block goes again
-
-
-def _payload(data: bytes) -> bytes | Stored:
-    return Stored.put(data) if len(data) >= STORE_MIN_BYTES else data
 
 
 class FileSourceActor:
@@ -62,8 +59,9 @@ class FileSourceActor:
         if note:
             log.warning("%s", note)
             rec.add("log_capturer_source_problems_total", 1, _kind("checkpoint_error"))
-        self.sender = uuid.uuid4().hex[:12]
-        self._seq = 0
+        # Reads, validates and routes on this node, and feeds its Batchers directly.
+        self.intake = Intake(wiring.sink)
+        self.feeder = Feeder(wiring, rec, "source")
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_bytes = 0
         self._room = asyncio.Event()
@@ -120,31 +118,33 @@ class FileSourceActor:
             self._send(b)
         return True
 
-    def _next_order(self) -> Order:
-        order = (self.sender, self._seq)
-        self._seq += 1
-        return order
-
     def _send(self, b: Block, delay: float = 0.0) -> None:
         self._inflight_bytes += len(b.data)
-        task = asyncio.get_running_loop().create_task(self._deliver(b, delay))
+        # Handed over at once (unless this is a retry): blocks reach the Batchers in
+        # the order they were read, so a file's entries keep their order per topic.
+        started = None if delay else self._hand_over(b)
+        task = asyncio.get_running_loop().create_task(self._deliver(b, delay, started))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
-    async def _deliver(self, b: Block, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
+    def _hand_over(self, b: Block) -> tuple[Prepared, list[Ref[SegmentOutcome]], float]:
         self.counts["blocks"] += 1
-        ref: Ref[SubmissionResult] = self.wiring.router().submit_lines.remote(
-            _payload(b.data), time.time(), b.first_line, self._next_order(), b.labels
-        )
-        try:
-            result = await ref
-            refused = result.dlq_refused
-            why = f"{refused} entries neither in Kafka nor in the DLQ (full)"
-        except Exception as exc:  # the Router died with it: the file still has it
-            self.wiring.forget(self.wiring.router_name())
-            refused, why = b.lines, f"router failed: {brief(exc)}"
+        now = time.time()
+        prep = self.intake.prepare_lines(b.data, b.first_line, b.labels)
+        return prep, self.feeder.hand_over(prep, now), now
+
+    async def _deliver(
+        self,
+        b: Block,
+        delay: float,
+        started: tuple[Prepared, list[Ref[SegmentOutcome]], float] | None,
+    ) -> None:
+        if started is None:
+            await asyncio.sleep(delay)
+            started = self._hand_over(b)
+        result = await self.feeder.collect(*started)
+        refused = result.dlq_refused
+        why = f"{refused} entries neither in Kafka nor in the DLQ (full)"
         self._inflight_bytes -= len(b.data)
         if refused and not self._stopping:
             # Not acknowledged: keep the position, send the block again later.
@@ -246,6 +246,8 @@ class HttpSourceActor:
         self._runner: Any = None
         self.port = 0
         self.metrics = Reporter(wiring.telemetry(), self.name)
+        self.intake = Intake(sink)
+        self.feeder = Feeder(wiring, self.metrics.recorder, "source")
         for code in ("200", "429", "503"):
             self.metrics.recorder.add("log_capturer_http_requests_total", 0, {"code": code})
         self.metrics.recorder.add("log_capturer_source_lines_total", 0, {"source": "http"})
@@ -314,14 +316,9 @@ class HttpSourceActor:
             return rules.busy()
         self._inflight += n
         try:
-            ref: Ref[SubmissionResult] = self.wiring.router().submit_lines.remote(
-                _payload(lines), time.time(), 1, None, None
-            )
-            result = await ref
-        except Exception as exc:
-            self.wiring.forget(self.wiring.router_name())
-            log.warning("HTTP intake: the Router failed: %s", brief(exc))
-            return rules.unavailable(1)
+            now = time.time()
+            prep = self.intake.prepare_lines(lines, 1)
+            result = await self.feeder.collect(prep, self.feeder.hand_over(prep, now), now)
         finally:
             self._inflight -= n
         reply = rules.reply_for(result)

@@ -92,6 +92,8 @@ class Intake:
         self.key_field = part.key_field if self.keyer is not None else None
         self._fast = _canonical_decoder(self.key_field)
         self._relabel = msgspec.json.Decoder(_RawEntry)
+        holder = _key_holder(self.key_field)
+        self._fields_keys: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[holder])  # type: ignore[valid-type]
         self._relabel_encoder = msgspec.json.Encoder()
 
     def prepare_lines(
@@ -166,20 +168,20 @@ class Intake:
         # lines, each line is exactly one object.
         if body[:1] != b"{" or body[-1:] != b"}" or body.count(b"}\n{") != n - 1:
             return None
-        try:
-            entries = self._fast.decode_lines(body)
-        except msgspec.MsgspecError:
-            return None
+        if labels:
+            entries = self._relabeled(body, labels)
+            if entries is None:
+                return None
+            # The lines change (every entry gets the labels): written back in one call.
+            body = self._relabel_encoder.encode_lines(entries)[:-1]
+        else:
+            try:
+                entries = self._fast.decode_lines(body)
+            except msgspec.MsgspecError:
+                return None
         levels = [e.level for e in entries]
         if len(entries) != n or not CANONICAL_LEVELS.issuperset(levels):
             return None
-        if labels:
-            # The lines change: every entry gets the labels. Decoded once more with
-            # the other fields kept as raw JSON, and written back in one call.
-            raws = self._relabel.decode_lines(body)
-            for e, r in zip(entries, raws, strict=True):
-                e.labels = r.labels = {**labels, **e.labels}
-            body = self._relabel_encoder.encode_lines(raws)[:-1]
         if len(body) > self.max_bytes and _longest_line(body) > self.max_bytes:
             return None
         lines: list[bytes] | None = None
@@ -215,13 +217,39 @@ class Intake:
             whole = None
         return Prepared(n, segments, rejected, whole)
 
+    def _relabeled(self, body: bytes, labels: Mapping[str, str]) -> list[Any] | None:
+        """Canonical lines decoded once with everything but level and labels kept as
+        raw JSON, the source's labels merged in; None when a line is not canonical.
+
+        The raw parts are checked by their first byte for the types the typed decoder
+        checks (a string message, a string, number or null timestamp, an object of
+        fields), so both paths accept the same lines."""
+        try:
+            entries = self._relabel.decode_lines(body)
+        except msgspec.MsgspecError:
+            return None
+        for e in entries:
+            if (
+                memoryview(e.message)[0] != 0x22  # "
+                or memoryview(e.timestamp)[0] not in _TS_STARTS
+                or memoryview(e.fields)[0] != 0x7B  # {
+            ):
+                return None
+            e.labels = {**labels, **e.labels}
+        return entries
+
     def _canonical_keys(self, group: Sequence[Any]) -> list[bytes | None]:
         # The same rule as the partitioner's key_for: fields first, then labels.
         name = self.key_field
         out: list[bytes | None] = []
         append = out.append
-        for e in group:
-            v = e.fields.key
+        if group and isinstance(group[0], _RawEntry):
+            # Raw fields: their keys are read in one decoder call for the whole group.
+            holders = self._fields_keys.decode(b"[" + b",".join(e.fields for e in group) + b"]")
+            found = [h.key for h in holders]
+        else:
+            found = [e.fields.key for e in group]
+        for e, v in zip(group, found, strict=True):
             if v is None:
                 v = e.labels.get(name)
                 if v is None:
@@ -282,14 +310,27 @@ class Intake:
         return Prepared(len(entries) + len(errors), segments, rejected)
 
 
-class _RawEntry(msgspec.Struct, gc=False):
-    """A canonical entry with everything but its labels kept as raw JSON."""
+class _RawEntry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A canonical entry with everything but its level and labels kept as raw JSON."""
 
     message: msgspec.Raw
-    level: msgspec.Raw
+    level: str
     timestamp: msgspec.Raw
     labels: dict[str, str]
     fields: msgspec.Raw
+
+
+# First bytes of a JSON string, number or null (booleans, objects, arrays refused).
+_TS_STARTS = frozenset(b'"-0123456789n')
+
+
+def _key_holder(key_field: str | None) -> Any:
+    """A struct that reads only the partition key out of a ``fields`` object."""
+    if key_field:
+        return msgspec.defstruct(
+            "_KeyOnly", [("key", Any, None)], rename={"key": key_field}, gc=False
+        )
+    return msgspec.defstruct("_NoKey", [("key", Any, None)], rename={"key": ""}, gc=False)
 
 
 def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
@@ -299,12 +340,7 @@ def _canonical_decoder(key_field: str | None) -> msgspec.json.Decoder[Any]:
     ``fields`` is only checked to be an object, and only the partition key is read
     from it; that is all the general path checks too (``dict[str, Any]``).
     """
-    if key_field:
-        fields: Any = msgspec.defstruct(
-            "_KeyOnly", [("key", Any, None)], rename={"key": key_field}, gc=False
-        )
-    else:
-        fields = msgspec.defstruct("_AnyObject", [], gc=False)
+    fields: Any = _key_holder(key_field)
     entry = msgspec.defstruct(
         "_Canonical",
         [

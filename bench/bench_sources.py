@@ -1,0 +1,289 @@
+"""The sources against the API pipeline and kcat, in one run, on the same data and broker.
+
+N datagen lines (~300 bytes) with JSON validation, level routing (three topics),
+hash partitioning on ``tenant_id`` and snappy:
+
+- **api**: ``Shipper.submit_lines`` in blobs of 5,000 from this process, timed from the
+  first submit to the last ack (the driver on the data path);
+- **file**: the lines written to a file, then ``shipper run --config`` (service mode)
+  tails it. Reported: the time from the command's start to the first entry in Kafka,
+  and the steady-state rate, from the first entry in Kafka to the last (read from the
+  topics' offsets every 50 ms);
+- **http**: ``POST /v1/logs`` from a second process (4 threads, 5,000 lines per
+  request) to the HTTP intake, timed by the client from the first request to the last
+  answer;
+- **kcat**: the same file produced by kcat (no validation, no routing: a reference).
+
+Every topic is read back and must hold N. Results go to ``--json``.
+
+    .venv/bin/python bench/bench_sources.py [--entries 200000]
+
+Needs the local broker (scripts/kafka-local up) and kcat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from datagen import generate
+
+from actors import local_ray
+
+local_ray.prepare()
+
+from actors.pipeline import Shipper  # noqa: E402
+from shipper.testing import LocalKafka, create_topic, delete_topic  # noqa: E402
+
+SHIPPER = str(Path(sys.executable).with_name("shipper"))
+
+
+def offsets(conf: dict[str, Any], topics: list[str]) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**conf, "group.id": "bench-sources", "log_level": 4})
+    try:
+        total = 0
+        for t in topics:
+            md = c.list_topics(t, timeout=5).topics.get(t)
+            if md is None or md.error is not None:
+                continue
+            for p in md.partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=5)
+                total += hi - lo
+        return total
+    finally:
+        c.close()
+
+
+def config(kafka: LocalKafka, base: str, dlq: str) -> dict[str, Any]:
+    return {
+        "sinks": {
+            "kafka": {
+                "enabled": True,
+                "brokers": [kafka.bootstrap],
+                "topic": base,
+                "compression": "snappy",
+                "batch_size": 1000,
+                "batch_timeout": "200ms",
+                "partitioning": {"enabled": True, "strategy": "hash", "key_field": "tenant_id"},
+                "routing": {
+                    "enabled": True,
+                    "high_priority_topic": f"{base}-high",
+                    "low_priority_topic": f"{base}-low",
+                },
+                "dlq_config": {"path": dlq},
+            }
+        },
+        "metrics": {"enabled": False},
+    }
+
+
+class Topics:
+    def __init__(self, kafka: LocalKafka, name: str) -> None:
+        self.admin = kafka.client_config()
+        self.base = f"bench-{name}-{os.urandom(4).hex()}"
+        self.names = [self.base, f"{self.base}-high", f"{self.base}-low"]
+        for t in self.names:
+            create_topic(self.admin, t, partitions=6)
+
+    def count(self) -> int:
+        return offsets(self.admin, self.names)
+
+    def drop(self) -> None:
+        for t in self.names:
+            delete_topic(self.admin, t)
+
+
+def api(kafka: LocalKafka, values: list[bytes]) -> dict[str, Any]:
+    topics = Topics(kafka, "api")
+    try:
+        with tempfile.TemporaryDirectory() as dlq, Shipper(config(kafka, topics.base, dlq)) as s:
+            s.submit_lines(b'{"message":"warm-up","fields":{"tenant_id":"t"}}').result(60)
+            blobs = [b"\n".join(values[i : i + 5000]) for i in range(0, len(values), 5000)]
+            t0 = time.monotonic()
+            acks = [s.submit_lines(b) for b in blobs]
+            s.flush(timeout=600)
+            took = time.monotonic() - t0
+            delivered = sum(a.result().delivered for a in acks)
+        held = topics.count() - 1
+    finally:
+        topics.drop()
+    return {"lines_per_s": round(len(values) / took), "seconds": round(took, 3),
+            "delivered": delivered, "topics_hold": held}  # fmt: skip
+
+
+def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
+    topics = Topics(kafka, "file")
+    logs = work / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"\n".join(values) + b"\n")
+    cfg = config(kafka, topics.base, str(work / "dlq"))
+    cfg["sources"] = {
+        "files": [{"paths": [str(logs / "*.log")]}],
+        "checkpoints": {"path": str(work / "cp")},
+    }
+    path = work / "file.yaml"
+    path.write_text(json.dumps(cfg))
+    n = len(values)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [SHIPPER, "run", "--config", str(path), "--summary-json", str(work / "file.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        first = last = None
+        deadline = t0 + 600
+        while time.monotonic() < deadline:
+            got = topics.count()
+            now = time.monotonic()
+            if got and first is None:
+                first = now
+            if got >= n:
+                last = now
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+        held = topics.count()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        topics.drop()
+    if first is None or last is None:
+        raise RuntimeError(f"the file source shipped {held} of {n}: {err.decode()[-2000:]}")
+    steady = last - first
+    return {
+        "lines_per_s": round(n / steady) if steady > 0 else None,
+        "start_to_first_entry_s": round(first - t0, 3),
+        "first_to_last_s": round(steady, 3),
+        "exit_code": proc.returncode,
+        "topics_hold": held,
+    }
+
+
+CLIENT = r"""
+import json, sys, time, urllib.request, urllib.error, concurrent.futures as cf
+url, path, per = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lines = open(path, "rb").read().split(b"\n")[:-1]
+bodies = [b"\n".join(lines[i:i + per]) for i in range(0, len(lines), per)]
+def send(body):
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=120) as r:
+                return json.loads(r.read())["accepted"]
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 503):
+                raise
+            time.sleep(0.05)
+t0 = time.monotonic()
+with cf.ThreadPoolExecutor(4) as pool:
+    accepted = sum(pool.map(send, bodies))
+print(json.dumps({"accepted": accepted, "seconds": time.monotonic() - t0}))
+"""
+
+
+def http_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
+    topics = Topics(kafka, "http")
+    data = work / "http.jsonl"
+    data.write_bytes(b"\n".join(values) + b"\n")
+    cfg = config(kafka, topics.base, str(work / "http-dlq"))
+    cfg["sources"] = {"http": {"enabled": True, "port": 0}}
+    try:
+        with Shipper(cfg) as s:
+            s.start_sources()
+            assert s.http_url is not None
+            out = subprocess.run(
+                [sys.executable, "-c", CLIENT, s.http_url, str(data), "5000"],
+                capture_output=True,
+                timeout=900,
+                check=True,
+            )
+        res = json.loads(out.stdout)
+        held = topics.count()
+    finally:
+        topics.drop()
+    return {"lines_per_s": round(res["accepted"] / res["seconds"]),
+            "seconds": round(res["seconds"], 3), "accepted": res["accepted"],
+            "topics_hold": held}  # fmt: skip
+
+
+def kcat(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
+    exe = shutil.which("kcat") or shutil.which("kafkacat")
+    if exe is None:
+        return {"error": "kcat not installed (scripts/install-test-tools)"}
+    topics = Topics(kafka, "kcat")
+    data = work / "kcat.jsonl"
+    data.write_bytes(b"\n".join(values) + b"\n")
+    try:
+        t0 = time.monotonic()
+        subprocess.run(
+            [exe, "-P", "-b", kafka.bootstrap, "-t", topics.base, "-z", "snappy", "-l",
+             "-X", "linger.ms=5", "-X", "batch.num.messages=1000", str(data)],
+            check=True, capture_output=True, timeout=600,
+        )  # fmt: skip
+        took = time.monotonic() - t0
+        held = topics.count()
+    finally:
+        topics.drop()
+    return {"lines_per_s": round(len(values) / took), "seconds": round(took, 3),
+            "topics_hold": held}  # fmt: skip
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=200_000)
+    ap.add_argument("--json", help="also write the figures as JSON to this file")
+    args = ap.parse_args()
+    kafka = LocalKafka.ensure_up()
+    values = generate(args.entries)
+    n = len(values)
+    results: dict[str, Any] = {"entries": n}
+    with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
+        work = Path(tmp)
+        results["kcat"] = kcat(kafka, values, work)
+        results["api"] = api(kafka, values)
+        results["file"] = file_source(kafka, values, work)
+        results["http"] = http_source(kafka, values, work)
+    ok = all(
+        results[k].get("topics_hold") == n for k in ("api", "file", "http", "kcat")
+        if "error" not in results[k]
+    )  # fmt: skip
+    api_rate = results["api"]["lines_per_s"]
+    for k in ("file", "http", "kcat"):
+        rate = results[k].get("lines_per_s")
+        if rate and api_rate:
+            results[k]["over_api"] = round(rate / api_rate, 2)
+    print(f"{n:,} lines, validation + level routing + hash keys + snappy, same run:")
+    print(f"  api pipeline   {api_rate:>10,} lines/s")
+    f = results["file"]
+    print(f"  file source    {f['lines_per_s'] or 0:>10,} lines/s (steady; x{f.get('over_api')} "
+          f"of api); start to first entry {f['start_to_first_entry_s']:.2f} s")  # fmt: skip
+    h = results["http"]
+    print(f"  http intake    {h['lines_per_s']:>10,} lines/s (x{h.get('over_api')} of api)")
+    kc = results["kcat"]
+    if "error" in kc:
+        print(f"  kcat           {kc['error']}")
+    else:
+        print(f"  kcat           {kc['lines_per_s']:>10,} lines/s (no validation, one topic)")
+    print(f"  every topic holds {n:,}: {'yes' if ok else 'NO'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
