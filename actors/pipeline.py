@@ -166,9 +166,15 @@ class Shipper:
             len(batch), lambda t, order: self._router.submit_objects.remote(batch, t, order)
         )
 
-    def submit_lines(self, lines: bytes | list[bytes], first_line: int = 1) -> Ack:
+    def submit_lines(
+        self,
+        lines: bytes | list[bytes],
+        first_line: int = 1,
+        labels: Mapping[str, str] | None = None,
+    ) -> Ack:
         """Submit raw input: JSON lines or text lines, as one newline-separated blob or a
-        list of lines. ``first_line`` numbers the lines in error messages."""
+        list of lines. ``first_line`` numbers the lines in error messages; ``labels`` are
+        added to every entry (an entry's own label of the same name wins)."""
         size = (
             lines.count(b"\n") + (0 if lines.endswith(b"\n") else 1)
             if isinstance(lines, bytes)
@@ -181,7 +187,9 @@ class Shipper:
             payload = Stored.put(lines)
         return self._submit(
             size,
-            lambda t, order: self._router.submit_lines.remote(payload, t, first_line, order, None),
+            lambda t, order: self._router.submit_lines.remote(
+                payload, t, first_line, order, dict(labels) if labels else None
+            ),
         )
 
     def _submit(self, size: int, call: Callable[[float, Order], Ref[SubmissionResult]]) -> Ack:

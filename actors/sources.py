@@ -64,6 +64,13 @@ class FileSourceActor:
         self.feeder = Feeder(wiring, rec, "source")
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_bytes = 0
+        self._inflight_lines = 0
+        # Like the driver's own budget: lines in flight stay under the queues' warning
+        # band, so reading slows down before the Batchers have to.
+        sink = wiring.sink
+        self.max_inflight_lines = max(
+            sink.batch_size, int(sink.queue_size * sink.backpressure_config.queue_warning_threshold)
+        )
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -106,7 +113,7 @@ class FileSourceActor:
         read something (there may be more at once)."""
         self.tailer.scan()
         budget = self.tail.max_inflight_bytes - self._inflight_bytes
-        if budget <= 0:
+        if budget <= 0 or self._inflight_lines >= self.max_inflight_lines:
             return False
         blocks = self.tailer.read(budget)
         if not blocks:
@@ -120,6 +127,7 @@ class FileSourceActor:
 
     def _send(self, b: Block, delay: float = 0.0) -> None:
         self._inflight_bytes += len(b.data)
+        self._inflight_lines += b.lines
         # Handed over at once (unless this is a retry): blocks reach the Batchers in
         # the order they were read, so a file's entries keep their order per topic.
         started = None if delay else self._hand_over(b)
@@ -146,6 +154,7 @@ class FileSourceActor:
         refused = result.dlq_refused
         why = f"{refused} entries neither in Kafka nor in the DLQ (full)"
         self._inflight_bytes -= len(b.data)
+        self._inflight_lines -= b.lines
         if refused and not self._stopping:
             # Not acknowledged: keep the position, send the block again later.
             self.counts["resends"] += 1

@@ -51,3 +51,27 @@ def test_bench_runs_end_to_end_with_small_parameters(kafka: LocalKafka, tmp_path
     # The printed report carries the tables and the targets.
     assert "pipeline / bare" in proc.stdout and "| floor (3 Ray calls) |" in proc.stdout
     assert "P99 < 12 ms" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "keys"),
+    [
+        ("bench_sources.py", ("api", "api_labels", "file", "http", "kcat")),
+        ("bench_drain.py", ("pipeline_per_s", "drain_per_s")),
+    ],
+)
+def test_the_sources_and_drain_benches_run_with_small_parameters(
+    kafka: LocalKafka, tmp_path: Path, script: str, keys: tuple[str, ...]
+) -> None:
+    out = tmp_path / "out.json"
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--entries", "3000", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
+    )  # fmt: skip
+    # Exit 0 only when every topic held exactly the entries sent.
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for key in keys:
+        assert report[key], (key, report)
