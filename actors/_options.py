@@ -23,14 +23,14 @@ log = logging.getLogger("shipper.actors")
 
 def named_actor(cls: type, name: str, namespace: str, max_concurrency: int, **extra: Any) -> Any:
     """``ray.remote(cls).options(...)`` with the shared options plus ``extra``."""
+    options: dict[str, Any] = {"num_cpus": 0, **extra}
     return ray.remote(cls).options(
         name=name,
         namespace=namespace,
         get_if_exists=True,
         max_concurrency=max_concurrency,
         max_restarts=-1,
-        num_cpus=0,
-        **extra,
+        **options,
     )
 
 

@@ -276,6 +276,10 @@ async def _failed_parts(topic: str, chunk: Chunk, reason: Reason, error: str) ->
 def start_batcher(wiring: Wiring, topic: str) -> BatcherHandle:
     """Create (or find) the named Batcher of ``topic``."""
     handle: BatcherHandle = named_actor(
-        BatcherActor, wiring.batcher_name(topic), wiring.namespace, 1024
+        BatcherActor,
+        wiring.batcher_name(topic),
+        wiring.namespace,
+        1024,
+        **wiring.placement("batcher"),
     ).remote(wiring, topic)
     return handle

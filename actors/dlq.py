@@ -66,7 +66,7 @@ class DlqActor:
         cfg = wiring.sink.dlq_config
         self.name = wiring.dlq_name()
         self.max_disk_bytes = cfg.max_disk_bytes
-        self.path = str(Path(cfg.path).resolve())
+        self.path = str(Path(wiring.dlq_path()).resolve())
         self.store = store or LmdbDlqStore(
             self.path, map_size=cfg.map_size_bytes, max_disk_bytes=cfg.max_disk_bytes
         )
@@ -199,17 +199,15 @@ class DlqActor:
             self.store.close()
 
 
-def start_dlq(wiring: Wiring, node_id: str) -> DlqHandle:
-    """Create (or find) the DLQ actor of ``wiring.node``, pinned to Ray node ``node_id``
-    (the DLQ's files are on that node's disk)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+def start_dlq(wiring: Wiring) -> DlqHandle:
+    """Create (or find) the DLQ actor of ``wiring.node``, pinned to that node (its files
+    are on that node's disk)."""
     handle: DlqHandle = named_actor(
         DlqActor,
         wiring.dlq_name(),
         wiring.namespace,
         64,
         max_task_retries=0,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        **wiring.placement("dlq"),
     ).remote(wiring)
     return handle

@@ -102,9 +102,15 @@ class SupervisorHandle(Protocol):
     states: Remote[[], dict[str, dict[str, Any]]]
     history: Remote[[], list[tuple[float, str, int, int]]]
     restart_counts: Remote[[], dict[str, int]]
+    start_fleet: Remote[[], dict[str, dict[str, Any]]]
+    fleet: Remote[[], dict[str, dict[str, Any]]]
+    lost_nodes: Remote[[], list[str]]
+    start_sources: Remote[[dict[str, str] | None], dict[str, dict[str, str]]]
+    stop_sources: Remote[[], None]
 
 
 class TelemetryHandle(Protocol):
     push: Remote[[Snapshot], bool]
     report_health: Remote[[str, int | None, float | None], None]
+    report_node: Remote[[str, bool], None]
     url: Remote[[], str]

@@ -1,4 +1,4 @@
-"""The driver-side ``Shipper``: starts the actors, takes submissions, tracks acks.
+"""The driver-side ``Shipper``: starts the fleet, spreads submissions, tracks acks.
 
 ::
 
@@ -7,11 +7,16 @@
         print(ack.result().summary())          # blocks until every entry has an outcome
     print(s.stats().table())
 
-``submit`` returns at once with an :class:`Ack` unless the in-flight budget is used
-up (:class:`shipper.submissions.SubmissionTracker`), in which case it waits for the
-oldest: that is the backpressure a caller feels. ``close`` stops intake, flushes
-every Batcher and Producer, waits for outstanding acks up to the drain timeout and
-reports what was still in flight.
+The supervisor starts a node pipeline on every node ``fleet.nodes`` selects (one on
+the driver's node by default). ``submit`` sends each submission to the pipeline with
+the fewest entries in flight (:class:`shipper.fleet.Spreader`) and returns at once
+with an :class:`Ack`, unless the in-flight budget is used up
+(:class:`shipper.submissions.SubmissionTracker`): then it waits for the oldest, the
+backpressure a caller feels. The driver keeps each payload until its
+acknowledgement: a submission whose pipeline died with it (a lost node, a killed
+Router) is sent again to another pipeline, counted in ``stats().resent`` (possible
+duplicates), never reported twice. ``close`` stops intake, drains for the drain
+timeout, parks what is still queued in the DLQ and reports.
 """
 
 from __future__ import annotations
@@ -29,15 +34,12 @@ from shipper.config import ShipperConfig, check_files, load_config
 from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, brief
+from shipper.fleet import NodeInfo, Spreader
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
-from .dlq import start_dlq
-from .handles import Order, Ref
+from .handles import Order, Ref, RouterHandle
 from .payload import STORE_MIN_BYTES, Stored
-from .producer import start_producer
-from .router import start_router
-from .sources import start_file_source, start_http_source
 from .supervisor import start_supervisor
 from .telemetry import start_telemetry
 from .wiring import Wiring
@@ -46,19 +48,28 @@ __all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
 
 log = logging.getLogger("shipper")
 
+#: Attempts at a submission whose pipeline died with it, before it is reported failed.
+SEND_ATTEMPTS = 3
+
+Call = Callable[[RouterHandle, float, Order], Ref[SubmissionResult]]
+
 
 class Ack:
     """The acknowledgement of one submission: resolves when every entry has an outcome."""
 
-    def __init__(self, shipper: Shipper, ref: Ref[SubmissionResult], size: int) -> None:
+    def __init__(self, shipper: Shipper, call: Call, size: int) -> None:
         self._shipper = shipper
-        self.ref = ref
+        self.call = call  # sends it again, to another pipeline, if its own died
         self.size = size
+        self.ref: Ref[SubmissionResult] | None = None
+        self.node = ""
+        self.attempts = 0
         self._result: SubmissionResult | None = None
 
     def done(self) -> bool:
         if self._result is not None:
             return True
+        assert self.ref is not None
         ready, _ = ray.wait([self.ref], timeout=0)
         return bool(ready)
 
@@ -87,8 +98,15 @@ def _ensure_ray(address: str | None) -> None:
     )
 
 
+def _node_key(node_id: str) -> str:
+    for raw in ray.nodes():  # type: ignore[no-untyped-call]
+        if raw.get("NodeID") == node_id:
+            return NodeInfo.from_ray(raw).key
+    return node_id[:12]
+
+
 class Shipper:
-    """Ships log entries to Kafka through Router, Batcher and Producer actors."""
+    """Ships log entries to Kafka through node pipelines of Ray actors."""
 
     def __init__(
         self,
@@ -109,53 +127,88 @@ class Shipper:
         _ensure_ray(ray_address)
         self.namespace = namespace or f"shipper-{uuid.uuid4().hex[:8]}"
         self.wiring = Wiring(self.namespace, self.config)
-        node_id = ray.get_runtime_context().get_node_id()
+        self.node_id = ray.get_runtime_context().get_node_id()
         m = self.config.metrics
         self._telemetry = (
-            start_telemetry(self.namespace, m.host, m.port, node_id=node_id) if m.enabled else None
+            start_telemetry(
+                self.namespace, m.host, m.port, node_id=self.node_id, node=_node_key(self.node_id)
+            )
+            if m.enabled
+            else None
         )
         #: The Prometheus scrape URL (``None`` when metrics are disabled).
         self.metrics_url: str | None = None
         if self._telemetry is not None:
             self.metrics_url = str(ray.get(self._telemetry.url.remote())) + "/metrics"
-        self._supervisor = start_supervisor(self.wiring)
-        # Up before the others: it tells a restart from a first start by the names it
-        # has seen, so it must see every first start (see actors.supervisor).
+        self._supervisor = start_supervisor(self.wiring, self.node_id)
+        # Up before the pipelines: it tells a restart from a first start by the names
+        # it has seen, so it must see every first start (see actors.supervisor).
         ray.get(self._supervisor.states.remote())
-        self._producers = [
-            start_producer(self.wiring, i) for i in range(self.config.pipeline.producer_replicas)
-        ]
-        self._dlq = start_dlq(self.wiring, node_id) if sink.dlq_config.enabled else None
-        self._router = start_router(self.wiring)
-        # The default topic's Batcher starts with the pipeline (so the driver owns it,
-        # and the first submission or DLQ replay does not wait for a process to
-        # start); Batchers of other topics start when an entry first goes there.
-        self._default_batcher = self.wiring.batcher(sink.topic)
         pipe = self.config.pipeline
-        # Entries in flight from this driver stay below the queue's warning band (see
-        # SubmissionTracker); never below batch_size, or no batch could fill and every
-        # flush would wait out batch_timeout.
         bp = sink.backpressure_config
-        budget = pipe.max_inflight_entries or max(
+        # Entries in flight from this driver stay below the queues' warning band, per
+        # pipeline (see SubmissionTracker); never below batch_size, or no batch could
+        # fill and every flush would wait out batch_timeout.
+        self._per_pipeline_budget = pipe.max_inflight_entries or max(
             sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold)
         )
-        self._tracker: SubmissionTracker[Any] = SubmissionTracker(
-            pipe.max_inflight_submissions, budget
+        self._tracker: SubmissionTracker[Ack] = SubmissionTracker(
+            pipe.max_inflight_submissions, self._per_pipeline_budget
         )
+        self._spreader = Spreader()
+        self._pipelines: dict[str, dict[str, Any]] = {}
+        self._routers: dict[str, RouterHandle] = {}
         self._acks: dict[Any, Ack] = {}
-        self._sources: dict[str, Any] = {}
+        self._sources_started = False
         #: What the sources did, once stopped (lines, blocks, resends).
         self.source_counts: dict[str, int] = {}
-        #: The HTTP intake's URL once started (``start_sources``), else None.
+        #: The HTTP intake's URL on the driver's node once started, else None.
         self.http_url: str | None = None
+        #: Every node's HTTP intake URL once started (``start_sources``).
+        self.http_urls: dict[str, str] = {}
         self._closed = False
-        # Make sure the actors are up (and the config usable) before the first submit.
-        ray.get(self._router.stats.remote())
-        ray.get([p.health.remote() for p in self._producers])
-        ray.get(self._default_batcher.stats.remote())
-        if self._dlq is not None:
-            # Whatever an earlier run left in the DLQ is replayed from the start.
-            ray.get(self._dlq.kick.remote())
+        self._fleet(ray.get(self._supervisor.start_fleet.remote()))
+        if not self._pipelines:
+            raise ConfigError(
+                [
+                    f"fleet.nodes: no node runs a pipeline ({self.config.fleet.nodes!r} "
+                    "selects none of the cluster's nodes); check the custom resource's "
+                    "name, or use driver or all"
+                ]
+            )
+
+    # ------------------------------------------------------------------ fleet
+
+    def _fleet(self, pipelines: dict[str, dict[str, Any]]) -> None:
+        """Take the supervisor's list of running pipelines."""
+        self._pipelines = pipelines
+        self._spreader.set_pipelines(pipelines)
+        for key in list(self._routers):
+            if key not in pipelines:
+                del self._routers[key]
+        n = max(1, len(pipelines))
+        self._tracker.max_submissions = self.config.pipeline.max_inflight_submissions * n
+        self._tracker.entry_budget = self._per_pipeline_budget * n
+
+    def _refresh_fleet(self) -> None:
+        try:
+            self._fleet(ray.get(self._supervisor.fleet.remote(), timeout=30))
+        except ray.exceptions.RayError as exc:
+            log.warning("could not ask the supervisor for the fleet: %s", brief(exc))
+
+    def _wiring(self, key: str) -> Wiring:
+        return self.wiring.on_node(key, self._pipelines[key]["node_id"])
+
+    def _router(self, key: str) -> RouterHandle:
+        handle = self._routers.get(key)
+        if handle is None:
+            handle = self._routers[key] = self._wiring(key).router()
+        return handle
+
+    def nodes(self) -> list[str]:
+        """Keys of the nodes that run a pipeline now."""
+        self._refresh_fleet()
+        return sorted(self._pipelines)
 
     # ------------------------------------------------------------------ submit
 
@@ -163,7 +216,7 @@ class Shipper:
         """Submit Python objects (dicts, ``LogEntry`` or plain strings) as one submission."""
         batch = list(entries)
         return self._submit(
-            len(batch), lambda t, order: self._router.submit_objects.remote(batch, t, order)
+            len(batch), lambda router, t, order: router.submit_objects.remote(batch, t, order)
         )
 
     def submit_lines(
@@ -185,14 +238,15 @@ class Shipper:
             # Into the object store once; the Router reads it and, when every line is
             # canonical, the Producer reads the very same object (actors.payload).
             payload = Stored.put(lines)
+        extra = dict(labels) if labels else None
         return self._submit(
             size,
-            lambda t, order: self._router.submit_lines.remote(
-                payload, t, first_line, order, dict(labels) if labels else None
+            lambda router, t, order: router.submit_lines.remote(
+                payload, t, first_line, order, extra
             ),
         )
 
-    def _submit(self, size: int, call: Callable[[float, Order], Ref[SubmissionResult]]) -> Ack:
+    def _submit(self, size: int, call: Call) -> Ack:
         if self._closed:
             raise ShutdownError("the shipper is closed; create a new Shipper to submit more")
         timeout = self.config.pipeline.submit_timeout
@@ -200,7 +254,7 @@ class Shipper:
         tracker = self._tracker
         while not tracker.has_room(size):
             left = deadline - time.monotonic()
-            ready, _ = ray.wait(tracker.keys(), num_returns=1, timeout=max(0.0, left))
+            ready, _ = ray.wait(list(self._acks), num_returns=1, timeout=max(0.0, left))
             if not ready:
                 raise BackpressureError(
                     f"the pipeline took no new submission for {timeout:.0f}s "
@@ -208,65 +262,121 @@ class Shipper:
                     "were not accepted: submit them again later"
                 )
             self._settle(self._acks[ready[0]], None)
-        if tracker.dlq_full and self._dlq is not None:
-            # Kafka refused entries and the DLQ could not take them: accept nothing
-            # more until the DLQ has room again (or the submit timeout passes).
-            while not ray.get(self._dlq.has_room.remote()):
-                if time.monotonic() >= deadline:
-                    raise BackpressureError(
-                        "the DLQ's disk budget is used up and Kafka is not taking entries; "
-                        "nothing more is accepted. Free space with `shipper dlq replay` or "
-                        "`shipper dlq purge`, or raise dlq_config.max_disk_bytes"
-                    )
-                time.sleep(0.2)
-            tracker.dlq_full = False
-        ack = Ack(self, call(time.time(), tracker.next_order()), size)
-        tracker.add(ack.ref, size)
-        self._acks[ack.ref] = ack
+        if tracker.dlq_full:
+            self._wait_for_dlq_room(deadline)
+        ack = Ack(self, call, size)
+        self._send(ack)
+        tracker.add(ack, size)
         return ack
 
+    def _wait_for_dlq_room(self, deadline: float) -> None:
+        # Kafka refused entries and a DLQ could not take them: accept nothing more
+        # until every DLQ has room again (or the submit timeout passes).
+        while not all(ray.get([d.has_room.remote() for d in self._dlqs()])):
+            if time.monotonic() >= deadline:
+                raise BackpressureError(
+                    "the DLQ's disk budget is used up and Kafka is not taking entries; "
+                    "nothing more is accepted. Free space with `shipper dlq replay` or "
+                    "`shipper dlq purge`, or raise dlq_config.max_disk_bytes"
+                )
+            time.sleep(0.2)
+        self._tracker.dlq_full = False
+
+    def _send(self, ack: Ack, avoid: Iterable[str] = ()) -> None:
+        """Send ``ack``'s submission to the least loaded pipeline (not one of ``avoid``)."""
+        key = self._spreader.pick(avoid)
+        if key is None:
+            raise ShutdownError("no node pipeline runs; nothing can be shipped")
+        ack.node = key
+        ack.attempts += 1
+        ack.ref = ack.call(self._router(key), time.time(), self._tracker.next_order(key))
+        self._acks[ack.ref] = ack
+        self._spreader.add(key, ack.size)
+
     def _settle(self, ack: Ack, timeout: float | None) -> None:
-        if ack._result is not None:
-            return
-        try:
-            result: SubmissionResult = ray.get(ack.ref, timeout=timeout)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise TimeoutError(
-                f"submission of {ack.size} entries not settled in {timeout}s"
-            ) from exc
-        except ray.exceptions.RayError as exc:
-            # The Router died with the submission: report every entry, drop none, and
-            # number the next calls afresh (the restarted Router never saw ours).
-            result = lost_submission(ack.size, f"router failed: {brief(exc)}")
-            self._tracker.new_sender()
-        ack._result = result
-        self._acks.pop(ack.ref, None)
-        self._tracker.settle(ack.ref, result)
+        while ack._result is None:
+            assert ack.ref is not None
+            try:
+                result: SubmissionResult | None = ray.get(ack.ref, timeout=timeout)
+            except ray.exceptions.GetTimeoutError as exc:
+                raise TimeoutError(
+                    f"submission of {ack.size} entries not settled in {timeout}s"
+                ) from exc
+            except ray.exceptions.RayError as exc:
+                self._acks.pop(ack.ref, None)
+                self._spreader.done(ack.node, ack.size)
+                result = self._lost(ack, exc)
+                if result is None:
+                    continue  # sent again: wait for the new acknowledgement
+            else:
+                self._acks.pop(ack.ref, None)
+                self._spreader.done(ack.node, ack.size)
+            assert result is not None
+            ack._result = result
+            self._tracker.settle(ack, result)
+
+    def _lost(self, ack: Ack, exc: BaseException) -> SubmissionResult | None:
+        """``ack``'s pipeline died with it: send it again to another one (the driver
+        still has the payload) and return None, or, after the last attempt, the result
+        that reports every entry failed."""
+        failed = ack.node
+        self._routers.pop(failed, None)
+        self.wiring.forget(self.wiring.on_node(failed, "").router_name())
+        # The restarted Router never saw this driver's numbers: start new ones.
+        self._tracker.new_sender()
+        self._refresh_fleet()
+        if ack.attempts < SEND_ATTEMPTS and self._pipelines and not self._closed:
+            log.warning(
+                "the pipeline on %s failed with a submission of %d entries (%s); sending it again",
+                failed,
+                ack.size,
+                brief(exc),
+            )
+            self._tracker.stats.resent += ack.size
+            self._send(ack, avoid=[failed])
+            return None
+        return lost_submission(ack.size, f"router failed: {brief(exc)}")
 
     # ------------------------------------------------------------------ control
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued now and wait for every outstanding ack."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        # Numbered like a submission, so the Router flushes after every earlier one.
-        ray.get(self._router.flush.remote(self._tracker.next_order()), timeout=timeout)
+        # Numbered like a submission, so each Router flushes after every earlier one.
+        self._flush_routers(timeout)
         for ack in list(self._acks.values()):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._settle(ack, left)
 
+    def _flush_routers(self, timeout: float | None) -> None:
+        refs = [
+            self._router(key).flush.remote(self._tracker.next_order(key)) for key in self._pipelines
+        ]
+        try:
+            ray.get(refs, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            pass
+        except ray.exceptions.RayError as exc:
+            log.warning("a flush failed: %s", brief(exc))
+
     def stats(self) -> RunStats:
         # Pick up acks that finished meanwhile, without blocking.
-        keys = self._tracker.keys()
-        if keys:
-            ready, _ = ray.wait(keys, num_returns=len(keys), timeout=0)
+        refs = list(self._acks)
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
-                self._settle(self._acks[ref], None)
+                ack = self._acks.get(ref)
+                if ack is not None:
+                    self._settle(ack, None)
         return self._tracker.stats
 
     def queue_stats(self) -> list[dict[str, Any]]:
-        """Per-topic Batcher figures (queued entries, utilization, partitions)."""
-        stats: list[dict[str, Any]] = ray.get(self._router.batcher_stats.remote())
-        return stats
+        """Per node and topic: Batcher figures (queued entries, utilization, partitions)."""
+        out: list[dict[str, Any]] = []
+        for key in sorted(self._pipelines):
+            stats: list[dict[str, Any]] = ray.get(self._router(key).batcher_stats.remote())
+            out += [{**s, "node": key} for s in stats]
+        return out
 
     def close(self, timeout: float | None = None) -> CloseReport:
         """Stop intake and drain: flush, wait for acks up to ``timeout`` (default: the
@@ -279,10 +389,7 @@ class Shipper:
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._stop_reading()
-        try:
-            ray.get(self._router.flush.remote(self._tracker.next_order()), timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            pass
+        self._flush_routers(timeout)
         self._settle_until(deadline)
         while self._sources_in_flight() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -293,7 +400,7 @@ class Shipper:
         self._tracker.finish()
         report = self._tracker.report(parked)
         try:
-            ray.get([p.close.remote(5.0) for p in self._producers], timeout=15)
+            ray.get([p.close.remote(5.0) for p in self._producers()], timeout=15)
         except ray.exceptions.RayError:
             pass
         self._kill_actors()
@@ -320,81 +427,107 @@ class Shipper:
         )
         parked = 0
         try:
-            batchers = [self.wiring.batcher(t) for t in self.wiring.topics()]
+            batchers = [
+                self._wiring(key).batcher(t)
+                for key in self._pipelines
+                for t in self._wiring(key).topics()
+            ]
             parked = sum(ray.get([b.park.remote() for b in batchers], timeout=30))
-            ray.get([p.close.remote(1.0) for p in self._producers], timeout=30)
+            ray.get([p.close.remote(1.0) for p in self._producers()], timeout=30)
         except ray.exceptions.RayError as exc:
             log.warning("parking at shutdown failed: %s", brief(exc))
         self._settle_until(time.monotonic() + 30)
         return int(parked)
 
+    def _producers(self) -> list[Any]:
+        return [p for key in self._pipelines for p in self._wiring(key).producers()]
+
+    def _dlqs(self) -> list[Any]:
+        if not self.config.sinks.kafka.dlq_config.enabled:
+            return []
+        return [self._wiring(key).dlq() for key in sorted(self._pipelines)]
+
     # ------------------------------------------------------------------ sources
 
     def start_sources(self) -> list[str]:
-        """Start the config's sources on this node (files, HTTP); what was started."""
+        """Start the config's sources (files, HTTP) on every node pipeline (and on those
+        that join later); what was started."""
         src = self.config.sources
-        node_id = ray.get_runtime_context().get_node_id()
+        env_name = src.http.auth_token_env
+        # The token reaches the intake's process only, as its environment.
+        env = {env_name: os.environ[env_name]} if env_name and env_name in os.environ else None
+        by_node: dict[str, dict[str, str]] = ray.get(self._supervisor.start_sources.remote(env))
+        self._sources_started = True
         started: list[str] = []
-        # Both actors start at once (a worker process each); then both are waited for.
-        if src.files:
-            self._sources["files"] = start_file_source(self.wiring, node_id)
-        if src.http.enabled:
-            env_name = src.http.auth_token_env
-            env = {env_name: os.environ[env_name]} if env_name and env_name in os.environ else None
-            self._sources["http"] = start_http_source(self.wiring, node_id, env)
-        answers = ray.get([h.start.remote() for h in self._sources.values()])
-        for kind, answer in zip(self._sources, answers, strict=True):
-            if kind == "files":
-                patterns = ", ".join(p for g in src.files for p in g.paths)
-                started.append(f"following {patterns}")
-            else:
-                self.http_url = f"{answer}/v1/logs"
-                started.append(f"HTTP intake at {self.http_url}")
+        for key, srcs in sorted(by_node.items()):
+            if "files" in srcs:
+                started.append(f"following {srcs['files']} on {key}")
+            if "http" in srcs:
+                self.http_urls[key] = srcs["http"]
+                started.append(f"HTTP intake at {srcs['http']} on {key}")
+        driver = _node_key(self.node_id)
+        self.http_url = self.http_urls.get(driver) or next(iter(self.http_urls.values()), None)
         return started
 
+    def _source_handles(self, kind: str) -> list[Any]:
+        return [self.wiring._get(name) for name in self.wiring.named(f"source:{kind}:")]
+
     def _stop_reading(self) -> None:
-        for name, handle in self._sources.items():
-            try:
-                ray.get(handle.stop_reading.remote(), timeout=10)
-            except ray.exceptions.RayError as exc:
-                log.warning("stopping the %s source failed: %s", name, brief(exc))
+        if not self._sources_started:
+            return
+        try:
+            ray.get(self._supervisor.stop_sources.remote(), timeout=10)
+        except ray.exceptions.RayError:
+            pass
+        handles = self._source_handles("files") + self._source_handles("http")
+        try:
+            ray.get([h.stop_reading.remote() for h in handles], timeout=30)
+        except ray.exceptions.RayError as exc:
+            log.warning("stopping the sources failed: %s", brief(exc))
 
     def _sources_in_flight(self) -> int:
-        files = self._sources.get("files")
-        if files is None:
+        if not self._sources_started:
             return 0
         try:
-            return int(ray.get(files.stop_reading.remote(), timeout=10))
+            files = self._source_handles("files")
+            return int(sum(ray.get([h.stop_reading.remote() for h in files], timeout=10)))
         except ray.exceptions.RayError:
             return 0
 
     def stop_sources(self) -> dict[str, int]:
-        """Stop the sources: no more input; the file source waits for what it handed
-        over and writes its positions. Returns what the sources did (also kept in
+        """Stop the sources: no more input; the file sources wait for what they handed
+        over and write their positions. Returns what the sources did (also kept in
         :attr:`source_counts`)."""
         out: dict[str, int] = {}
+        if not self._sources_started:
+            return out
         self._stop_reading()
-        files = self._sources.pop("files", None)
-        self._sources.pop("http", None)
-        if files is not None:
-            try:
-                done = ray.get(files.finish.remote(30.0), timeout=60)
-                out.update({f"file_{k}": v for k, v in done.items() if isinstance(v, int)})
-                ray.get(files.close.remote(), timeout=10)
-            except ray.exceptions.RayError as exc:
-                log.warning("stopping the file source failed: %s", brief(exc))
+        try:
+            files = self._source_handles("files")
+            for done in ray.get([h.finish.remote(30.0) for h in files], timeout=60):
+                for k, v in done.items():
+                    if isinstance(v, int):
+                        out[f"file_{k}"] = out.get(f"file_{k}", 0) + v
+            ray.get([h.close.remote() for h in files], timeout=10)
+        except ray.exceptions.RayError as exc:
+            log.warning("stopping the file sources failed: %s", brief(exc))
+        self._sources_started = False
         self.source_counts.update(out)
         return out
 
+    # ------------------------------------------------------------------ reading
+
     def dlq_count(self) -> int:
-        """Records in this node's DLQ (0 when the DLQ is disabled)."""
-        return 0 if self._dlq is None else int(ray.get(self._dlq.count.remote()))
+        """Records in the DLQs of every node (0 when the DLQ is disabled)."""
+        return int(sum(ray.get([d.count.remote() for d in self._dlqs()])))
 
     def reprocess_dlq(self, **kw: Any) -> dict[str, int]:
-        """Run one DLQ reprocessing pass now and return its counts."""
-        if self._dlq is None:
-            return {}
-        return ray.get(self._dlq.reprocess.remote(**kw)).as_dict()
+        """Run one DLQ reprocessing pass now on every node; the summed counts."""
+        out: dict[str, int] = {}
+        for summary in ray.get([d.reprocess.remote(**kw) for d in self._dlqs()]):
+            for k, v in summary.as_dict().items():
+                out[k] = out.get(k, 0) + v
+        return out
 
     def breaker_states(self) -> dict[str, dict[str, Any]]:
         """Per broker set: state (0 closed, 1 open, 2 half-open), opens, retry time."""
@@ -412,17 +545,23 @@ class Shipper:
         return counts
 
     def dlq_stats(self) -> DlqStats | None:
-        """This node's DLQ figures, or None without a DLQ."""
-        return None if self._dlq is None else ray.get(self._dlq.stats.remote())
+        """The DLQ figures of the first node (the driver's, with ``fleet.nodes: driver``),
+        or None without a DLQ; :meth:`dlq_stats_by_node` has every node."""
+        dlqs = self._dlqs()
+        return None if not dlqs else ray.get(dlqs[0].stats.remote())
+
+    def dlq_stats_by_node(self) -> dict[str, DlqStats]:
+        keys = sorted(self._pipelines)
+        return dict(zip(keys, ray.get([d.stats.remote() for d in self._dlqs()]), strict=True))
 
     def _kill_actors(self) -> None:
-        if self._dlq is not None:
-            try:
-                ray.get(self._dlq.close.remote(), timeout=10)
-            except ray.exceptions.RayError:
-                pass
-        # The telemetry actor last: it serves the final figures.
-        names = sorted(self.wiring.named(), key=lambda n: n == "telemetry")
+        try:
+            ray.get([d.close.remote() for d in self._dlqs()], timeout=10)
+        except ray.exceptions.RayError:
+            pass
+        # The supervisor first (it would start pipelines again), the telemetry actor
+        # last (it serves the final figures).
+        names = sorted(self.wiring.named(), key=lambda n: (n != "supervisor", n == "telemetry"))
         for name in names:
             try:
                 ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
@@ -439,5 +578,5 @@ class Shipper:
         sink = self.config.sinks.kafka
         return (
             f"Shipper(topic={sink.topic!r}, brokers={len(sink.brokers)}, "
-            f"namespace={self.namespace!r})"
+            f"nodes={len(self._pipelines)}, namespace={self.namespace!r})"
         )

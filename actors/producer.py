@@ -53,7 +53,7 @@ class ProducerActor:
                 on_summary=self._on_stats,
             )
             # librdkafka's own notices go to the shipper's log file, not to stderr.
-            conf["logger"] = librdkafka_logger(wiring.config.logging.file)
+            conf["logger"] = librdkafka_logger(wiring.log_file())
             client = ConfluentProducerClient(conf)
         self._client = client
         self._produced = 0
@@ -117,6 +117,10 @@ class ProducerActor:
 def start_producer(wiring: Wiring, replica: int) -> ProducerHandle:
     """Create (or find) the named Producer actor ``replica`` of the wiring's broker set."""
     handle: ProducerHandle = named_actor(
-        ProducerActor, wiring.producer_name(replica), wiring.namespace, 256
+        ProducerActor,
+        wiring.producer_name(replica),
+        wiring.namespace,
+        256,
+        **wiring.placement("producer"),
     ).remote(wiring, replica)
     return handle

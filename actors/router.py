@@ -116,6 +116,6 @@ class RouterActor:
 def start_router(wiring: Wiring) -> RouterHandle:
     """Create (or find) the node pipeline's Router."""
     handle: RouterHandle = named_actor(
-        RouterActor, wiring.router_name(), wiring.namespace, 256
+        RouterActor, wiring.router_name(), wiring.namespace, 256, **wiring.placement("router")
     ).remote(wiring)
     return handle

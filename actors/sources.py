@@ -352,31 +352,22 @@ class HttpSourceActor:
         self.metrics.push_now()
 
 
-def start_file_source(wiring: Wiring, node_id: str) -> Any:
-    """Create (or find) the node's file source, pinned to Ray node ``node_id``."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+def start_file_source(wiring: Wiring) -> Any:
+    """Create (or find) the node's file source, pinned to the node."""
     return named_actor(
         FileSourceActor,
         wiring.source_name("files"),
         wiring.namespace,
         64,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        **wiring.placement("source"),
     ).remote(wiring)
 
 
-def start_http_source(wiring: Wiring, node_id: str, env: dict[str, str] | None = None) -> Any:
+def start_http_source(wiring: Wiring, env: dict[str, str] | None = None) -> Any:
     """Create (or find) the node's HTTP intake; ``env`` reaches its process (the token)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(wiring.placement("source"))
     if env:
         extra["runtime_env"] = {"env_vars": env}
     return named_actor(
-        HttpSourceActor,
-        wiring.source_name("http"),
-        wiring.namespace,
-        1024,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-        **extra,
+        HttpSourceActor, wiring.source_name("http"), wiring.namespace, 1024, **extra
     ).remote(wiring)

@@ -42,8 +42,10 @@ from collections.abc import Callable
 from typing import Any
 
 from shipper.breaker import BreakerState, CircuitBreaker
+from shipper.fleet import FleetPlan, NodeInfo
 
 from ._options import named_actor
+from .fleet import node_actor_names, start_node_pipeline, start_node_sources
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
 from .wiring import SUPERVISOR, Wiring
@@ -56,8 +58,21 @@ COMPONENTS = ("router", "batcher", "producer", "dlq", "supervisor", "telemetry",
 
 
 class SupervisorActor:
-    def __init__(self, wiring: Wiring, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        wiring: Wiring,
+        driver_node_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.wiring = wiring
+        self.plan = FleetPlan(wiring.config.fleet.nodes, driver_node_id)
+        #: key -> what the pipeline of that node answered when it started
+        self.pipelines: dict[str, dict[str, Any]] = {}
+        self.sources_on = False
+        self._source_env: dict[str, str] | None = None
+        self.sources: dict[str, dict[str, str]] = {}
+        self._fleet_task: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Lock | None = None
         cb = wiring.sink.circuit_breaker
         self.failure_threshold = cb.failure_threshold
         self.success_threshold = cb.success_threshold
@@ -187,6 +202,109 @@ class SupervisorActor:
             for bs, b in self.breakers.items():
                 self.telemetry.report_health.remote(bs, int(b.state), None)
 
+    # ------------------------------------------------------------------ fleet
+
+    async def start_fleet(self) -> dict[str, dict[str, Any]]:
+        """Start the node pipelines now (and keep them matching Ray's nodes from here
+        on, every ``fleet.reconcile_interval``); returns the running pipelines."""
+        self.metrics.start_periodic()
+        await self.reconcile()
+        if self._fleet_task is None:
+            self._fleet_task = asyncio.get_running_loop().create_task(self._fleet_loop())
+        return self.fleet()
+
+    async def _fleet_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.wiring.config.fleet.reconcile_interval)
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("fleet reconcile failed; trying again")
+
+    async def reconcile(self) -> None:
+        """Compare the pipelines with Ray's nodes: start the missing, report the lost."""
+        import ray
+
+        if self._reconciling is None:
+            self._reconciling = asyncio.Lock()
+        async with self._reconciling:
+            nodes = [NodeInfo.from_ray(n) for n in ray.nodes()]  # type: ignore[no-untyped-call]
+            todo = self.plan.reconcile(nodes)
+            for key in todo.lost:
+                self._lost(key)
+            for node in todo.start:
+                w = self.wiring.on_node(node.key, node.node_id)
+                try:
+                    info = await asyncio.wait_for(start_node_pipeline(w), 120)
+                    if self.sources_on:
+                        self.sources[node.key] = await start_node_sources(w, self._source_env)
+                except Exception as exc:
+                    log.warning("could not start the pipeline on node %s: %s", node.key, exc)
+                    continue
+                self.plan.started(node)
+                self.pipelines[node.key] = info
+                verb = "is back" if node.key in todo.back else "joined"
+                log.warning("node %s %s: its pipeline runs", node.key, verb)
+                self._report_node(node.key, True)
+            self._refresh_fleet()
+
+    def _lost(self, key: str) -> None:
+        """Node ``key`` left: its actors cannot be reached or restarted (they are pinned
+        to it), so they are let go for good; they start afresh if it comes back."""
+        import ray
+
+        log.warning("node %s is lost; its pipeline stopped (restarted if it comes back)", key)
+        self.pipelines.pop(key, None)
+        self.sources.pop(key, None)
+        for name in node_actor_names(self._named(""), key):
+            try:
+                ray.kill(self.wiring._get(name), no_restart=True)
+            except Exception:
+                pass
+            self.wiring.forget(name)
+            self.seen.pop(name, None)
+            for names in self.subscribers.values():
+                if name in names:
+                    names.remove(name)
+        self._report_node(key, False)
+
+    def _report_node(self, key: str, up: bool) -> None:
+        if self.telemetry is not None:
+            self.telemetry.report_node.remote(key, up)
+
+    def _refresh_fleet(self) -> None:
+        up = len(self.plan.up())
+        self.metrics.recorder.set("log_capturer_fleet_nodes", up, {"state": "up"})
+        self.metrics.recorder.set(
+            "log_capturer_fleet_nodes", len(self.plan.lost), {"state": "lost"}
+        )
+        self.metrics.push_now()
+
+    def fleet(self) -> dict[str, dict[str, Any]]:
+        """The running node pipelines: key -> node id, its sources."""
+        return {
+            key: {**info, "sources": self.sources.get(key, {})}
+            for key, info in sorted(self.pipelines.items())
+        }
+
+    def lost_nodes(self) -> list[str]:
+        return sorted(self.plan.lost)
+
+    async def start_sources(self, env: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
+        """Start the sources on every node pipeline (and on those that join later)."""
+        self.sources_on = True
+        self._source_env = env
+        for key, info in list(self.pipelines.items()):
+            if key not in self.sources:
+                w = self.wiring.on_node(key, info["node_id"])
+                self.sources[key] = await start_node_sources(w, env)
+        return dict(self.sources)
+
+    def stop_sources(self) -> None:
+        """New pipelines start without sources from now on (the driver stops the running
+        ones)."""
+        self.sources_on = False
+
     # ------------------------------------------------------------------ API
 
     async def register(self, broker_set: str, name: str) -> int:
@@ -237,8 +355,15 @@ class SupervisorActor:
         return dict(self.restarts)
 
 
-def start_supervisor(wiring: Wiring) -> SupervisorHandle:
+def start_supervisor(wiring: Wiring, driver_node_id: str) -> SupervisorHandle:
+    """Create (or find) the fleet's supervisor, on the driver's node."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     handle: SupervisorHandle = named_actor(
-        SupervisorActor, SUPERVISOR, wiring.namespace, 256
-    ).remote(wiring)
+        SupervisorActor,
+        SUPERVISOR,
+        wiring.namespace,
+        256,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id, soft=False),
+    ).remote(wiring, driver_node_id)
     return handle

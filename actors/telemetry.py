@@ -89,6 +89,7 @@ class TelemetryActor:
         source_ttl: float | None = None,
         clock: Callable[[], float] = time.time,
         announce: bool = False,
+        node: str = "",
     ) -> None:
         if not stale_after > 0:
             raise ValueError(f"stale_after must be > 0, got {stale_after!r}")
@@ -101,8 +102,12 @@ class TelemetryActor:
         self._last_seen: dict[str, float] = {}
         self._own = MetricsRecorder(TELEMETRY_NAME)
         self._own.add("log_capturer_errors_total", 0, {"component": "telemetry"})
-        self._aggregator.update(self._own.snapshot())
-        self._server = MetricsServer(host, port, self._collect, self._healthy, self._ready)
+        self._node = node
+        self._aggregator.update(self._own_snapshot())
+        self._nodes: dict[str, bool] = {}
+        self._server = MetricsServer(
+            host, port, self._collect, self._healthy, self._ready, self._node_ready
+        )
         self._server.start()
         log.info("telemetry endpoint at %s/metrics", self._server.url)
         if announce:
@@ -111,6 +116,12 @@ class TelemetryActor:
             from ._options import announce_start
 
             announce_start(ray.get_runtime_context().namespace, "telemetry", TELEMETRY_NAME)
+
+    def _own_snapshot(self) -> Snapshot:
+        snap = self._own.snapshot()
+        if self._node:
+            snap["node"] = self._node
+        return snap
 
     # ------------------------------------------------------------------ intake
 
@@ -123,7 +134,7 @@ class TelemetryActor:
             source = snapshot.get("source") if isinstance(snapshot, dict) else None
             log.warning("telemetry: rejected a snapshot from %r: %s", source, exc)
             self._own.add("log_capturer_errors_total", 1, {"component": "telemetry"})
-            self._aggregator.update(self._own.snapshot())
+            self._aggregator.update(self._own_snapshot())
             return False
         if taken:
             with self._lock:
@@ -173,6 +184,20 @@ class TelemetryActor:
             host = str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{self._server.port}"
+
+    def report_node(self, node: str, up: bool) -> None:
+        """A fleet node's pipeline runs (``up``) or its node was lost."""
+        with self._lock:
+            self._nodes[node] = up
+
+    def _node_ready(self, node: str) -> tuple[bool, str]:
+        with self._lock:
+            up = self._nodes.get(node)
+        if up is None:
+            return False, f"not ready: node {node} runs no pipeline of this shipper"
+        if not up:
+            return False, f"not ready: node {node} is lost"
+        return True, f"ready: node {node} runs its pipeline"
 
     def ready(self) -> tuple[bool, str]:
         """What ``/ready`` answers: ``(ok, reason)``."""
@@ -248,6 +273,7 @@ def start_telemetry(
     stale_after: float = DEFAULT_STALE_AFTER,
     source_ttl: float | None = None,
     node_id: str | None = None,
+    node: str = "",
 ) -> Any:
     """Create (or find) the deployment's ``telemetry`` actor in ``namespace``.
 
@@ -268,7 +294,7 @@ def start_telemetry(
         namespace,
         1,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(host, port, stale_after, source_ttl, announce=True)
+    ).remote(host, port, stale_after, source_ttl, announce=True, node=node)
 
 
 class Reporter:
@@ -290,10 +316,12 @@ class Reporter:
         interval: float = 1.0,
         refresh: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        node: str = "",
     ) -> None:
         if not interval > 0:
             raise ValueError(f"interval must be > 0, got {interval!r}")
         self.telemetry = telemetry
+        self.node = node
         self.recorder = (
             recorder if isinstance(recorder, MetricsRecorder) else MetricsRecorder(recorder)
         )
@@ -334,6 +362,8 @@ class Reporter:
         if self.telemetry is None:
             return False
         snapshot = self.recorder.snapshot()
+        if self.node:
+            snapshot["node"] = self.node  # the endpoint labels this actor's series with it
         try:
             self.telemetry.push.remote(snapshot)
         except Exception as exc:  # e.g. Ray shutting down; the next push resends all

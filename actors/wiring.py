@@ -17,7 +17,9 @@ Names::
     supervisor                       cluster-wide: breakers, restarts
     telemetry                        cluster-wide: the scrape endpoint
 
-``<node>`` is the node key of the pipeline (``driver`` for the driver's own node).
+``<node>`` is the node's key: its Ray label ``shipper-node``, else its hostname. The
+same key replaces ``{node}`` in the DLQ, checkpoint and log paths, so a node that
+comes back finds its files again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from shipper.config import KafkaSinkConfig, ShipperConfig
+from shipper.fleet import node_path
 
 if TYPE_CHECKING:
     from .handles import (
@@ -49,14 +52,53 @@ class Wiring:
 
     namespace: str
     config: ShipperConfig
-    node: str = "driver"
+    #: The node's key (label ``shipper-node``, else its hostname); "" for the fleet-wide
+    #: actors (supervisor, telemetry).
+    node: str = ""
+    #: The Ray node id the node's actors are pinned to ("" when nothing is pinned).
+    node_id: str = ""
     _handles: dict[str, Any] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
     def __getstate__(self) -> dict[str, Any]:
         # Handles are looked up again in each process, never shipped.
-        return {"namespace": self.namespace, "config": self.config, "node": self.node}
+        return {
+            "namespace": self.namespace,
+            "config": self.config,
+            "node": self.node,
+            "node_id": self.node_id,
+        }
+
+    def on_node(self, node: str, node_id: str) -> Wiring:
+        """The wiring of the pipeline on node ``node`` (Ray node ``node_id``)."""
+        return Wiring(self.namespace, self.config, node, node_id)
+
+    # ------------------------------------------------------------------ placement
+
+    def placement(self, kind: str) -> dict[str, Any]:
+        """Ray options that pin an actor of this node's pipeline to the node, with the
+        resources ``fleet.resources.<kind>`` asks for."""
+        res = getattr(self.config.fleet.resources, kind)
+        out: dict[str, Any] = {"num_cpus": res.num_cpus}
+        if res.memory is not None:
+            out["memory"] = res.memory
+        if self.node_id:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            out["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+        return out
+
+    # ------------------------------------------------------------------ paths
+
+    def dlq_path(self) -> str:
+        return node_path(self.sink.dlq_config.path, self.node)
+
+    def checkpoint_path(self) -> str:
+        return node_path(self.config.checkpoint_path(), self.node)
+
+    def log_file(self) -> str:
+        return node_path(self.config.logging.file, self.node)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
@@ -90,9 +132,6 @@ class Wiring:
 
     def source_name(self, kind: str) -> str:
         return f"source:{kind}:{self.node}"
-
-    def checkpoint_path(self) -> str:
-        return self.config.checkpoint_path()
 
     # ------------------------------------------------------------------ listing
 

@@ -57,6 +57,8 @@ class RunStats:
     dlq: int = 0
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     submissions: int = 0
+    #: Entries sent again because the pipeline that had them died (possible duplicates).
+    resent: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     _latencies: list[tuple[float, int]] = field(default_factory=list, repr=False)
@@ -100,6 +102,7 @@ class RunStats:
             "failed": self.failed,
             "failed_by_reason": dict(self.failed_by_reason),
             "submissions": self.submissions,
+            "resent": self.resent,
             "elapsed_s": round(self.elapsed, 3),
             "rate_per_s": round(self.rate, 1),
             "latency_p50_ms": round(self.latency(0.50) * 1000, 2),
@@ -115,6 +118,8 @@ class RunStats:
         rows.append(("failed", f"{self.failed:,}"))
         for reason, n in sorted(self.failed_by_reason.items()):
             rows.append((f"  {reason}", f"{n:,}"))
+        if self.resent:
+            rows.append(("sent again (node lost)", f"{self.resent:,}"))
         rows += [
             ("elapsed", f"{self.elapsed:.2f} s"),
             ("rate", f"{self.rate:,.0f} entries/s"),
@@ -171,7 +176,7 @@ class SubmissionTracker(Generic[K]):
         self._entries = 0
         self.dlq_full = False
         self.sender = uuid.uuid4().hex[:12]
-        self._seq = 0
+        self._seq: dict[str, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -191,15 +196,17 @@ class SubmissionTracker(Generic[K]):
             return True
         return len(self._sizes) < self.max_submissions and self._entries + size <= self.entry_budget
 
-    def next_order(self) -> tuple[str, int]:
-        order = (self.sender, self._seq)
-        self._seq += 1
-        return order
+    def next_order(self, route: str = "") -> tuple[str, int]:
+        """The number of the next call to receiver ``route`` (each receiver, e.g. each
+        node's Router, sees a gapless sequence of its own)."""
+        seq = self._seq.get(route, 0)
+        self._seq[route] = seq + 1
+        return (f"{self.sender}:{route}", seq)
 
     def new_sender(self) -> None:
-        """Number the next calls as a new sender (the receiver lost the old sequence)."""
+        """Number the next calls as a new sender (a receiver lost the old sequence)."""
         self.sender = uuid.uuid4().hex[:12]
-        self._seq = 0
+        self._seq.clear()
 
     def add(self, key: K, size: int) -> None:
         self._sizes[key] = size

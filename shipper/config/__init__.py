@@ -3,12 +3,14 @@
 - :mod:`shipper.config.types`    durations, broker addresses, topic names, acks
 - :mod:`shipper.config.model`    one frozen pydantic class per section
 - :mod:`shipper.config.sources`  the ``sources`` section (files, checkpoints, HTTP)
+- :mod:`shipper.config.fleet`    the ``fleet`` section (which nodes run a pipeline)
 - :mod:`shipper.config.loading`  YAML, ``${ENV}``, presets, errors that name YAML paths
 
 Everything a caller needs is re-exported here: ``from shipper.config import
 load_config, KafkaSinkConfig``.
 """
 
+from shipper.config.fleet import ActorResources, FleetConfig, FleetResources
 from shipper.config.loading import (
     PRESETS,
     check_files,
@@ -44,12 +46,15 @@ from shipper.config.types import MASK
 __all__ = [
     "MASK",
     "PRESETS",
+    "ActorResources",
     "AuthConfig",
     "BackpressureConfig",
     "CheckpointConfig",
     "CircuitBreakerConfig",
     "DlqConfig",
     "FileGroupConfig",
+    "FleetConfig",
+    "FleetResources",
     "HttpSourceConfig",
     "KafkaSinkConfig",
     "LoggingConfig",

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from shipper.config.fleet import FleetConfig
 from shipper.config.sources import SourcesConfig
 from shipper.config.types import (
     LIBRDKAFKA_MAX_MESSAGE_BYTES,
@@ -531,6 +532,9 @@ class ShipperConfig(BaseModel):
     )
     sources: SourcesConfig = Field(
         default_factory=lambda: SourcesConfig(), description="Files and HTTP intake."
+    )
+    fleet: FleetConfig = Field(
+        default_factory=lambda: FleetConfig(), description="Nodes that run a pipeline."
     )
 
     def checkpoint_path(self) -> str:

@@ -85,6 +85,8 @@ MetricName = Literal[
     "log_capturer_source_problems_total",
     "log_capturer_source_files",
     "log_capturer_http_requests_total",
+    # fleet
+    "log_capturer_fleet_nodes",
     # librdkafka statistics
     "log_capturer_kafka_compression_ratio",
     "log_capturer_kafka_broker_rtt_seconds",
@@ -429,6 +431,19 @@ _SPECS: tuple[MetricSpec, ...] = (
         unit="{request}",
         description="Requests to the HTTP intake by answer (200, 400, 401, 413, 429, 503...).",
         labels=("code",),
+    ),
+    # -- fleet ------------------------------------------------------------------
+    MetricSpec(
+        name="log_capturer_fleet_nodes",
+        kind="gauge",
+        unit="{node}",
+        description=(
+            "Nodes of the fleet by state: up (their pipeline runs) or lost (they left; "
+            "their pipeline restarts on the same DLQ when they come back)."
+        ),
+        labels=("state",),
+        label_values={"state": ("up", "lost")},
+        aggregate="max",
     ),
     # -- librdkafka statistics --------------------------------------------------
     MetricSpec(

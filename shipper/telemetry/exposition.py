@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -59,6 +60,17 @@ _log = logging.getLogger(__name__)
 _PROMETHEUS_UNITS: Mapping[str, str] = {"s": "seconds"}
 
 
+def label_dict(spec: MetricSpec, values: tuple[str, ...]) -> dict[str, str]:
+    """Label names and values of one merged series: the catalog's labels, led by
+    ``node`` when the series came from a fleet node."""
+    if len(values) == len(spec.labels) + 1:
+        return {NODE: values[0], **dict(zip(spec.labels, values[1:], strict=True))}
+    return dict(zip(spec.labels, values, strict=True))
+
+
+NODE = "node"
+
+
 @dataclass(frozen=True, slots=True)
 class _HistogramShape:
     """What a histogram family looks like, worked out once per catalog entry."""
@@ -69,12 +81,13 @@ class _HistogramShape:
     le: tuple[str, ...]  # bucket upper bounds as printed, "+Inf" last
 
     @classmethod
-    def of(cls, spec: MetricSpec) -> _HistogramShape:
-        keys = tuple(sorted(spec.labels))
+    def of(cls, spec: MetricSpec, node: bool = False) -> _HistogramShape:
+        names = (NODE, *spec.labels) if node else spec.labels
+        keys = tuple(sorted(names))
         return cls(
             spec=spec,
             label_keys=keys,
-            value_order=tuple(spec.labels.index(key) for key in keys),
+            value_order=tuple(names.index(key) for key in keys),
             le=(*(f"{bound}" for bound in spec.buckets), "+Inf"),
         )
 
@@ -95,6 +108,7 @@ class _HistogramCollector(Collector):
             for name, spec in catalog.items()
             if spec.kind == "histogram"
         }
+        self._node_shapes: dict[str, _HistogramShape] = {}
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         snap = self._current()
@@ -103,6 +117,13 @@ class _HistogramCollector(Collector):
         for name, series in snap["histograms"].items():
             shape = self._shapes[name]
             spec = shape.spec
+            if any(len(v) > len(spec.labels) for v in series):
+                # Series of fleet nodes: one family with the node label; a series
+                # without a node (none in a fleet) gets node="".
+                shape = self._node_shapes.setdefault(name, _HistogramShape.of(spec, True))
+                series = {
+                    (v if len(v) > len(spec.labels) else ("", *v)): p for v, p in series.items()
+                }
             family = HistogramMetricFamily(
                 spec.name,
                 spec.description,
@@ -146,7 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
             ok, reason = owner.check_health()
             self._reply(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n")
         elif path == "/ready":
-            ok, reason = owner.check_ready()
+            query = parse_qs(self.path.partition("?")[2])
+            node = query.get("node", [None])[0]
+            ok, reason = owner.check_ready() if node is None else owner.check_node_ready(node)
             self._reply(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n")
         else:
             self._reply(HTTPStatus.NOT_FOUND, "not found: try /metrics, /healthz or /ready\n")
@@ -184,12 +207,14 @@ class MetricsServer:
         collect: Callable[[], Snapshot],
         health: Callable[[], bool],
         ready: Callable[[], tuple[bool, str]],
+        node_ready: Callable[[str], tuple[bool, str]] | None = None,
         *,
         catalog: Mapping[str, MetricSpec] = CATALOG,
     ) -> None:
         self._collect = collect
         self._health = health
         self._ready = ready
+        self._node_ready = node_ready
         self._render_lock = threading.Lock()
         self._current: Snapshot | None = None
         self._thread: threading.Thread | None = None
@@ -300,6 +325,16 @@ class MetricsServer:
             return False, f"unhealthy: {exc}"
         return (True, "ok") if ok else (False, "unhealthy")
 
+    def check_node_ready(self, node: str) -> tuple[bool, str]:
+        """``(ok, reason)`` for ``/ready?node=KEY``: whether that fleet node's pipeline
+        runs (404-like "unknown" answers come back not ready)."""
+        if self._node_ready is None:
+            return False, "not ready: this endpoint knows no fleet nodes"
+        try:
+            return self._node_ready(node)
+        except Exception as exc:
+            return False, f"not ready: {exc}"
+
     def check_ready(self) -> tuple[bool, str]:
         """``(ok, reason)`` for ``/ready``; an exception in ``ready`` counts as not ready."""
         try:
@@ -315,6 +350,6 @@ class MetricsServer:
                 return
             section = snap["counters"] if spec.kind == "counter" else snap["gauges"]
             for values, value in section.get(spec.name, {}).items():
-                yield Observation(value, dict(zip(spec.labels, values, strict=True)))
+                yield Observation(value, label_dict(spec, values))
 
         return observe

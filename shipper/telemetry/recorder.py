@@ -25,7 +25,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 from shipper.telemetry.catalog import CATALOG, MetricKind, MetricName, MetricSpec
 
@@ -67,6 +67,8 @@ class Snapshot(TypedDict):
     source: str
     instance: str
     seq: int
+    #: The fleet node of the source; merged series then carry it as label ``node``.
+    node: NotRequired[str]
     counters: dict[str, dict[LabelValues, float]]
     gauges: dict[str, dict[LabelValues, float]]
     histograms: dict[str, dict[LabelValues, HistogramPoint]]
@@ -362,19 +364,25 @@ def merge_snapshots(
     merged = empty_snapshot("merged")
     gauge_values: dict[str, dict[LabelValues, list[float]]] = {}
     for snap in snapshots:
+        # A source of a fleet node: its series are kept apart per node (the node's
+        # key leads the label values; the exposition shows it as label "node").
+        node = snap.get("node")
+        tag = (node,) if node else ()
         for name, series in snap["counters"].items():
             into = merged["counters"].setdefault(name, {})
             for values, value in series.items():
-                into[values] = into.get(values, 0.0) + value
+                key = (*tag, *values)
+                into[key] = into.get(key, 0.0) + value
         for name, hseries in snap["histograms"].items():
             hinto = merged["histograms"].setdefault(name, {})
             for values, point in hseries.items():
-                prior = hinto.get(values)
-                hinto[values] = point if prior is None else _add_histograms(prior, point)
+                key = (*tag, *values)
+                prior = hinto.get(key)
+                hinto[key] = point if prior is None else _add_histograms(prior, point)
         for name, series in snap["gauges"].items():
             ginto = gauge_values.setdefault(name, {})
             for values, value in series.items():
-                ginto.setdefault(values, []).append(value)
+                ginto.setdefault((*tag, *values), []).append(value)
     for name, gseries in gauge_values.items():
         how = catalog[name].aggregate
         out = merged["gauges"][name] = {}
@@ -441,6 +449,8 @@ class Aggregator:
 
     def _retire(self, snapshot: Snapshot) -> None:
         gone = empty_snapshot()
+        if snapshot.get("node"):
+            gone["node"] = snapshot["node"]  # its series stay apart per node
         gone["counters"] = snapshot["counters"]
         gone["histograms"] = snapshot["histograms"]
         self._retired = merge_snapshots([self._retired, gone], catalog=self._catalog)

@@ -1,0 +1,158 @@
+"""The fleet, without Ray: which nodes get a pipeline, and which pipeline gets work.
+
+:class:`FleetPlan` is what the supervisor runs against Ray's node list every
+``fleet.reconcile_interval``: the nodes that should have a pipeline
+(``fleet.nodes``), which of them need one started (new, or back after being lost),
+and which were lost. A node is named by its *key*: its Ray node label
+``shipper-node`` when set, else its hostname; ``{node}`` in a configured path becomes
+that key, so a node that comes back finds its DLQ and its checkpoints again.
+
+:class:`Spreader` is what a sender (the driver) runs to pick a pipeline for a
+submission: the live one with the fewest entries in flight, so a slow node gets
+less. A submission whose pipeline died is sent again to another one by its sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["NODE_LABEL", "FleetPlan", "NodeInfo", "Reconcile", "Spreader", "node_path"]
+
+#: The Ray node label that names a node for the shipper (else: its hostname).
+NODE_LABEL = "shipper-node"
+
+
+def node_path(template: str, key: str) -> str:
+    """``template`` with ``{node}`` replaced by the node's key."""
+    return template.replace("{node}", key)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One Ray node, as the supervisor sees it."""
+
+    node_id: str
+    key: str
+    alive: bool
+    resources: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_ray(cls, raw: Mapping[str, Any]) -> NodeInfo:
+        """From an entry of ``ray.nodes()``."""
+        labels = raw.get("Labels") or {}
+        key = labels.get(NODE_LABEL) or raw.get("NodeManagerHostname") or raw["NodeID"][:12]
+        return cls(
+            node_id=str(raw["NodeID"]),
+            key=_safe(str(key)),
+            alive=bool(raw.get("Alive")),
+            resources=dict(raw.get("Resources") or {}),
+        )
+
+
+def _safe(key: str) -> str:
+    # Keys end up in actor names and paths: keep them to a plain alphabet.
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key) or "node"
+
+
+@dataclass
+class Reconcile:
+    """What a reconcile round found: pipelines to start, nodes lost, nodes back."""
+
+    start: list[NodeInfo] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    back: list[str] = field(default_factory=list)
+
+
+class FleetPlan:
+    """Which nodes get a pipeline, round after round. Not thread-safe: one owner."""
+
+    def __init__(self, selector: str, driver_node_id: str) -> None:
+        self.selector = selector
+        self.driver_node_id = driver_node_id
+        #: key -> node id of the pipeline that runs (or ran) there
+        self.running: dict[str, str] = {}
+        self.lost: set[str] = set()
+
+    def wanted(self, node: NodeInfo) -> bool:
+        if not node.alive:
+            return False
+        if self.selector == "driver":
+            return node.node_id == self.driver_node_id
+        if self.selector == "all":
+            return True
+        resource = self.selector.partition(":")[2]
+        return node.resources.get(resource, 0) > 0
+
+    def keys(self, nodes: Sequence[NodeInfo]) -> list[NodeInfo]:
+        """Nodes with keys made unique (two nodes with one hostname and no label get
+        their node ids' heads appended)."""
+        seen: dict[str, int] = {}
+        for n in nodes:
+            if n.alive:
+                seen[n.key] = seen.get(n.key, 0) + 1
+        return [
+            NodeInfo(n.node_id, f"{n.key}-{n.node_id[:6]}", n.alive, n.resources)
+            if seen.get(n.key, 0) > 1
+            else n
+            for n in nodes
+        ]
+
+    def reconcile(self, nodes: Iterable[NodeInfo]) -> Reconcile:
+        """Compare with Ray's nodes; the caller starts ``start`` and then calls
+        :meth:`started` for each."""
+        out = Reconcile()
+        nodes = self.keys(list(nodes))
+        live = {n.node_id for n in nodes if n.alive}
+        for key, node_id in self.running.items():
+            if node_id not in live and key not in self.lost:
+                self.lost.add(key)
+                out.lost.append(key)
+        for n in nodes:
+            if not self.wanted(n):
+                continue
+            if self.running.get(n.key) == n.node_id and n.key not in self.lost:
+                continue
+            if n.key in self.lost:
+                out.back.append(n.key)
+            out.start.append(n)
+        return out
+
+    def started(self, node: NodeInfo) -> None:
+        self.running[node.key] = node.node_id
+        self.lost.discard(node.key)
+
+    def up(self) -> list[str]:
+        return sorted(k for k in self.running if k not in self.lost)
+
+
+class Spreader:
+    """Entries in flight per pipeline; picks the least loaded live one."""
+
+    def __init__(self) -> None:
+        self.in_flight: dict[str, int] = {}
+
+    def set_pipelines(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for k in keys:
+            self.in_flight.setdefault(k, 0)
+        for k in list(self.in_flight):
+            if k not in keys:
+                del self.in_flight[k]
+
+    def pick(self, avoid: Iterable[str] = ()) -> str | None:
+        """The live pipeline with the fewest entries in flight (ties: by key), not one
+        of ``avoid`` unless nothing else is left; None when there is no pipeline."""
+        banned = set(avoid)
+        choices = [k for k in self.in_flight if k not in banned] or list(self.in_flight)
+        if not choices:
+            return None
+        return min(choices, key=lambda k: (self.in_flight[k], k))
+
+    def add(self, key: str, n: int) -> None:
+        self.in_flight[key] = self.in_flight.get(key, 0) + n
+
+    def done(self, key: str, n: int) -> None:
+        if key in self.in_flight:
+            self.in_flight[key] = max(0, self.in_flight[key] - n)

@@ -1,0 +1,99 @@
+"""The fleet's decisions without Ray: which nodes get a pipeline, which gets work."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shipper.config import load_config
+from shipper.errors import ConfigError
+from shipper.fleet import FleetPlan, NodeInfo, Spreader, node_path
+
+
+def raw(node_id: str, alive: bool = True, label: str | None = None, **res: float) -> dict[str, Any]:
+    labels = {"shipper-node": label} if label else {}
+    return {
+        "NodeID": node_id,
+        "Alive": alive,
+        "NodeManagerHostname": "host-1",
+        "Resources": {"CPU": 2.0, **res},
+        "Labels": labels,
+    }
+
+
+def test_a_node_is_named_by_its_label_else_its_hostname() -> None:
+    assert NodeInfo.from_ray(raw("a" * 56, label="n1")).key == "n1"
+    assert NodeInfo.from_ray(raw("a" * 56)).key == "host-1"
+    assert NodeInfo.from_ray(raw("a" * 56, label="we/ird name")).key == "we_ird_name"
+    assert node_path("/var/lib/shipper/{node}/dlq", "n1") == "/var/lib/shipper/n1/dlq"
+
+
+def test_two_nodes_with_one_hostname_and_no_label_get_distinct_keys() -> None:
+    plan = FleetPlan("all", "a" * 56)
+    todo = plan.reconcile([NodeInfo.from_ray(raw("a" * 56)), NodeInfo.from_ray(raw("b" * 56))])
+    keys = [n.key for n in todo.start]
+    assert len(set(keys)) == 2 and all(k.startswith("host-1-") for k in keys)
+
+
+@pytest.mark.parametrize(
+    ("selector", "wanted"),
+    [("driver", ["n1"]), ("all", ["n1", "n2", "n3"]), ("resource:log_shipper", ["n2", "n3"])],
+)
+def test_the_selector_picks_the_nodes(selector: str, wanted: list[str]) -> None:
+    nodes = [
+        NodeInfo.from_ray(raw("1" * 56, label="n1")),
+        NodeInfo.from_ray(raw("2" * 56, label="n2", log_shipper=1)),
+        NodeInfo.from_ray(raw("3" * 56, label="n3", log_shipper=1)),
+    ]
+    plan = FleetPlan(selector, "1" * 56)
+    assert sorted(n.key for n in plan.reconcile(nodes).start) == wanted
+
+
+def test_lost_nodes_are_reported_once_and_come_back_on_their_key() -> None:
+    plan = FleetPlan("all", "1" * 56)
+    a, b = (
+        NodeInfo.from_ray(raw("1" * 56, label="n1")),
+        NodeInfo.from_ray(raw("2" * 56, label="n2")),
+    )
+    for n in plan.reconcile([a, b]).start:
+        plan.started(n)
+    assert plan.reconcile([a, b]).start == []  # nothing to do
+    gone = NodeInfo.from_ray(raw("2" * 56, alive=False, label="n2"))
+    todo = plan.reconcile([a, gone])
+    assert (todo.lost, todo.start) == (["n2"], [])
+    assert plan.reconcile([a, gone]).lost == []  # once
+    assert plan.up() == ["n1"]
+    again = NodeInfo.from_ray(raw("9" * 56, label="n2"))  # same key, a new Ray node
+    todo = plan.reconcile([a, gone, again])
+    assert todo.back == ["n2"] and [n.node_id for n in todo.start] == ["9" * 56]
+    plan.started(todo.start[0])
+    assert plan.up() == ["n1", "n2"] and plan.lost == set()
+
+
+def test_work_goes_to_the_pipeline_with_the_fewest_entries_in_flight() -> None:
+    s = Spreader()
+    s.set_pipelines(["a", "b", "c"])
+    assert s.pick() == "a"
+    s.add("a", 100)
+    s.add("b", 50)
+    assert s.pick() == "c"
+    s.add("c", 80)
+    assert s.pick() == "b"
+    assert s.pick(avoid=["b"]) == "c"
+    assert s.pick(avoid=["a", "b", "c"]) == "b"  # nothing else left: still one
+    s.done("a", 100)
+    assert s.pick() == "a"
+    s.set_pipelines(["b"])
+    assert s.pick() == "b"
+    s.set_pipelines([])
+    assert s.pick() is None
+
+
+def test_the_fleet_section_checks_its_selector() -> None:
+    base: dict[str, Any] = {"sinks": {"kafka": {"enabled": True, "brokers": ["a:1"], "topic": "t"}}}
+    cfg = load_config({**base, "fleet": {"nodes": "resource:log_shipper"}})
+    assert cfg.fleet.nodes == "resource:log_shipper"
+    assert cfg.fleet.resources.batcher.num_cpus == 0
+    with pytest.raises(ConfigError, match=r"fleet\.nodes"):
+        load_config({**base, "fleet": {"nodes": "some"}})
