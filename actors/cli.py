@@ -50,6 +50,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "without it: serve the config's sources, or stream stdin",
     )
     p.add_argument(
+        "--block-bytes",
+        type=int,
+        default=None,
+        help="most bytes per submission (default: sources.tail.read_bytes, 1 MiB)",
+    )
+    p.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
         default="auto",
@@ -152,19 +158,22 @@ def _start(args: argparse.Namespace) -> Any:
             timer.cancel()
 
 
-def _ship_inputs(shipper: Any, names: list[str], stop: _Stop, progress: _Progress) -> None:
+def _ship_inputs(
+    shipper: Any, names: list[str], stop: _Stop, progress: _Progress, block: int | None
+) -> None:
     """Ship each input (a file, or ``-`` for stdin) as its lines arrive."""
     from shipper.sources.lines import LineCutter
     from shipper.sources.stdin import StreamReader
 
     tail = shipper.config.sources.tail
+    read_bytes = block or tail.read_bytes
     for name in names:
         if stop.signal is not None:
             break
         fd = sys.stdin.fileno() if name == "-" else os.open(name, os.O_RDONLY)
         try:
             cutter = LineCutter(tail.max_line_bytes, tail.partial_line_timeout)
-            reader = StreamReader(fd, cutter, tail.read_bytes, stopped=stop.event.is_set)
+            reader = StreamReader(fd, cutter, read_bytes, stopped=stop.event.is_set)
             line = 1
             for blob in reader.blobs():
                 shipper.submit_lines(blob, first_line=line)
@@ -216,11 +225,11 @@ def run_command(args: argparse.Namespace) -> int:
     sources: dict[str, Any] = {}
     try:
         if args.input:
-            _ship_inputs(shipper, args.input, stop, progress)
+            _ship_inputs(shipper, args.input, stop, progress, args.block_bytes)
         elif shipper.config.sources.any:
             sources = _serve(shipper, stop)
         else:
-            _ship_inputs(shipper, ["-"], stop, progress)
+            _ship_inputs(shipper, ["-"], stop, progress, args.block_bytes)
         if stop.signal is not None:
             print(
                 f"\nshipper run: got signal {stop.signal}; stopped reading, draining",
@@ -257,6 +266,25 @@ def run_command(args: argparse.Namespace) -> int:
             )
     return 0 if report.drained and stats.failed == 0 else 1
 
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    from actors.status import add_status_arguments
+
+    add_status_arguments(p)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from actors.status import status_command
+
+    return status_command(args)
+
+
+register_subcommand(
+    "status",
+    "per node of a running shipper: actors, queues, breaker, DLQ depth, entries/s",
+    _status_arguments,
+    _status,
+)
 
 register_subcommand(
     "run",

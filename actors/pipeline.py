@@ -205,6 +205,10 @@ class Shipper:
             handle = self._routers[key] = self._wiring(key).router()
         return handle
 
+    def node_wiring(self, key: str | None = None) -> Wiring:
+        """The wiring (names, handles) of node ``key``'s pipeline (default: the first)."""
+        return self._wiring(key or sorted(self._pipelines)[0])
+
     def nodes(self) -> list[str]:
         """Keys of the nodes that run a pipeline now."""
         self._refresh_fleet()

@@ -22,6 +22,7 @@ import socket
 import time
 from typing import Any
 
+from shipper.fleet import node_path
 from shipper.intake import Intake, Prepared
 from shipper.outcomes import SegmentOutcome
 from shipper.sources import http as rules
@@ -55,7 +56,13 @@ class FileSourceActor:
         store, note = open_checkpoints(
             wiring.checkpoint_path(), cfg.sources.checkpoints.map_size_bytes
         )
-        self.tailer = FileTailer(cfg.sources.files, store, self.tail)
+        # "{node}" in a glob names this node's own files (simulated nodes on one
+        # machine, or a shared directory with a folder per node).
+        groups = [
+            g.model_copy(update={"paths": [node_path(p, wiring.node) for p in g.paths]})
+            for g in cfg.sources.files
+        ]
+        self.tailer = FileTailer(groups, store, self.tail)
         if note:
             log.warning("%s", note)
             rec.add("log_capturer_source_problems_total", 1, _kind("checkpoint_error"))

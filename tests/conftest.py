@@ -51,14 +51,23 @@ def topic(make_topic: Callable[..., str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray instance for the whole session (starting Ray costs seconds)."""
+def _ray_at_exit() -> Iterator[None]:
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_session(_ray_at_exit: None) -> Iterator[None]:
+    """A local Ray instance shared by the tests (starting Ray costs seconds); started
+    again when a test before shut it down (the multi-node tests run clusters of
+    their own)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
-    ray.shutdown()
 
 
 def sink_config(

@@ -53,7 +53,14 @@ def scrape(url: str) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+    """The series with exactly ``labels``, summed over the fleet's nodes (every series
+    carries the node label ``node``)."""
+    found = [
+        v
+        for (n, ls), v in samples.items()
+        if n == name and {k: val for k, val in ls if k != "node"} == labels
+    ]
+    return sum(found) if found else None
 
 
 def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:

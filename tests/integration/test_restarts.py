@@ -51,7 +51,7 @@ def test_restarted_actors_are_counted_rewired_and_the_pipeline_goes_on(
     cfg = sink_config(kafka, topic, dlq_config={"path": dlq})
     with Shipper(cfg) as s:
         assert s.submit_lines(lines(100)).result(30).delivered == 100
-        w = s.wiring
+        w = s.node_wiring()
 
         def kill(name: str) -> None:
             ray.kill(ray.get_actor(name, namespace=s.namespace), no_restart=False)

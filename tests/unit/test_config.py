@@ -140,7 +140,7 @@ def test_every_field_has_a_description() -> None:
                 walk(ann)
 
     walk(ShipperConfig)
-    assert len(seen) == 18
+    assert len(seen) == 21
 
 
 def test_reference_doc_names_every_option() -> None:
@@ -453,7 +453,7 @@ def test_missing_required_and_unknown_sections() -> None:
     assert problems_of({"sinks": {"kafka": {}}, "outputs": {}}) == [
         "sinks.kafka.brokers: is required",
         "sinks.kafka.topic: is required",
-        "outputs: unknown key (allowed: sinks, metrics, pipeline, logging, sources)",
+        "outputs: unknown key (allowed: sinks, metrics, pipeline, logging, sources, fleet)",
     ]
     assert problems_of({}) == ["sinks: is required"]
     assert problems_of({"sinks": {"kafka": {"brokers": ["a:1"], "topic": "t"}, "s3": {}}}) == [

@@ -53,6 +53,7 @@ REQUIRED_LABELS = {
     "log_capturer_source_problems_total": {"source", "kind"},
     "log_capturer_source_files": {"source"},
     "log_capturer_http_requests_total": {"code"},
+    "log_capturer_fleet_nodes": {"state"},
 }
 # None: no label is required; the catalog adds `topic` to the histograms.
 

@@ -1,0 +1,140 @@
+"""``shipper status``: what a running shipper's fleet is doing, per node.
+
+Joins the Ray cluster (``--address``, else ``RAY_ADDRESS``, else the local one),
+finds the shippers running there (each is a Ray namespace with a ``supervisor``
+actor) and prints, per node: the pipeline's actors, queue use per topic, the breaker
+state, the DLQ's depth and the entries/s delivered since the last look. ``--watch N``
+prints it again every N seconds until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["add_status_arguments", "status_command"]
+
+_STATES = {0: "closed", 1: "OPEN", 2: "half-open"}
+
+
+def add_status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else auto)")
+    p.add_argument("--namespace", help="the shipper to show (default: every one found)")
+    p.add_argument(
+        "--watch", type=float, metavar="SECONDS", help="print again every SECONDS until Ctrl-C"
+    )
+
+
+def _shippers(namespace: str | None) -> list[str]:
+    import ray
+
+    found = sorted(
+        {
+            a["namespace"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"] == "supervisor" and a["namespace"].startswith("shipper-")
+        }
+    )
+    return [namespace] if namespace else found
+
+
+def snapshot(namespace: str) -> dict[str, Any]:
+    """Everything ``status`` prints for one shipper, as plain data."""
+    import ray
+
+    def get(ref: Any) -> Any:
+        return ray.get(ref, timeout=30)
+
+    sup = ray.get_actor("supervisor", namespace=namespace)
+    fleet: dict[str, dict[str, Any]] = get(sup.fleet.remote())
+    lost: list[str] = get(sup.lost_nodes.remote())
+    states: dict[str, dict[str, Any]] = get(sup.states.remote())
+    names = sorted(
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace
+    )
+    nodes: dict[str, Any] = {}
+    for key in fleet:
+        mine = [n for n in names if key in n.split(":")]
+        row: dict[str, Any] = {"actors": mine, "topics": [], "dlq": None}
+        try:
+            router = ray.get_actor(f"router:{key}", namespace=namespace)
+            row["topics"] = get(router.batcher_stats.remote())
+        except Exception as exc:
+            row["error"] = str(exc).splitlines()[-1][:200]
+        if f"dlq:{key}" in names:
+            try:
+                dlq = ray.get_actor(f"dlq:{key}", namespace=namespace)
+                row["dlq"] = get(dlq.count.remote())
+            except Exception:
+                row["dlq"] = None
+        nodes[key] = row
+    return {"namespace": namespace, "nodes": nodes, "lost": lost, "breakers": states,
+            "at": time.monotonic()}  # fmt: skip
+
+
+def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
+    lines = [f"shipper {snap['namespace']}"]
+    for bs, b in sorted(snap["breakers"].items()):
+        lines.append(f"  breaker {bs}: {_STATES.get(b['state'], b['state'])}"
+                     f" (opened {b['opens_total']} times)")  # fmt: skip
+    for key, row in sorted(snap["nodes"].items()):
+        delivered = sum(t.get("delivered", 0) for t in row["topics"])
+        rate = ""
+        if before is not None and key in before["nodes"]:
+            was = sum(t.get("delivered", 0) for t in before["nodes"][key]["topics"])
+            dt = snap["at"] - before["at"]
+            if dt > 0:
+                rate = f", {max(0, delivered - was) / dt:,.0f} entries/s"
+        dlq = "off" if row["dlq"] is None else f"{row['dlq']:,}"
+        lines.append(f"  node {key}: {len(row['actors'])} actors, DLQ {dlq}, "
+                     f"{delivered:,} delivered{rate}")  # fmt: skip
+        kinds = sorted({n.split(":")[0] + (":" + n.split(":")[1] if n.startswith("source") else "")
+                        for n in row["actors"]})  # fmt: skip
+        lines.append(f"    actors: {', '.join(kinds)}")
+        for t in row["topics"]:
+            lines.append(
+                f"    {t['topic']:<32} queue {t['queued']:>8,} / {t['capacity']:,} "
+                f"({t['utilization']:.0%})  breaker {_STATES.get(t['breaker_state'], '?')}"
+            )
+        if "error" in row:
+            lines.append(f"    (could not ask its Router: {row['error']})")
+    for key in snap["lost"]:
+        lines.append(f"  node {key}: LOST (its pipeline restarts when it comes back)")
+    return "\n".join(lines)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    from actors import local_ray
+
+    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    local_ray.prepare(address)
+    import ray
+
+    try:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    except Exception as exc:
+        print(f"shipper status: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
+        return 2
+    shippers = _shippers(args.namespace)
+    if not shippers:
+        print("shipper status: no shipper runs on this cluster", file=sys.stderr)
+        return 1
+    before: dict[str, dict[str, Any]] = {}
+    try:
+        while True:
+            for ns in shippers:
+                snap = snapshot(ns)
+                print(render(snap, before.get(ns)), flush=True)
+                before[ns] = snap
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+            print()
+    except KeyboardInterrupt:
+        return 0
