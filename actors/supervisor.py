@@ -244,7 +244,7 @@ class SupervisorActor:
                 self.plan.started(node)
                 self.pipelines[node.key] = info
                 verb = "is back" if node.key in todo.back else "joined"
-                log.warning("node %s %s: its pipeline runs", node.key, verb)
+                log.info("node %s %s: its pipeline runs", node.key, verb)
                 self._report_node(node.key, True)
             self._refresh_fleet()
 

@@ -7,13 +7,14 @@ tests never skip: if the broker cannot be started, they fail with the script's e
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from shipper.testing import LocalKafka, create_topic, delete_topic
+from shipper.testing import LocalKafka, create_topic, delete_topic, kafka_local_script
 
 # These machines are noisy (2 cores, a broker and Ray beside the tests): Hypothesis
 # must judge properties, not timing.
@@ -27,6 +28,35 @@ settings.load_profile("shipper")
 def kafka() -> LocalKafka:
     """The running local broker (started on first use, left running for the session)."""
     return LocalKafka.ensure_up()
+
+
+class BrokerSwitch:
+    """Stops and starts the session's local broker for real (``scripts/kafka-local``)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def _run(self, what: str) -> None:
+        subprocess.run([str(kafka_local_script()), what], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        self._run("stop")
+        self.stopped = True
+
+    def start(self) -> None:
+        self._run("up")
+        self.stopped = False
+
+
+@pytest.fixture
+def broker(kafka: LocalKafka) -> Iterator[BrokerSwitch]:
+    """The broker, to stop mid-test; always running again after the test."""
+    b = BrokerSwitch()
+    try:
+        yield b
+    finally:
+        if b.stopped:
+            b.start()
 
 
 @pytest.fixture

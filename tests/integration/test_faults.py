@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,35 +29,12 @@ from actors.pipeline import Shipper
 from shipper.dlq import LmdbDlqStore
 from shipper.errors import BackpressureError
 from shipper.outcomes import DropReason
-from shipper.testing import LocalKafka, consume_all, kafka_local_script
-from tests.conftest import sink_config
+from shipper.testing import LocalKafka, consume_all
+from tests.conftest import BrokerSwitch, sink_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Broker:
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def stop(self) -> None:
-        subprocess.run([str(kafka_local_script()), "stop"], check=True, capture_output=True)
-        self.stopped = True
-
-    def start(self) -> None:
-        subprocess.run([str(kafka_local_script()), "up"], check=True, capture_output=True)
-        self.stopped = False
-
-
-@pytest.fixture
-def broker(kafka: LocalKafka) -> Iterator[Broker]:
-    b = Broker()
-    try:
-        yield b
-    finally:
-        if b.stopped:
-            b.start()
 
 
 def lines(start: int, n: int, level: str | Callable[[int], str] = "info") -> bytes:
@@ -103,7 +80,7 @@ def resilient(kafka: LocalKafka, topic: str, dlq: str, **over: Any) -> dict[str,
 
 @pytest.mark.slow
 def test_broker_outage_of_30s_loses_nothing(
-    kafka: LocalKafka, make_topic: Callable[..., str], broker: Broker, tmp_path: Path
+    kafka: LocalKafka, make_topic: Callable[..., str], broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     """200,000 entries, the broker stopped for 30 s in mid-stream: every one arrives."""
     topic = make_topic(partitions=3)
@@ -196,7 +173,7 @@ def test_wrong_password_parks_entries_and_a_replay_with_the_right_one_delivers(
 
 
 def test_backpressure_thresholds_shed_low_levels_first(
-    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     """A queue of 1000 with Kafka away: warning, critical, then emergency shedding of
     debug/info into the DLQ, while error entries wait; all accounted for after recovery."""
@@ -246,7 +223,7 @@ def test_backpressure_thresholds_shed_low_levels_first(
 
 
 def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
-    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     dlq = str(tmp_path / "dlq")
     cfg = resilient(
@@ -276,7 +253,7 @@ def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
 
 
 def test_a_stop_with_kafka_down_parks_every_queued_entry_in_the_dlq(
-    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     # Kafka down at close: entries wait in librdkafka (message timeout 60 s) past the
     # drain timeout. The stop parks them in the DLQ instead of dropping them.
@@ -306,7 +283,7 @@ def test_a_stop_with_kafka_down_parks_every_queued_entry_in_the_dlq(
 
 
 def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
-    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     dlq = str(tmp_path / "dlq")
     cfg = resilient(
@@ -329,7 +306,8 @@ def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
             urllib.request.urlopen(req, timeout=120)
         assert info.value.code == 503
         assert int(info.value.headers["Retry-After"]) > 0
-        answer = json.loads(info.value.read())
+        with info.value:  # its response holds the connection's socket
+            answer = json.loads(info.value.read())
         assert "DLQ" in answer["error"]
         # Right after, the intake refuses at once rather than take more of the same.
         t0 = time.monotonic()
@@ -337,6 +315,7 @@ def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
             urllib.request.urlopen(
                 urllib.request.Request(s.http_url, data=b'{"message":"x"}'), timeout=30
             )
+        again.value.close()
         assert again.value.code == 503 and time.monotonic() - t0 < 2
 
 
@@ -358,7 +337,7 @@ time.sleep(600)
 
 @pytest.mark.slow
 def test_sigkill_of_the_whole_shipper_with_a_full_dlq_loses_nothing(
-    kafka: LocalKafka, topic: str, broker: Broker, tmp_path: Path
+    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     n = 3000
     dlq = str(tmp_path / "dlq")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors.pipeline import Shipper
 from shipper.kafka.stats import StatsSummary, make_stats_cb
 from shipper.telemetry import MetricsRecorder
-from shipper.testing import LocalKafka, consume_all, kafka_local_script
-from tests.conftest import sink_config
+from shipper.testing import LocalKafka, consume_all
+from tests.conftest import BrokerSwitch, sink_config
 
 pytestmark = [pytest.mark.kafka]
 
@@ -243,30 +242,11 @@ def test_a_run_of_known_size_shows_matching_counts_and_sane_figures(
         assert series(m, "log_capturer_kafka_producer_queue_messages")
 
 
-class _Broker:
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def run(self, what: str) -> None:
-        subprocess.run([str(kafka_local_script()), what], check=True, capture_output=True)
-        self.stopped = what == "stop"
-
-
-@pytest.fixture
-def broker(kafka: LocalKafka) -> Iterator[_Broker]:
-    b = _Broker()
-    try:
-        yield b
-    finally:
-        if b.stopped:
-            b.run("up")
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_an_outage_opens_the_breaker_fails_ready_and_fills_the_dlq_then_recovers(
-    kafka: LocalKafka, make_topic: Callable[..., str], broker: _Broker, tmp_path: Path
+    kafka: LocalKafka, make_topic: Callable[..., str], broker: BrokerSwitch, tmp_path: Path
 ) -> None:
     topic = make_topic(partitions=3)
     cfg = metrics_config(
@@ -286,7 +266,7 @@ def test_an_outage_opens_the_breaker_fails_ready_and_fills_the_dlq_then_recovers
         assert s.submit(entries(100)).result(timeout=60).ok
         wait_for(lambda: get(base + "/ready")[0] == 200, 20, "/ready before the outage")
 
-        broker.run("stop")
+        broker.stop()
         acks = [s.submit(entries(200)) for _ in range(10)]
         breaker = "log_capturer_kafka_circuit_breaker_state"
         wait_for(lambda: 1.0 in series(scrape(url), breaker).values(), 60, "the breaker state 1")
@@ -301,7 +281,7 @@ def test_an_outage_opens_the_breaker_fails_ready_and_fills_the_dlq_then_recovers
         assert (value(m, "log_capturer_circuit_breaker_opens_total", sink="kafka") or 0) >= 1
         assert sum(series(m, "log_capturer_dlq_writes_total").values()) > 0
 
-        broker.run("up")
+        broker.start()
         assert all(a.result(timeout=120).ok for a in acks)
         wait_for(lambda: get(base + "/ready")[0] == 200, 120, "/ready after recovery")
         wait_for(

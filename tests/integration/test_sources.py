@@ -279,6 +279,7 @@ def test_http_intake_answers_every_status(
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {tok}"})
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(req, timeout=10)
+        info.value.close()  # its response holds the connection's socket
         assert info.value.code == 405
         assert post(url, b"x" * 5000, tok)[0] == 413
         assert post(url, b'[{"message": "unclosed"', tok)[0] == 400

@@ -21,7 +21,8 @@ def test_launcher_config_passes_rays_schema(name: str) -> None:
     cfg = yaml.safe_load((ROOT / name).read_text())
     validate_config(prepare_config(cfg))  # raises on any schema violation
     assert any("ray start --head" in c for c in cfg["head_start_ray_commands"])
-    assert all("RAY_AUTH_MODE=token" in c for c in cfg["head_start_ray_commands"] if "ray start" in c)
+    starts = [c for c in cfg["head_start_ray_commands"] if "ray start" in c]
+    assert starts and all("RAY_AUTH_MODE=token" in c for c in starts)
 
 
 def test_aws_cluster_scales_shipper_workers_that_declare_the_fleet_resource() -> None:
