@@ -40,7 +40,9 @@ class BatcherActor:
         self.topic = topic
         self.name = wiring.batcher_name(topic)
         self.broker_set = wiring.broker_set
-        self.metrics = Reporter(wiring.telemetry(), self.name, refresh=self._refresh)
+        self.metrics = Reporter(
+            wiring.telemetry(), self.name, node=wiring.node, refresh=self._refresh
+        )
         self.core = TopicBatcher(topic, wiring.sink, self.metrics.recorder)
         self.producers = wiring.producers()
         self.gate = SequenceGate()
@@ -66,6 +68,12 @@ class BatcherActor:
         self.metrics.start_periodic()
         state = await self.wiring.supervisor().register.remote(self.broker_set, self.name)
         self.core.breaker = BreakerState(state)
+
+    async def start(self) -> dict[str, Any]:
+        """Start now rather than at the first entry: subscribed to the breaker from
+        here on (a node pipeline's Batchers all show an open breaker, busy or not)."""
+        await self._start()
+        return self.core.stats()
 
     def set_breaker_state(self, state: int) -> None:
         """Pushed by the supervisor on every breaker change of this broker set."""

@@ -73,7 +73,9 @@ class DlqActor:
         r = cfg.reprocessing_config
         self.reprocess_enabled = r.enabled
         self.interval = r.interval
-        self.metrics = Reporter(wiring.telemetry(), self.name, refresh=self._refresh)
+        self.metrics = Reporter(
+            wiring.telemetry(), self.name, node=wiring.node, refresh=self._refresh
+        )
         self.reprocessor = Reprocessor(
             self.store,
             self._resend,

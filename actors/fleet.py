@@ -37,17 +37,21 @@ def node_actor_names(names: list[str], key: str) -> list[str]:
 
 
 async def start_node_pipeline(w: Wiring) -> dict[str, Any]:
-    """Start (or find) node ``w.node``'s pipeline and wait until it answers."""
-    producers = [start_producer(w, i) for i in range(w.config.pipeline.producer_replicas)]
-    dlq = start_dlq(w) if w.sink.dlq_config.enabled else None
-    router = start_router(w)
+    """Start (or find) node ``w.node``'s pipeline and wait until it answers. ``w``
+    keeps the handles: its holder must keep it as long as the pipeline should live."""
+    producers = [
+        w.keep(w.producer_name(i), start_producer(w, i))
+        for i in range(w.config.pipeline.producer_replicas)
+    ]
+    dlq = w.keep(w.dlq_name(), start_dlq(w)) if w.sink.dlq_config.enabled else None
+    router = w.keep(w.router_name(), start_router(w))
     # The default topic's Batcher starts with the pipeline: the first submission or
     # DLQ replay does not wait for a process to start.
     batcher = w.batcher(w.sink.topic)
     for p in producers:
         await p.health.remote()
     await router.stats.remote()
-    await batcher.stats.remote()
+    await batcher.start.remote()
     if dlq is not None:
         # Whatever an earlier run (or this node's last life) left in the DLQ replays.
         await dlq.kick.remote()
@@ -60,10 +64,10 @@ async def start_node_sources(w: Wiring, env: dict[str, str] | None = None) -> di
     src = w.config.sources
     out: dict[str, str] = {}
     if src.files:
-        files = start_file_source(w)
+        files = w.keep(w.source_name("files"), start_file_source(w))
         await files.start.remote()
         out["files"] = ", ".join(p for g in src.files for p in g.paths)
     if src.http.enabled:
-        http = start_http_source(w, env)
+        http = w.keep(w.source_name("http"), start_http_source(w, env))
         out["http"] = f"{await http.start.remote()}/v1/logs"
     return out

@@ -75,6 +75,7 @@ class BatcherHandle(Protocol):
     set_breaker_state: Remote[[int], None]
     park: Remote[[], int]
     stats: Remote[[], dict[str, Any]]
+    start: Remote[[], dict[str, Any]]
 
 
 class ProducerHandle(Protocol):

@@ -34,7 +34,7 @@ from shipper.config import ShipperConfig, check_files, load_config
 from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, brief
-from shipper.fleet import NodeInfo, Spreader
+from shipper.fleet import Spreader
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
@@ -42,7 +42,7 @@ from .handles import Order, Ref, RouterHandle
 from .payload import STORE_MIN_BYTES, Stored
 from .supervisor import start_supervisor
 from .telemetry import start_telemetry
-from .wiring import Wiring
+from .wiring import Wiring, node_key
 
 __all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
 
@@ -98,13 +98,6 @@ def _ensure_ray(address: str | None) -> None:
     )
 
 
-def _node_key(node_id: str) -> str:
-    for raw in ray.nodes():  # type: ignore[no-untyped-call]
-        if raw.get("NodeID") == node_id:
-            return NodeInfo.from_ray(raw).key
-    return node_id[:12]
-
-
 class Shipper:
     """Ships log entries to Kafka through node pipelines of Ray actors."""
 
@@ -131,7 +124,7 @@ class Shipper:
         m = self.config.metrics
         self._telemetry = (
             start_telemetry(
-                self.namespace, m.host, m.port, node_id=self.node_id, node=_node_key(self.node_id)
+                self.namespace, m.host, m.port, node_id=self.node_id, node=node_key(self.node_id)
             )
             if m.enabled
             else None
@@ -204,6 +197,25 @@ class Shipper:
         if handle is None:
             handle = self._routers[key] = self._wiring(key).router()
         return handle
+
+    def _reachable(self, key: str) -> bool:
+        try:
+            self._router(key)
+        except ValueError:  # no such named actor
+            self._routers.pop(key, None)
+            return False
+        return True
+
+    def _each(self, get: Callable[[Wiring], list[Any]]) -> list[Any]:
+        """``get(wiring)`` for every node pipeline whose actors can be found (a node
+        that just left may still be listed until the supervisor notices)."""
+        out: list[Any] = []
+        for key in sorted(self._pipelines):
+            try:
+                out += get(self._wiring(key))
+            except ValueError:
+                continue
+        return out
 
     def node_wiring(self, key: str | None = None) -> Wiring:
         """The wiring (names, handles) of node ``key``'s pipeline (default: the first)."""
@@ -288,9 +300,18 @@ class Shipper:
 
     def _send(self, ack: Ack, avoid: Iterable[str] = ()) -> None:
         """Send ``ack``'s submission to the least loaded pipeline (not one of ``avoid``)."""
-        key = self._spreader.pick(avoid)
-        if key is None:
-            raise ShutdownError("no node pipeline runs; nothing can be shipped")
+        banned = set(avoid)
+        while True:
+            key = self._spreader.pick(banned)  # one of ``banned`` only if nothing else
+            if key is None:
+                raise ShutdownError("no node pipeline runs; nothing can be shipped")
+            if self._reachable(key):
+                break
+            if key in banned:
+                raise ShutdownError("no node pipeline answers; nothing can be shipped")
+            # Its Router is gone: the node left and the supervisor has not said so yet.
+            banned.add(key)
+            self._refresh_fleet()
         ack.node = key
         ack.attempts += 1
         ack.ref = ack.call(self._router(key), time.time(), self._tracker.next_order(key))
@@ -354,7 +375,9 @@ class Shipper:
 
     def _flush_routers(self, timeout: float | None) -> None:
         refs = [
-            self._router(key).flush.remote(self._tracker.next_order(key)) for key in self._pipelines
+            self._router(key).flush.remote(self._tracker.next_order(key))
+            for key in sorted(self._pipelines)
+            if self._reachable(key)
         ]
         try:
             ray.get(refs, timeout=timeout)
@@ -378,6 +401,8 @@ class Shipper:
         """Per node and topic: Batcher figures (queued entries, utilization, partitions)."""
         out: list[dict[str, Any]] = []
         for key in sorted(self._pipelines):
+            if not self._reachable(key):
+                continue
             stats: list[dict[str, Any]] = ray.get(self._router(key).batcher_stats.remote())
             out += [{**s, "node": key} for s in stats]
         return out
@@ -390,6 +415,7 @@ class Shipper:
         if self._closed:
             return self._tracker.report()
         self._closed = True
+        self._refresh_fleet()
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self._stop_reading()
@@ -431,11 +457,7 @@ class Shipper:
         )
         parked = 0
         try:
-            batchers = [
-                self._wiring(key).batcher(t)
-                for key in self._pipelines
-                for t in self._wiring(key).topics()
-            ]
+            batchers = self._each(lambda w: [w.batcher(t) for t in w.topics()])
             parked = sum(ray.get([b.park.remote() for b in batchers], timeout=30))
             ray.get([p.close.remote(1.0) for p in self._producers()], timeout=30)
         except ray.exceptions.RayError as exc:
@@ -444,12 +466,12 @@ class Shipper:
         return int(parked)
 
     def _producers(self) -> list[Any]:
-        return [p for key in self._pipelines for p in self._wiring(key).producers()]
+        return self._each(lambda w: list(w.producers()))
 
     def _dlqs(self) -> list[Any]:
         if not self.config.sinks.kafka.dlq_config.enabled:
             return []
-        return [self._wiring(key).dlq() for key in sorted(self._pipelines)]
+        return self._each(lambda w: [w.dlq()])
 
     # ------------------------------------------------------------------ sources
 
@@ -469,7 +491,7 @@ class Shipper:
             if "http" in srcs:
                 self.http_urls[key] = srcs["http"]
                 started.append(f"HTTP intake at {srcs['http']} on {key}")
-        driver = _node_key(self.node_id)
+        driver = node_key(self.node_id)
         self.http_url = self.http_urls.get(driver) or next(iter(self.http_urls.values()), None)
         return started
 

@@ -40,7 +40,7 @@ class ProducerActor:
         self.broker_set = wiring.broker_set
         self.name = wiring.producer_name(replica)
         self.telemetry = wiring.telemetry()
-        self.metrics = Reporter(self.telemetry, self.name)
+        self.metrics = Reporter(self.telemetry, self.name, node=wiring.node)
         if client is None:
             sink = wiring.sink
             conf = librdkafka_settings(sink)

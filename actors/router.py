@@ -40,7 +40,7 @@ class RouterActor:
         # Calls are numbered per sender so that submit order survives Ray's
         # concurrent execution of async actor calls (see shipper.ordering).
         self.gate = SequenceGate()
-        self.metrics = Reporter(wiring.telemetry(), self.name)
+        self.metrics = Reporter(wiring.telemetry(), self.name, node=wiring.node)
         self.feeder = Feeder(wiring, self.metrics.recorder, "router")
         announce_start(wiring.namespace, "router", self.name)
         # The series the alerts read exist from the start, before the first event.

@@ -49,7 +49,9 @@ class FileSourceActor:
         self.name = wiring.source_name("files")
         cfg = wiring.config
         self.tail = cfg.sources.tail
-        self.metrics = Reporter(wiring.telemetry(), self.name, refresh=self._refresh)
+        self.metrics = Reporter(
+            wiring.telemetry(), self.name, node=wiring.node, refresh=self._refresh
+        )
         rec = self.metrics.recorder
         rec.add("log_capturer_source_lines_total", 0, {"source": "file"})
         rec.add("log_capturer_source_resent_total", 0, {"source": "file"})
@@ -261,7 +263,7 @@ class HttpSourceActor:
         self._unavailable_until = 0.0
         self._runner: Any = None
         self.port = 0
-        self.metrics = Reporter(wiring.telemetry(), self.name)
+        self.metrics = Reporter(wiring.telemetry(), self.name, node=wiring.node)
         self.intake = Intake(sink)
         self.feeder = Feeder(wiring, self.metrics.recorder, "source")
         for code in ("200", "429", "503"):

@@ -48,7 +48,7 @@ from ._options import named_actor
 from .fleet import node_actor_names, start_node_pipeline, start_node_sources
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
-from .wiring import SUPERVISOR, Wiring
+from .wiring import SUPERVISOR, Wiring, node_key
 
 __all__ = ["SupervisorActor", "start_supervisor"]
 
@@ -68,6 +68,9 @@ class SupervisorActor:
         self.plan = FleetPlan(wiring.config.fleet.nodes, driver_node_id)
         #: key -> what the pipeline of that node answered when it started
         self.pipelines: dict[str, dict[str, Any]] = {}
+        #: key -> the wiring that holds the handles of the actors started on that node
+        #: (they live as long as these handles: see Wiring.keep)
+        self.node_wirings: dict[str, Wiring] = {}
         self.sources_on = False
         self._source_env: dict[str, str] | None = None
         self.sources: dict[str, dict[str, str]] = {}
@@ -85,7 +88,12 @@ class SupervisorActor:
         self.restarts: Counter[str] = Counter()
         self._timers: dict[str, asyncio.Task[None]] = {}
         self.telemetry = wiring.telemetry()
-        self.metrics = Reporter(self.telemetry, SUPERVISOR, refresh=self._refresh)
+        self.metrics = Reporter(
+            self.telemetry,
+            SUPERVISOR,
+            refresh=self._refresh,
+            node=node_key(driver_node_id) if driver_node_id else "",
+        )
         rec = self.metrics.recorder
         rec.add("log_capturer_circuit_breaker_opens_total", 0, {"sink": "kafka"})
         for c in COMPONENTS:
@@ -243,6 +251,7 @@ class SupervisorActor:
                     continue
                 self.plan.started(node)
                 self.pipelines[node.key] = info
+                self.node_wirings[node.key] = w
                 verb = "is back" if node.key in todo.back else "joined"
                 log.info("node %s %s: its pipeline runs", node.key, verb)
                 self._report_node(node.key, True)
@@ -256,6 +265,7 @@ class SupervisorActor:
         log.warning("node %s is lost; its pipeline stopped (restarted if it comes back)", key)
         self.pipelines.pop(key, None)
         self.sources.pop(key, None)
+        self.node_wirings.pop(key, None)  # its handles go: nothing holds the actors
         for name in node_actor_names(self._named(""), key):
             try:
                 ray.kill(self.wiring._get(name), no_restart=True)
@@ -296,7 +306,8 @@ class SupervisorActor:
         self._source_env = env
         for key, info in list(self.pipelines.items()):
             if key not in self.sources:
-                w = self.wiring.on_node(key, info["node_id"])
+                w = self.node_wirings.get(key) or self.wiring.on_node(key, info["node_id"])
+                self.node_wirings[key] = w
                 self.sources[key] = await start_node_sources(w, env)
         return dict(self.sources)
 

@@ -287,13 +287,13 @@ def start_telemetry(
 
     from ._options import named_actor
 
-    node = node_id or ray.get_runtime_context().get_node_id()
+    where = node_id or ray.get_runtime_context().get_node_id()
     return named_actor(
         TelemetryActor,
         TELEMETRY_NAME,
         namespace,
         1,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        scheduling_strategy=NodeAffinitySchedulingStrategy(where, soft=False),
     ).remote(host, port, stale_after, source_ttl, announce=True, node=node)
 
 

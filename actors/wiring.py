@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from shipper.config import KafkaSinkConfig, ShipperConfig
-from shipper.fleet import node_path
+from shipper.fleet import NodeInfo, node_path
 
 if TYPE_CHECKING:
     from .handles import (
@@ -40,10 +40,20 @@ if TYPE_CHECKING:
         TelemetryHandle,
     )
 
-__all__ = ["SUPERVISOR", "TELEMETRY", "Wiring"]
+__all__ = ["SUPERVISOR", "TELEMETRY", "Wiring", "node_key"]
 
 SUPERVISOR = "supervisor"
 TELEMETRY = "telemetry"
+
+
+def node_key(node_id: str) -> str:
+    """The key of Ray node ``node_id`` (label ``shipper-node``, else its hostname)."""
+    import ray
+
+    for raw in ray.nodes():  # type: ignore[no-untyped-call]
+        if raw.get("NodeID") == node_id:
+            return NodeInfo.from_ray(raw).key
+    return node_id[:12]
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,13 @@ class Wiring:
 
             handle = ray.get_actor(name, namespace=self.namespace)
             self._handles[name] = handle
+        return handle
+
+    def keep(self, name: str, handle: Any) -> Any:
+        """Hold ``handle`` in this wiring. An actor lives as long as a handle of its
+        creator does: the supervisor keeps each node's wiring, so the pipeline it
+        started lives as long as the fleet."""
+        self._handles[name] = handle
         return handle
 
     def forget(self, name: str) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +53,10 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, step: float 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     ray.shutdown()  # the session's single-node Ray steps aside for this module
+    # The raylets' environment is the jobs': the shipper command on PATH, as on a node
+    # where the package is installed.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
     c = Cluster(
         initialize_head=True,
         head_node_args={
@@ -66,6 +72,12 @@ def cluster() -> Iterator[Cluster]:
     yield c
     ray.shutdown()
     c.shutdown()
+    mp.undo()
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
 
 
 def add_shipper_node(cluster: Cluster, key: str) -> Any:
@@ -123,6 +135,7 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
         "checkpoints": {"path": str(tmp_path / "{node}" / "checkpoints")},
         "tail": {"poll_interval": "100ms"},
     }
+    cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
     ids = {n.node_id: n for n in cluster.list_all_nodes()}
     by_key = {raw["Labels"]["shipper-node"]: raw["NodeID"] for raw in ray.nodes() if raw["Alive"]}
     with Shipper(cfg) as s:
@@ -157,6 +170,24 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
         for key in ("n1", "n2", "n3"):
             assert per_node[key] >= 1000  # its own file went through it
             assert (tmp_path / key / "dlq").is_dir()  # its own DLQ, on its own path
+        # One scrape endpoint for the fleet, every series with its node.
+        assert s.metrics_url is not None
+        sent = wait_until(
+            lambda: (
+                {
+                    m.group(1)
+                    for m in re.finditer(
+                        r'^log_capturer_kafka_delivered_total\{[^}]*node="([^"]+)"[^}]*\} [1-9]',
+                        scrape(s.metrics_url),
+                        re.M,
+                    )
+                }
+                >= {"n1", "n2", "n3"}
+            ),
+            30,
+            "every node's deliveries on the fleet's endpoint",
+        )
+        assert sent
     got = seqs(kafka, topic, n + 3000)
     assert set(got) == set(range(n + 3000)) and max(got.values()) == 1
 
@@ -195,22 +226,14 @@ def test_a_node_lost_mid_stream_loses_nothing_comes_back_to_its_dlq_and_a_new_no
                 ]
             )
         t0 = time.monotonic()
-        added.append(
-            cluster.add_node(
-                num_cpus=1, resources={"log_shipper": 1}, labels={"shipper-node": "n2"}
-            )
-        )
+        add_shipper_node(cluster, "n2")
         wait_until(lambda: "n2" in s.nodes(), 30, "n2's pipeline back", step=0.2)
         back_s = time.monotonic() - t0
         wait_until(lambda: s.dlq_stats_by_node()["n2"].total == 0, 60, "n2's DLQ replayed")
 
         # A node that was never there joins: it gets a pipeline too.
         t0 = time.monotonic()
-        added.append(
-            cluster.add_node(
-                num_cpus=1, resources={"log_shipper": 1}, labels={"shipper-node": "n4"}
-            )
-        )
+        added.append(add_shipper_node(cluster, "n4"))
         wait_until(lambda: "n4" in s.nodes(), 30, "a pipeline on the new node", step=0.2)
         join_s = time.monotonic() - t0
         print(f"\nnode back with its pipeline in {back_s:.1f} s, new node in {join_s:.1f} s")
@@ -306,7 +329,12 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
         w.strip("'\"") for w in submit.stdout.split() if w.strip("'\"").startswith("raysubmit_")
     )
     try:
-        first = seqs_after(kafka, topic, 6000)
+        first = wait_until(
+            lambda: job_running(url, job, env) and seqs_after(kafka, topic, 6000, timeout=3),
+            120,
+            "every node's file in Kafka",
+            step=1.0,
+        )
         assert set(first) == {k * 10_000 + i for k in range(3) for i in range(2000)}
         # `shipper status` joins the cluster and shows every node's pipeline.
         st = subprocess.run(
@@ -333,9 +361,10 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
         )
         assert status
         logs = _ray(["job", "logs", "--address", url, job], env).stdout
-    except BaseException:
+    except BaseException as exc:
         _ray(["job", "stop", "--address", url, job], env, check=False)
-        raise
+        logs = _ray(["job", "logs", "--address", url, job], env, check=False).stdout
+        raise AssertionError(f"{exc}\njob logs:\n{logs[-4000:]}") from exc
     assert "got signal" in logs and "draining" in logs, logs[-3000:]
     report = json.loads(wait_until(lambda: summary.exists() and summary.read_text(), 30, "summary"))
     assert report["drained"] is True, report
@@ -366,6 +395,19 @@ def _ray(
     return out
 
 
-def seqs_after(kafka: LocalKafka, topic: str, n: int) -> Counter[int]:
-    msgs = consume_all(kafka.client_config(), topic, expected=n, timeout=180)
+def job_running(url: str, job: str, env: dict[str, str]) -> bool:
+    """True while the job runs (or starts); raises once it ended."""
+    st = _ray(["job", "status", "--address", url, job], env, check=False)
+    text = (st.stdout + st.stderr).upper()
+    if any(s in text for s in ("FAILED", "SUCCEEDED", "STOPPED")):
+        raise AssertionError(f"the job ended early: {text[-1000:]}")
+    return True
+
+
+def seqs_after(kafka: LocalKafka, topic: str, n: int, timeout: float) -> Counter[int] | None:
+    """The ``seq`` of ``topic``'s first ``n`` messages; None if fewer came in ``timeout``."""
+    try:
+        msgs = consume_all(kafka.client_config(), topic, expected=n, timeout=timeout)
+    except TimeoutError:
+        return None
     return Counter(int(json.loads(m.value())["fields"]["seq"]) for m in msgs)
