@@ -4,7 +4,14 @@ A node pipeline is the Producers of the broker set, the DLQ on the node's disk, 
 Router, the default topic's Batcher, and, once sources are on, the file source and
 the HTTP intake: all pinned to the node (``Wiring.placement``), all named after it
 (``Wiring``). The supervisor starts one per selected node
-(:class:`shipper.fleet.FleetPlan`) and owns them: they live as long as the fleet.
+(:class:`shipper.fleet.FleetPlan`) through the *keeper*.
+
+An actor lives as long as a handle held by its creator, and dies with its creator's
+process. The keeper (:class:`FleetKeeperActor`, one per shipper, on the driver's node)
+creates every node pipeline's actors and holds their handles, and does nothing else:
+so a supervisor that crashes and is restarted by Ray finds the pipelines still running
+(it asks the keeper which), and the pipelines end with the driver, which owns the
+keeper, as a Ray job's actors should.
 """
 
 from __future__ import annotations
@@ -18,7 +25,16 @@ from .router import start_router
 from .sources import start_file_source, start_http_source
 from .wiring import Wiring
 
-__all__ = ["node_actor_names", "start_node_pipeline", "start_node_sources"]
+__all__ = [
+    "KEEPER",
+    "FleetKeeperActor",
+    "node_actor_names",
+    "start_keeper",
+    "start_node_pipeline",
+    "start_node_sources",
+]
+
+KEEPER = "keeper"
 
 log = logging.getLogger("shipper.fleet")
 
@@ -71,3 +87,80 @@ async def start_node_sources(w: Wiring, env: dict[str, str] | None = None) -> di
         http = w.keep(w.source_name("http"), start_http_source(w, env))
         out["http"] = f"{await http.start.remote()}/v1/logs"
     return out
+
+
+class FleetKeeperActor:
+    """Creates and holds the node pipelines (see the module's docstring)."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
+        #: key -> the wiring that holds the handles of that node's actors
+        self.held: dict[str, Wiring] = {}
+        self.sources: dict[str, dict[str, str]] = {}
+        self.sources_on = False
+        self._env: dict[str, str] | None = None
+
+    async def start_node(self, key: str, node_id: str) -> dict[str, Any]:
+        """Start (or find) node ``key``'s pipeline, with its sources once they are on."""
+        w = self.held.get(key)
+        if w is None or w.node_id != node_id:
+            w = self.wiring.on_node(key, node_id)
+            self.sources.pop(key, None)
+        info = await start_node_pipeline(w)
+        self.held[key] = w
+        if self.sources_on and key not in self.sources:
+            self.sources[key] = await start_node_sources(w, self._env)
+        return {**info, "sources": self.sources.get(key, {})}
+
+    async def start_sources(self, env: dict[str, str] | None) -> dict[str, dict[str, str]]:
+        """Start the sources on every held pipeline (and on those started later)."""
+        self.sources_on = True
+        self._env = env
+        for key, w in list(self.held.items()):
+            if key not in self.sources:
+                self.sources[key] = await start_node_sources(w, env)
+        return dict(self.sources)
+
+    def stop_sources(self) -> None:
+        """Pipelines started from now on get no sources (the driver stops the others)."""
+        self.sources_on = False
+
+    def drop(self, key: str) -> None:
+        """Let node ``key``'s actors go (its node left)."""
+        self.held.pop(key, None)
+        self.sources.pop(key, None)
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """The pipelines held: key -> node id, Router name, sources."""
+        return {
+            key: {
+                "node_id": w.node_id,
+                "router": w.router_name(),
+                "sources": self.sources.get(key, {}),
+            }
+            for key, w in sorted(self.held.items())
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {"sources_on": self.sources_on, "env": self._env}
+
+
+def start_keeper(wiring: Wiring, driver_node_id: str) -> Any:
+    """Create (or find) the shipper's keeper on the driver's node. Not restarted: the
+    pipelines it held died with it, and their callers see that."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return (
+        ray.remote(FleetKeeperActor)
+        .options(
+            name=KEEPER,
+            namespace=wiring.namespace,
+            get_if_exists=True,
+            max_concurrency=64,
+            max_restarts=0,
+            num_cpus=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node_id, soft=False),
+        )
+        .remote(wiring)
+    )

@@ -38,6 +38,7 @@ from shipper.fleet import Spreader
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
+from .fleet import start_keeper
 from .handles import Order, Ref, RouterHandle
 from .payload import STORE_MIN_BYTES, Stored
 from .supervisor import start_supervisor
@@ -133,6 +134,9 @@ class Shipper:
         self.metrics_url: str | None = None
         if self._telemetry is not None:
             self.metrics_url = str(ray.get(self._telemetry.url.remote())) + "/metrics"
+        # The keeper creates and holds the node pipelines (they outlive a supervisor
+        # restart, and end with this driver: see actors.fleet).
+        self._keeper = start_keeper(self.wiring, self.node_id)
         self._supervisor = start_supervisor(self.wiring, self.node_id)
         # Up before the pipelines: it tells a restart from a first start by the names
         # it has seen, so it must see every first start (see actors.supervisor).

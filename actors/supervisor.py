@@ -45,7 +45,7 @@ from shipper.breaker import BreakerState, CircuitBreaker
 from shipper.fleet import FleetPlan, NodeInfo
 
 from ._options import named_actor
-from .fleet import node_actor_names, start_node_pipeline, start_node_sources
+from .fleet import KEEPER, node_actor_names
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
 from .wiring import SUPERVISOR, Wiring, node_key
@@ -68,12 +68,6 @@ class SupervisorActor:
         self.plan = FleetPlan(wiring.config.fleet.nodes, driver_node_id)
         #: key -> what the pipeline of that node answered when it started
         self.pipelines: dict[str, dict[str, Any]] = {}
-        #: key -> the wiring that holds the handles of the actors started on that node
-        #: (they live as long as these handles: see Wiring.keep)
-        self.node_wirings: dict[str, Wiring] = {}
-        self.sources_on = False
-        self._source_env: dict[str, str] | None = None
-        self.sources: dict[str, dict[str, str]] = {}
         self._fleet_task: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Lock | None = None
         cb = wiring.sink.circuit_breaker
@@ -109,6 +103,11 @@ class SupervisorActor:
             log.warning("the supervisor was restarted by Ray; subscribing the Batchers again")
             self._count_restart("supervisor")
             self._resubscribe()
+            # The pipelines run on (the keeper holds them): learn them and watch the
+            # fleet again, once this constructor is done.
+            import ray
+
+            ray.get_runtime_context().current_actor.resume.remote()
 
     def _refresh(self) -> None:
         for bs, b in self.breakers.items():
@@ -212,6 +211,17 @@ class SupervisorActor:
 
     # ------------------------------------------------------------------ fleet
 
+    def _keeper(self) -> Any:
+        return self.wiring._get(KEEPER)
+
+    async def resume(self) -> None:
+        """After this supervisor's restart: take over the pipelines the keeper holds."""
+        held: dict[str, dict[str, Any]] = await self._keeper().nodes.remote()
+        for key, info in held.items():
+            self.plan.started(NodeInfo(info["node_id"], key, True))
+            self.pipelines[key] = info
+        await self.start_fleet()
+
     async def start_fleet(self) -> dict[str, dict[str, Any]]:
         """Start the node pipelines now (and keep them matching Ray's nodes from here
         on, every ``fleet.reconcile_interval``); returns the running pipelines."""
@@ -241,17 +251,15 @@ class SupervisorActor:
             for key in todo.lost:
                 self._lost(key)
             for node in todo.start:
-                w = self.wiring.on_node(node.key, node.node_id)
                 try:
-                    info = await asyncio.wait_for(start_node_pipeline(w), 120)
-                    if self.sources_on:
-                        self.sources[node.key] = await start_node_sources(w, self._source_env)
+                    info = await asyncio.wait_for(
+                        self._keeper().start_node.remote(node.key, node.node_id), 120
+                    )
                 except Exception as exc:
                     log.warning("could not start the pipeline on node %s: %s", node.key, exc)
                     continue
                 self.plan.started(node)
                 self.pipelines[node.key] = info
-                self.node_wirings[node.key] = w
                 verb = "is back" if node.key in todo.back else "joined"
                 log.info("node %s %s: its pipeline runs", node.key, verb)
                 self._report_node(node.key, True)
@@ -264,8 +272,7 @@ class SupervisorActor:
 
         log.warning("node %s is lost; its pipeline stopped (restarted if it comes back)", key)
         self.pipelines.pop(key, None)
-        self.sources.pop(key, None)
-        self.node_wirings.pop(key, None)  # its handles go: nothing holds the actors
+        self._keeper().drop.remote(key)  # its handles go: nothing holds the actors
         for name in node_actor_names(self._named(""), key):
             try:
                 ray.kill(self.wiring._get(name), no_restart=True)
@@ -291,30 +298,27 @@ class SupervisorActor:
         self.metrics.push_now()
 
     def fleet(self) -> dict[str, dict[str, Any]]:
-        """The running node pipelines: key -> node id, its sources."""
-        return {
-            key: {**info, "sources": self.sources.get(key, {})}
-            for key, info in sorted(self.pipelines.items())
-        }
+        """The running node pipelines: key -> node id, Router name, its sources."""
+        return dict(sorted(self.pipelines.items()))
 
     def lost_nodes(self) -> list[str]:
         return sorted(self.plan.lost)
 
     async def start_sources(self, env: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
         """Start the sources on every node pipeline (and on those that join later)."""
-        self.sources_on = True
-        self._source_env = env
-        for key, info in list(self.pipelines.items()):
-            if key not in self.sources:
-                w = self.node_wirings.get(key) or self.wiring.on_node(key, info["node_id"])
-                self.node_wirings[key] = w
-                self.sources[key] = await start_node_sources(w, env)
-        return dict(self.sources)
+        if self._reconciling is None:
+            self._reconciling = asyncio.Lock()
+        async with self._reconciling:  # not while a pipeline is being started
+            by_node: dict[str, dict[str, str]] = await self._keeper().start_sources.remote(env)
+            for key, srcs in by_node.items():
+                if key in self.pipelines:
+                    self.pipelines[key] = {**self.pipelines[key], "sources": srcs}
+        return by_node
 
-    def stop_sources(self) -> None:
+    async def stop_sources(self) -> None:
         """New pipelines start without sources from now on (the driver stops the running
         ones)."""
-        self.sources_on = False
+        await self._keeper().stop_sources.remote()
 
     # ------------------------------------------------------------------ API
 
