@@ -86,9 +86,17 @@ def test_restarted_actors_are_counted_rewired_and_the_pipeline_goes_on(
         assert s.submit_lines(lines(50, start=200)).result(30).delivered == 50
         assert time.monotonic() - t0 < 15
         assert s.restarts()["batcher"] == 1
+        nodes = s.nodes()
+        router = s.node_wiring().router()
+        seen = ray.get(router.stats.remote())["entries"]
         kill("supervisor")
         wait_until(lambda: s.restarts().get("supervisor") == 1, 60, "the supervisor's restart")
+        # The restarted supervisor took the running pipeline over (the keeper holds
+        # it): nothing of it was restarted or started anew.
+        wait_until(lambda: s.nodes() == nodes, 30, "the pipeline known again")
         assert s.submit_lines(lines(50, start=250)).result(30).delivered == 50
+        # The same Router process: its count went on from where it was.
+        assert ray.get(router.stats.remote())["entries"] == seen + 50
     got = consume_all(kafka.client_config(), topic, expected=301, timeout=60)
     seqs = sorted(json.loads(m.value())["fields"]["seq"] for m in got if b"parked" not in m.value())
     assert seqs == list(range(300))
