@@ -22,16 +22,17 @@ import socket
 import time
 from typing import Any
 
-from shipper.fleet import node_path
+from shipper.fleet import Spreader, node_path
 from shipper.intake import Intake, Prepared
-from shipper.outcomes import SegmentOutcome
+from shipper.outcomes import SegmentOutcome, SubmissionResult
 from shipper.sources import http as rules
 from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
 
 from ._options import announce_start, named_actor, tune_gc
 from .feeder import Feeder
-from .handles import Ref
+from .handles import Order, Ref, RouterHandle
+from .payload import STORE_MIN_BYTES, Stored
 from .telemetry import Reporter
 from .wiring import Wiring
 
@@ -266,9 +267,17 @@ class HttpSourceActor:
         self.metrics = Reporter(wiring.telemetry(), self.name, node=wiring.node)
         self.intake = Intake(sink)
         self.feeder = Feeder(wiring, self.metrics.recorder, "source")
+        # Requests go to the node pipeline with the fewest of this intake's entries in
+        # flight, its own node on a tie (see _ship).
+        self.spreader = Spreader()
+        self.spreader.set_pipelines([wiring.node])
+        self._routers: dict[str, RouterHandle] = {}
+        self._seq: dict[str, int] = {}
+        self._fleet_task: asyncio.Task[None] | None = None
         for code in ("200", "429", "503"):
             self.metrics.recorder.add("log_capturer_http_requests_total", 0, {"code": code})
         self.metrics.recorder.add("log_capturer_source_lines_total", 0, {"source": "http"})
+        self.metrics.recorder.add("log_capturer_source_resent_total", 0, {"source": "http"})
         announce_start(wiring.namespace, "source", self.name)
         self.metrics.push_now()
 
@@ -289,6 +298,8 @@ class HttpSourceActor:
             self.port = sock.getsockname()[1]
             await web.SockSite(self._runner, sock).start()
             self.metrics.start_periodic()
+            await self._refresh_fleet()
+            self._fleet_task = asyncio.get_running_loop().create_task(self._fleet_loop())
         host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"http://{host}:{self.port}"
 
@@ -334,9 +345,7 @@ class HttpSourceActor:
             return rules.busy()
         self._inflight += n
         try:
-            now = time.time()
-            prep = self.intake.prepare_lines(lines, 1)
-            result = await self.feeder.collect(prep, self.feeder.hand_over(prep, now), now)
+            result = await self._ship(lines, n, time.time())
         finally:
             self._inflight -= n
         reply = rules.reply_for(result)
@@ -349,12 +358,74 @@ class HttpSourceActor:
         )
         return reply
 
+    # ------------------------------------------------------------------ spreading
+
+    async def _refresh_fleet(self) -> None:
+        try:
+            fleet = await self.wiring.supervisor().fleet.remote()
+        except Exception as exc:  # the supervisor restarts: keep what is known
+            log.debug("could not ask the supervisor for the fleet: %s", exc)
+            return
+        self.spreader.set_pipelines(sorted({*fleet, self.wiring.node}))
+        for key in list(self._routers):
+            if key not in fleet:
+                del self._routers[key]
+
+    async def _fleet_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.wiring.config.fleet.reconcile_interval)
+            await self._refresh_fleet()
+
+    def _router(self, key: str) -> RouterHandle:
+        handle = self._routers.get(key)
+        if handle is None:
+            handle = self._routers[key] = self.wiring.on_node(key, "").router()
+        return handle
+
+    def _order(self, key: str) -> Order:
+        seq = self._seq.get(key, 0)
+        self._seq[key] = seq + 1
+        return (self.feeder.source, seq)
+
+    async def _ship(self, lines: bytes, n: int, now: float) -> SubmissionResult:
+        """One request's lines to a node pipeline: this node's own (straight to its
+        Batchers) unless another has fewer of this intake's entries in flight (through
+        its Router). If that node is lost meanwhile, the request, still held here, goes
+        to this node's pipeline and is counted as resent (Kafka may hold part of it)."""
+        me = self.wiring.node
+        key = self.spreader.pick(prefer=me) or me
+        self.spreader.add(key, n)
+        try:
+            if key != me:
+                try:
+                    payload: bytes | Stored = (
+                        Stored.put(lines) if len(lines) >= STORE_MIN_BYTES else lines
+                    )
+                    result: SubmissionResult = await self._router(key).submit_lines.remote(
+                        payload, now, 1, self._order(key), None
+                    )
+                    return result
+                except Exception as exc:  # the node (or its Router) is gone
+                    log.warning("node %s failed a request of %d lines (%s); sending it on "
+                                "this node", key, n, str(exc).splitlines()[0][:200])  # fmt: skip
+                    self._routers.pop(key, None)
+                    self.metrics.recorder.add(
+                        "log_capturer_source_resent_total", n, {"source": "http"}
+                    )
+            prep = self.intake.prepare_lines(lines, 1)
+            return await self.feeder.collect(prep, self.feeder.hand_over(prep, now), now)
+        finally:
+            self.spreader.done(key, n)
+
     async def stop_reading(self) -> int:
         """Take no more requests (the port is released)."""
         await self.stop()
         return 0
 
     async def stop(self) -> None:
+        if self._fleet_task is not None:
+            self._fleet_task.cancel()
+            self._fleet_task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

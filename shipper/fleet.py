@@ -141,14 +141,15 @@ class Spreader:
             if k not in keys:
                 del self.in_flight[k]
 
-    def pick(self, avoid: Iterable[str] = ()) -> str | None:
-        """The live pipeline with the fewest entries in flight (ties: by key), not one
-        of ``avoid`` unless nothing else is left; None when there is no pipeline."""
+    def pick(self, avoid: Iterable[str] = (), prefer: str | None = None) -> str | None:
+        """The live pipeline with the fewest entries in flight (ties: ``prefer``, then
+        by key), not one of ``avoid`` unless nothing else is left; None when there is
+        no pipeline."""
         banned = set(avoid)
         choices = [k for k in self.in_flight if k not in banned] or list(self.in_flight)
         if not choices:
             return None
-        return min(choices, key=lambda k: (self.in_flight[k], k))
+        return min(choices, key=lambda k: (self.in_flight[k], k != prefer, k))
 
     def add(self, key: str, n: int) -> None:
         self.in_flight[key] = self.in_flight.get(key, 0) + n

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,19 @@ def actor_nodes(namespace: str) -> dict[str, str]:
     }
 
 
+def delivered_by_node(s: Shipper) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for q in s.queue_stats():
+        out[q["node"]] += q["delivered"]
+    return out
+
+
+def post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return resp.status, json.loads(resp.read())
+
+
 def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
     cluster: Cluster, kafka: LocalKafka, make_topic: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -134,6 +148,7 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
         "files": [{"paths": [str(tmp_path / "{node}" / "logs" / "*.log")]}],
         "checkpoints": {"path": str(tmp_path / "{node}" / "checkpoints")},
         "tail": {"poll_interval": "100ms"},
+        "http": {"enabled": True, "host": "127.0.0.1", "port": 0},
     }
     cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
     ids = {n.node_id: n for n in cluster.list_all_nodes()}
@@ -154,6 +169,7 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
         spread = Counter(a.node for a in acks)
         assert set(spread) == {"n1", "n2", "n3"}, spread
         # Each node's files go through that node's own pipeline.
+        before = delivered_by_node(s)
         for k, key in enumerate(("n1", "n2", "n3")):
             logs = tmp_path / key / "logs"
             logs.mkdir(parents=True)
@@ -164,12 +180,24 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
             120,
             "the files of every node",
         )
-        per_node = Counter()
-        for q in s.queue_stats():
-            per_node[q["node"]] += q["delivered"]
+        after = delivered_by_node(s)
         for key in ("n1", "n2", "n3"):
-            assert per_node[key] >= 1000  # its own file went through it
+            assert after[key] - before[key] == 1000  # its own file, through its pipeline
             assert (tmp_path / key / "dlq").is_dir()  # its own DLQ, on its own path
+        # Requests to one node's HTTP intake are spread too: concurrent ones go to the
+        # pipelines with the fewest of its entries in flight.
+        assert set(s.http_urls) == {"n1", "n2", "n3"}
+        with ThreadPoolExecutor(9) as pool:
+            answers = list(
+                pool.map(
+                    lambda i: post(s.http_urls["n1"], lines(n + 3000 + i * 1000, 1000)),
+                    range(9),
+                )
+            )
+        assert all(code == 200 and body["delivered"] == 1000 for code, body in answers), answers
+        http = delivered_by_node(s) - after
+        assert sum(http.values()) == 9000
+        assert len(+http) >= 2, http  # not all on n1
         # One scrape endpoint for the fleet, every series with its node.
         assert s.metrics_url is not None
         sent = wait_until(
@@ -188,8 +216,8 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
             "every node's deliveries on the fleet's endpoint",
         )
         assert sent
-    got = seqs(kafka, topic, n + 3000)
-    assert set(got) == set(range(n + 3000)) and max(got.values()) == 1
+    got = seqs(kafka, topic, n + 12_000)
+    assert set(got) == set(range(n + 12_000)) and max(got.values()) == 1
 
 
 def test_a_node_lost_mid_stream_loses_nothing_comes_back_to_its_dlq_and_a_new_node_joins(

@@ -90,6 +90,17 @@ def test_work_goes_to_the_pipeline_with_the_fewest_entries_in_flight() -> None:
     assert s.pick() is None
 
 
+def test_an_intake_keeps_work_on_its_own_node_until_another_has_less_in_flight() -> None:
+    s = Spreader()
+    s.set_pipelines(["a", "b", "c"])
+    assert s.pick(prefer="b") == "b"  # a tie: its own node
+    s.add("b", 10)
+    assert s.pick(prefer="b") == "a"  # its own is busier: the least loaded
+    s.add("a", 10)
+    s.add("c", 10)
+    assert s.pick(prefer="b") == "b"
+
+
 def test_the_fleet_section_checks_its_selector() -> None:
     base: dict[str, Any] = {"sinks": {"kafka": {"enabled": True, "brokers": ["a:1"], "topic": "t"}}}
     cfg = load_config({**base, "fleet": {"nodes": "resource:log_shipper"}})
