@@ -54,13 +54,15 @@ demo: venv
 
 # The benchmark suite (bench/README.md): the pipeline against a bare confluent-kafka
 # loop, kcat and the CLI, per codec, plus the latency and memory scenarios (~15 min);
-# then the sources (file, HTTP) against the API pipeline, and the DLQ's drain rate.
+# then the sources (file, HTTP) against the API pipeline, the DLQ's drain rate, and
+# the fleet on 1, 2 and 3 simulated nodes.
 # BENCH_ARGS=--quick for 30,000 entries; results in bench/results/latest.json.
 bench: venv system-deps
 	scripts/kafka-local up
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/bench_sources.py --json bench/results/sources.json
 	$(PY) bench/bench_drain.py --json bench/results/drain.json
+	$(PY) bench/bench_fleet.py --json bench/results/fleet.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

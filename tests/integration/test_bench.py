@@ -54,20 +54,22 @@ def test_bench_runs_end_to_end_with_small_parameters(kafka: LocalKafka, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("script", "keys"),
+    ("script", "keys", "extra"),
     [
-        ("bench_sources.py", ("api", "api_labels", "file", "http", "kcat")),
-        ("bench_drain.py", ("pipeline_per_s", "drain_per_s")),
+        ("bench_sources.py", ("api", "api_labels", "file", "http", "kcat"), ()),
+        ("bench_drain.py", ("pipeline_per_s", "drain_per_s"), ()),
+        ("bench_fleet.py", ("runs",), ("--nodes", "2")),
     ],
 )
-def test_the_sources_and_drain_benches_run_with_small_parameters(
-    kafka: LocalKafka, tmp_path: Path, script: str, keys: tuple[str, ...]
+def test_the_sources_drain_and_fleet_benches_run_with_small_parameters(
+    kafka: LocalKafka, tmp_path: Path, script: str, keys: tuple[str, ...], extra: tuple[str, ...]
 ) -> None:
     out = tmp_path / "out.json"
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--entries", "3000", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / script), "--entries", "3000", "--json", str(out),
+         *extra],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,
     )  # fmt: skip
     # Exit 0 only when every topic held exactly the entries sent.
