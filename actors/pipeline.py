@@ -17,6 +17,10 @@ acknowledgement: a submission whose pipeline died with it (a lost node, a killed
 Router) is sent again to another pipeline, counted in ``stats().resent`` (possible
 duplicates), never reported twice. ``close`` stops intake, drains for the drain
 timeout, parks what is still queued in the DLQ and reports.
+
+This module is longer than most because it is the whole public API in one class; its
+decisions live in the cores it calls (SubmissionTracker, Spreader), and what is left
+here is Ray plumbing: refs, waits, retries, and the order of a clean stop.
 """
 
 from __future__ import annotations
