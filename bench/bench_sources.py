@@ -66,9 +66,19 @@ class Offsets:
             self.parts += [TopicPartition(t, p) for p in md.partitions]
 
     def total(self) -> int:
-        return sum(
-            hi - lo for lo, hi in (self.c.get_watermark_offsets(p, timeout=5) for p in self.parts)
-        )
+        from confluent_kafka import KafkaException
+
+        for attempt in range(20):
+            try:
+                return sum(
+                    hi - lo
+                    for lo, hi in (self.c.get_watermark_offsets(p, timeout=5) for p in self.parts)
+                )
+            except KafkaException:  # e.g. a leader moving just after a broker restart
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.c.close()
