@@ -193,9 +193,13 @@ def main() -> int:
     rows = []
     for k in sizes:
         base = baseline(kafka, b)
-        print(f"bare loop: {base['msg_per_s']:,.0f} entries/s", flush=True)
+        print(
+            f"bare loop: {base['msg_per_s']:,.0f} entries/s, {base['cpu_s_per_million']} CPU s/M",
+            flush=True,
+        )
         run = fleet_run(kafka, b, k, work)
         run["bare_msg_per_s"] = base["msg_per_s"]
+        run["bare_cpu_s_per_million"] = base["cpu_s_per_million"]
         run["ratio_to_bare"] = round(run["msg_per_s"] / base["msg_per_s"], 3)
         rows.append(run)
         nodes = ", ".join(
