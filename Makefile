@@ -8,10 +8,12 @@ KAFKA := scripts/kafka-local
 .PHONY: venv system-deps kafka-up kafka-down kafka-status test test-unit lint demo bench clean
 
 # A virtualenv with the package and its dev extras. Re-installs when pyproject changes.
+# pip's and the build backend's notices go to $(VENV)/install.log, shown if it fails.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@echo "installing the shipper and its dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@{ $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]'; } \
+	  > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	touch $@
 
 venv: $(VENV)/.installed

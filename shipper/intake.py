@@ -228,6 +228,7 @@ class Intake:
             entries = self._relabel.decode_lines(body)
         except msgspec.MsgspecError:
             return None
+        shared = dict(labels)  # one dict for every entry without labels of its own
         for e in entries:
             if (
                 memoryview(e.message)[0] != 0x22  # "
@@ -235,7 +236,7 @@ class Intake:
                 or memoryview(e.fields)[0] != 0x7B  # {
             ):
                 return None
-            e.labels = {**labels, **e.labels}
+            e.labels = {**labels, **e.labels} if e.labels else shared
         return entries
 
     def _canonical_keys(self, group: Sequence[Any]) -> list[bytes | None]:
