@@ -259,6 +259,33 @@ def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> Non
     assert {e["message"] for e in got} >= {"a", "b"}
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"",  # every line has "labels":{}: the labels are spliced in
+        b'\n{"message":"c","level":"info","timestamp":null,"labels":{"a":"1"},"fields":{}}',
+        b'\n{"message":"d","level":"info","timestamp":null,"labels":{},"fields":{"labels":{}}}',
+        b'\n{"message":"e","level":"info","timestamp":null,"labels": {},"fields":{}}',
+    ],
+)
+def test_spliced_and_rewritten_labels_give_the_same_entries(extra: bytes) -> None:
+    base = [
+        b'{"message":"a","level":"warn","timestamp":1.5,"labels":{},"fields":{"x":1}}',
+        b'{"fields":{},"labels":{},"message":"b \\"labels\\":{}","level":"info","timestamp":"t"}',
+    ]
+    blob = b"\n".join(base) + extra
+    labels = {"file": "/var/log/a.log"}
+    p = intake().prepare_lines(blob, labels=labels)
+    got = [msgspec.json.decode(v) for seg in p.segments.values() for v in seg.values]
+    want = [msgspec.json.decode(line) for line in blob.split(b"\n")]
+    for w in want:
+        w["labels"] = {**labels, **w["labels"]}
+    assert sorted(got, key=lambda e: e["message"]) == sorted(want, key=lambda e: e["message"])
+    # Spliced lines keep their own key order; rewritten ones take the struct's.
+    firsts = {bytes(v)[:9] for seg in p.segments.values() for v in seg.values}
+    assert (b'{"fields"' in firsts) == (extra == b"")
+
+
 def test_a_source_label_can_route_a_whole_file() -> None:
     p = intake().prepare_lines(b"\n".join(CANONICAL[:2]), labels={"kafka_topic": "nginx"})
     assert list(p.segments) == ["nginx"]
