@@ -95,6 +95,9 @@ class Intake:
         holder = _key_holder(self.key_field)
         self._fields_keys: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[holder])  # type: ignore[valid-type]
         self._relabel_encoder = msgspec.json.Encoder()
+        # Labels that decide an entry's topic or key: a source label of these names
+        # needs the entries' labels merged (see _spliced).
+        self._routing_keys = {k for k in (r.topic_label, self.key_field) if k}
 
     def prepare_lines(
         self,
@@ -168,16 +171,28 @@ class Intake:
         # lines, each line is exactly one object.
         if body[:1] != b"{" or body[-1:] != b"}" or body.count(b"}\n{") != n - 1:
             return None
-        if labels:
-            entries = self._relabeled(body, labels)
-            if entries is None:
-                return None
-            body = self._with_labels(body, n, entries, labels)
-        else:
+        # With source labels, the lines are either spliced (cheap, see _spliced) or
+        # decoded with the labels merged and written back.
+        source = labels or {}
+        entries: list[Any] | None = None
+        spliced = self._spliced(body, n, source) if source else None
+        if not source or spliced is not None:
             try:
                 entries = self._fast.decode_lines(body)
             except msgspec.MsgspecError:
                 return None
+            if spliced is not None:
+                keys = source.keys()
+                if any(not keys.isdisjoint(e.labels) for e in entries):
+                    entries = None  # an entry has a label of the source's own: it wins
+                else:
+                    body = spliced
+        if entries is None:
+            entries = self._relabeled(body, source)
+            if entries is None:
+                return None
+            # The lines change (every entry gets the labels): written back in one call.
+            body = self._relabel_encoder.encode_lines(entries)[:-1]
         levels = [e.level for e in entries]
         if len(entries) != n or not CANONICAL_LEVELS.issuperset(levels):
             return None
@@ -238,17 +253,28 @@ class Intake:
             e.labels = {**labels, **e.labels} if e.labels else shared
         return entries
 
-    def _with_labels(
-        self, body: bytes, n: int, entries: list[Any], labels: Mapping[str, str]
-    ) -> bytes:
-        """The lines with the source's labels in them. When every line has exactly
-        one ``"labels"`` token and it is ``"labels":{}`` (the required top-level key,
-        empty: nothing else in the line can spell it), the labels are spliced in by
-        one replace; otherwise the decoded entries are written back in one call."""
-        if body.count(b'"labels":{}') == n and body.count(b'"labels"') == n:
-            spliced = b'"labels":' + self._relabel_encoder.encode(dict(labels))
-            return body.replace(b'"labels":{}', spliced)
-        return self._relabel_encoder.encode_lines(entries)[:-1]
+    def _spliced(self, body: bytes, n: int, labels: Mapping[str, str]) -> bytes | None:
+        """The lines with the source's labels written into each ``"labels":{`` by
+        two replaces, or None when that is not safe and the lines must be decoded
+        and written back (:meth:`_relabeled`).
+
+        Safe when every line has exactly one ``"labels"`` token (the required
+        top-level key: nothing else in the line spells it) written as ``"labels":{``
+        with no space, and no source label is one the entries are routed or keyed
+        by (those must be read from the merged labels). The caller also checks that
+        no entry has a label of the same name (its own would win)."""
+        if self._routing_keys.intersection(labels):
+            return None
+        full = body.count(b'"labels":{"')
+        empty = body.count(b'"labels":{}')
+        if full + empty != n or body.count(b'"labels"') != n:
+            return None
+        pairs = self._relabel_encoder.encode(dict(labels))[1:-1]
+        if full:  # first: the second replace writes text this one would match
+            body = body.replace(b'"labels":{"', b'"labels":{' + pairs + b',"')
+        if empty:
+            body = body.replace(b'"labels":{}', b'"labels":{' + pairs + b"}")
+        return body
 
     def _canonical_keys(self, group: Sequence[Any]) -> list[bytes | None]:
         # The same rule as the partitioner's key_for: fields first, then labels.

@@ -260,22 +260,48 @@ def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> Non
 
 
 @pytest.mark.parametrize(
-    "extra",
+    ("extra", "labels", "spliced"),
     [
-        b"",  # every line has "labels":{}: the labels are spliced in
-        b'\n{"message":"c","level":"info","timestamp":null,"labels":{"a":"1"},"fields":{}}',
-        b'\n{"message":"d","level":"info","timestamp":null,"labels":{},"fields":{"labels":{}}}',
-        b'\n{"message":"e","level":"info","timestamp":null,"labels": {},"fields":{}}',
+        # Labels empty or not, written without spaces: spliced in.
+        (b"", {"file": "/var/log/a.log"}, True),
+        (
+            b'\n{"message":"c","level":"info","timestamp":null,"labels":{"a":"1"},"fields":{}}',
+            {"file": "/var/log/a.log"},
+            True,
+        ),
+        # An entry has the label itself (its own wins): written back.
+        (
+            b'\n{"message":"c","level":"info","timestamp":null,"labels":{"file":"x"},"fields":{}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
+        # "labels" spelled twice in a line, or with a space: written back.
+        (
+            b'\n{"message":"d","level":"info","timestamp":null,"labels":{},"fields":{"labels":{}}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
+        (
+            b'\n{"message":"e","level":"info","timestamp":null,"labels": {},"fields":{}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
+        # A source label that decides the topic or the key: written back.
+        (b"", {"kafka_topic": "other"}, False),
+        (b"", {"tenant_id": "t1"}, False),
     ],
 )
-def test_spliced_and_rewritten_labels_give_the_same_entries(extra: bytes) -> None:
+def test_spliced_and_rewritten_labels_give_the_same_entries(
+    extra: bytes, labels: dict[str, str], spliced: bool
+) -> None:
     base = [
         b'{"message":"a","level":"warn","timestamp":1.5,"labels":{},"fields":{"x":1}}',
-        b'{"fields":{},"labels":{},"message":"b \\"labels\\":{}","level":"info","timestamp":"t"}',
+        b'{"fields":{},"labels":{"b":"2"},"message":"b \\"labels\\":{}","level":"info",'
+        b'"timestamp":"t"}',
     ]
     blob = b"\n".join(base) + extra
-    labels = {"file": "/var/log/a.log"}
-    p = intake().prepare_lines(blob, labels=labels)
+    ik = intake(routing={"enabled": True})
+    p = ik.prepare_lines(blob, labels=labels)
     got = [msgspec.json.decode(v) for seg in p.segments.values() for v in seg.values]
     want = [msgspec.json.decode(line) for line in blob.split(b"\n")]
     for w in want:
@@ -283,7 +309,11 @@ def test_spliced_and_rewritten_labels_give_the_same_entries(extra: bytes) -> Non
     assert sorted(got, key=lambda e: e["message"]) == sorted(want, key=lambda e: e["message"])
     # Spliced lines keep their own key order; rewritten ones take the struct's.
     firsts = {bytes(v)[:9] for seg in p.segments.values() for v in seg.values}
-    assert (b'{"fields"' in firsts) == (extra == b"")
+    assert (b'{"fields"' in firsts) == spliced
+    # The same topics and keys as the general path (one line at a time).
+    general = ik.prepare_lines([*blob.split(b"\n"), b"plain text"], labels=labels)
+    for topic, seg in p.segments.items():
+        assert seg.keys == general.segments[topic].keys[: len(seg)]
 
 
 def test_a_source_label_can_route_a_whole_file() -> None:
