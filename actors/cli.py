@@ -198,8 +198,12 @@ def _serve(shipper: Any, stop: _Stop) -> dict[str, Any]:
     if shipper.metrics_url:
         print(f"shipper run: metrics at {shipper.metrics_url}", file=sys.stderr, flush=True)
     print("shipper run: serving until SIGTERM or Ctrl-C", file=sys.stderr, flush=True)
+    ticks = 0
     while not stop.event.wait(1.0):
-        pass
+        ticks += 1
+        if ticks % 5 == 0 and (problem := shipper.fleet_problem()) is not None:
+            print(f"shipper run: {problem}", file=sys.stderr, flush=True)
+            return {"fatal": problem}
     return {}  # close() stops the sources, after the drain
 
 
@@ -223,11 +227,12 @@ def run_command(args: argparse.Namespace) -> int:
         args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     )
     sources: dict[str, Any] = {}
+    fatal: str | None = None
     try:
         if args.input:
             _ship_inputs(shipper, args.input, stop, progress, args.block_bytes)
         elif shipper.config.sources.any:
-            sources = _serve(shipper, stop)
+            fatal = _serve(shipper, stop).get("fatal")
         else:
             _ship_inputs(shipper, ["-"], stop, progress, args.block_bytes)
         if stop.signal is not None:
@@ -264,7 +269,7 @@ def run_command(args: argparse.Namespace) -> int:
                 f,
                 indent=2,
             )
-    return 0 if report.drained and stats.failed == 0 else 1
+    return 0 if report.drained and stats.failed == 0 and fatal is None else 1
 
 
 def _status_arguments(p: argparse.ArgumentParser) -> None:

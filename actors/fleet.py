@@ -16,6 +16,7 @@ keeper, as a Ray job's actors should.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,6 +28,7 @@ from .wiring import Wiring
 
 __all__ = [
     "KEEPER",
+    "START_TIMEOUT",
     "FleetKeeperActor",
     "node_actor_names",
     "start_keeper",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 KEEPER = "keeper"
+#: Seconds a node pipeline has to start and answer (the supervisor waits a bit longer).
+START_TIMEOUT = 60.0
 
 log = logging.getLogger("shipper.fleet")
 
@@ -106,7 +110,9 @@ class FleetKeeperActor:
         if w is None or w.node_id != node_id:
             w = self.wiring.on_node(key, node_id)
             self.sources.pop(key, None)
-        info = await start_node_pipeline(w)
+        # Bounded: a node that cannot place the actors (too few resources) must not
+        # leave a call waiting here for every reconcile round.
+        info = await asyncio.wait_for(start_node_pipeline(w), START_TIMEOUT)
         self.held[key] = w
         if self.sources_on and key not in self.sources:
             self.sources[key] = await start_node_sources(w, self._env)
@@ -140,9 +146,6 @@ class FleetKeeperActor:
             }
             for key, w in sorted(self.held.items())
         }
-
-    def state(self) -> dict[str, Any]:
-        return {"sources_on": self.sources_on, "env": self._env}
 
 
 def start_keeper(wiring: Wiring, driver_node_id: str) -> Any:

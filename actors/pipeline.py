@@ -42,7 +42,7 @@ from shipper.fleet import Spreader
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
-from .fleet import start_keeper
+from .fleet import KEEPER, start_keeper
 from .handles import Order, Ref, RouterHandle
 from .payload import STORE_MIN_BYTES, Stored
 from .supervisor import start_supervisor
@@ -158,6 +158,7 @@ class Shipper:
         )
         self._spreader = Spreader()
         self._pipelines: dict[str, dict[str, Any]] = {}
+        self._fleet_at = 0.0
         self._routers: dict[str, RouterHandle] = {}
         self._acks: dict[Any, Ack] = {}
         self._sources_started = False
@@ -182,10 +183,18 @@ class Shipper:
 
     def _fleet(self, pipelines: dict[str, dict[str, Any]]) -> None:
         """Take the supervisor's list of running pipelines."""
+        self._fleet_at = time.monotonic()
+        if not pipelines and self._pipelines:
+            # A restarted supervisor answers with nothing until it has taken the
+            # pipelines over: keep sending to the known ones (a lost one is found out
+            # when its Router cannot be reached).
+            return
+        old = self._pipelines
         self._pipelines = pipelines
         self._spreader.set_pipelines(pipelines)
         for key in list(self._routers):
-            if key not in pipelines:
+            # A node that left and came back under its name has a new Router.
+            if key not in pipelines or pipelines[key]["node_id"] != old.get(key, {}).get("node_id"):
                 del self._routers[key]
         n = max(1, len(pipelines))
         self._tracker.max_submissions = self.config.pipeline.max_inflight_submissions * n
@@ -228,6 +237,19 @@ class Shipper:
     def node_wiring(self, key: str | None = None) -> Wiring:
         """The wiring (names, handles) of node ``key``'s pipeline (default: the first)."""
         return self._wiring(key or sorted(self._pipelines)[0])
+
+    def fleet_problem(self) -> str | None:
+        """Why the fleet cannot go on, or None: the keeper that holds the node
+        pipelines is gone (they ended with it; Ray does not restart it)."""
+        try:
+            ray.get_actor(KEEPER, namespace=self.wiring.namespace)
+        except ValueError:
+            return (
+                "the keeper actor, which holds the node pipelines, is gone and the "
+                "pipelines with it; restart the job (file positions and the DLQs are on "
+                "disk, nothing acknowledged is lost)"
+            )
+        return None
 
     def nodes(self) -> list[str]:
         """Keys of the nodes that run a pipeline now."""
@@ -308,6 +330,8 @@ class Shipper:
 
     def _send(self, ack: Ack, avoid: Iterable[str] = ()) -> None:
         """Send ``ack``'s submission to the least loaded pipeline (not one of ``avoid``)."""
+        if time.monotonic() - self._fleet_at >= self.config.fleet.reconcile_interval:
+            self._refresh_fleet()  # nodes that joined get work, lost ones none
         banned = set(avoid)
         while True:
             key = self._spreader.pick(banned)  # one of ``banned`` only if nothing else
@@ -365,8 +389,11 @@ class Shipper:
                 ack.size,
                 brief(exc),
             )
+            try:
+                self._send(ack, avoid=[failed])
+            except ShutdownError as none_left:
+                return lost_submission(ack.size, f"router failed: {brief(exc)}; {none_left}")
             self._tracker.stats.resent += ack.size
-            self._send(ack, avoid=[failed])
             return None
         return lost_submission(ack.size, f"router failed: {brief(exc)}")
 
@@ -585,8 +612,12 @@ class Shipper:
         return None if not dlqs else ray.get(dlqs[0].stats.remote())
 
     def dlq_stats_by_node(self) -> dict[str, DlqStats]:
-        keys = sorted(self._pipelines)
-        return dict(zip(keys, ray.get([d.stats.remote() for d in self._dlqs()]), strict=True))
+        """DLQ figures per node, for the nodes whose DLQ can be found now."""
+        if not self.config.sinks.kafka.dlq_config.enabled:
+            return {}
+        pairs = self._each(lambda w: [(w.node, w.dlq())])
+        stats = ray.get([d.stats.remote() for _, d in pairs])
+        return {key: st for (key, _), st in zip(pairs, stats, strict=True)}
 
     def _kill_actors(self) -> None:
         try:

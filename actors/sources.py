@@ -22,6 +22,7 @@ import socket
 import time
 from typing import Any
 
+from shipper.errors import brief
 from shipper.fleet import Spreader, node_path
 from shipper.intake import Intake, Prepared
 from shipper.outcomes import SegmentOutcome, SubmissionResult
@@ -140,7 +141,13 @@ class FileSourceActor:
         self._inflight_lines += b.lines
         # Handed over at once (unless this is a retry): blocks reach the Batchers in
         # the order they were read, so a file's entries keep their order per topic.
-        started = None if delay else self._hand_over(b)
+        started = None
+        if not delay:
+            try:
+                started = self._hand_over(b)
+            except Exception as exc:  # e.g. a Batcher that cannot be created now
+                self._hand_over_failed(b, exc)
+                delay = RESEND_SECONDS
         task = asyncio.get_running_loop().create_task(self._deliver(b, delay, started))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -159,7 +166,15 @@ class FileSourceActor:
     ) -> None:
         if started is None:
             await asyncio.sleep(delay)
-            started = self._hand_over(b)
+            try:
+                started = self._hand_over(b)
+            except Exception as exc:
+                self._hand_over_failed(b, exc)
+                self._inflight_bytes -= len(b.data)
+                self._inflight_lines -= b.lines
+                if not self._stopping:
+                    self._send(b, RESEND_SECONDS)
+                return
         result = await self.feeder.collect(*started)
         refused = result.dlq_refused
         why = f"{refused} entries neither in Kafka nor in the DLQ (full)"
@@ -177,6 +192,12 @@ class FileSourceActor:
         self.counts["lines"] += b.lines
         self.metrics.recorder.add("log_capturer_source_lines_total", b.lines, {"source": "file"})
         self._room.set()
+
+    def _hand_over_failed(self, b: Block, exc: BaseException) -> None:
+        self.metrics.recorder.add("log_capturer_source_problems_total", 1, _kind("resend"))
+        log.warning("%s lines %d-%d could not be handed over (%s); sending them again in %gs",
+                    b.path, b.first_line, b.first_line + b.lines - 1, brief(exc),
+                    RESEND_SECONDS)  # fmt: skip
 
     def _commit(self, force: bool) -> None:
         now = time.monotonic()
@@ -272,6 +293,7 @@ class HttpSourceActor:
         self.spreader = Spreader()
         self.spreader.set_pipelines([wiring.node])
         self._routers: dict[str, RouterHandle] = {}
+        self._router_ids: dict[str, str] = {}  # key -> node id when last asked
         self._seq: dict[str, int] = {}
         self._fleet_task: asyncio.Task[None] | None = None
         for code in ("200", "429", "503"):
@@ -368,8 +390,10 @@ class HttpSourceActor:
             return
         self.spreader.set_pipelines(sorted({*fleet, self.wiring.node}))
         for key in list(self._routers):
-            if key not in fleet:
+            # Gone, or back under its name with a new Router.
+            if key not in fleet or fleet[key]["node_id"] != self._router_ids.get(key):
                 del self._routers[key]
+        self._router_ids = {key: info["node_id"] for key, info in fleet.items()}
 
     async def _fleet_loop(self) -> None:
         while True:

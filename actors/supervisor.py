@@ -42,10 +42,11 @@ from collections.abc import Callable
 from typing import Any
 
 from shipper.breaker import BreakerState, CircuitBreaker
-from shipper.fleet import FleetPlan, NodeInfo
+from shipper.errors import brief
+from shipper.fleet import NODE_LABEL, FleetPlan, NodeInfo
 
 from ._options import named_actor
-from .fleet import KEEPER, node_actor_names
+from .fleet import KEEPER, START_TIMEOUT, node_actor_names
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
 from .wiring import SUPERVISOR, Wiring, node_key
@@ -70,6 +71,7 @@ class SupervisorActor:
         self.pipelines: dict[str, dict[str, Any]] = {}
         self._fleet_task: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Lock | None = None
+        self._held_warned: set[str] = set()
         cb = wiring.sink.circuit_breaker
         self.failure_threshold = cb.failure_threshold
         self.success_threshold = cb.success_threshold
@@ -140,10 +142,10 @@ class SupervisorActor:
         if self.telemetry is not None:
             self.telemetry.report_health.remote(broker_set, int(new), None)
         self.metrics.push_now()
-        self._push(broker_set, new)
         if new == BreakerState.OPEN:
             self._arm(broker_set)
-        elif new == BreakerState.CLOSED:
+        self._push(broker_set, new)
+        if new == BreakerState.CLOSED:
             for name in self._named("dlq:"):
                 self._handle(name).kick.remote()
 
@@ -154,9 +156,15 @@ class SupervisorActor:
         return self.wiring.named(prefix)
 
     def _push(self, broker_set: str, state: BreakerState) -> None:
-        for name in self.subscribers.get(broker_set, []):
-            handle: BatcherHandle = self._handle(name)
-            handle.set_breaker_state.remote(int(state))
+        names = self.subscribers.get(broker_set, [])
+        for name in list(names):
+            try:
+                handle: BatcherHandle = self._handle(name)
+                handle.set_breaker_state.remote(int(state))
+            except Exception as exc:  # gone for good (its node left, its Router died)
+                log.info("Batcher %s no longer answers (%s); unsubscribed", name, brief(exc))
+                self.wiring.forget(name)
+                names.remove(name)
 
     def _arm(self, broker_set: str) -> None:
         """After the open timeout, tell the Batchers they may ask for a probe."""
@@ -208,6 +216,10 @@ class SupervisorActor:
         elif component == "telemetry" and self.telemetry is not None:
             for bs, b in self.breakers.items():
                 self.telemetry.report_health.remote(bs, int(b.state), None)
+            for key in self.pipelines:
+                self._report_node(key, True)
+            for key in self.plan.lost:
+                self._report_node(key, False)
 
     # ------------------------------------------------------------------ fleet
 
@@ -220,6 +232,12 @@ class SupervisorActor:
         for key, info in held.items():
             self.plan.started(NodeInfo(info["node_id"], key, True))
             self.pipelines[key] = info
+            self._report_node(key, True)
+        # The Batchers may still hold the state the old supervisor last pushed (open):
+        # they take this one's (closed, until their failures open it again), or
+        # nothing would ever close it for them.
+        for bs, b in self.breakers.items():
+            self._push(bs, b.state)
         await self.start_fleet()
 
     async def start_fleet(self) -> dict[str, dict[str, Any]]:
@@ -248,12 +266,21 @@ class SupervisorActor:
         async with self._reconciling:
             nodes = [NodeInfo.from_ray(n) for n in ray.nodes()]  # type: ignore[no-untyped-call]
             todo = self.plan.reconcile(nodes)
+            for node in todo.held:
+                if node.node_id not in self._held_warned:
+                    self._held_warned.add(node.node_id)
+                    log.warning(
+                        "node %s (%s) has the name of a node whose pipeline runs; it gets "
+                        "none until that node leaves (give each node its own %s label)",
+                        node.key, node.node_id[:12], NODE_LABEL,
+                    )  # fmt: skip
             for key in todo.lost:
                 self._lost(key)
             for node in todo.start:
                 try:
                     info = await asyncio.wait_for(
-                        self._keeper().start_node.remote(node.key, node.node_id), 120
+                        self._keeper().start_node.remote(node.key, node.node_id),
+                        START_TIMEOUT + 30,
                     )
                 except Exception as exc:
                     log.warning("could not start the pipeline on node %s: %s", node.key, exc)
@@ -273,11 +300,17 @@ class SupervisorActor:
         log.warning("node %s is lost; its pipeline stopped (restarted if it comes back)", key)
         self.pipelines.pop(key, None)
         self._keeper().drop.remote(key)  # its handles go: nothing holds the actors
-        for name in node_actor_names(self._named(""), key):
-            try:
-                ray.kill(self.wiring._get(name), no_restart=True)
-            except Exception:
-                pass
+        alive = set(self._named(""))
+        # Also the names of actors already dead (Ray lists only live ones): they must
+        # leave the subscribers and the seen set, or a pipeline that comes back on
+        # this node would count its actors as restarts.
+        known = alive | set(self.seen) | {n for names in self.subscribers.values() for n in names}
+        for name in node_actor_names(sorted(known), key):
+            if name in alive:
+                try:
+                    ray.kill(self.wiring._get(name), no_restart=True)
+                except Exception:
+                    pass
             self.wiring.forget(name)
             self.seen.pop(name, None)
             for names in self.subscribers.values():

@@ -14,6 +14,7 @@ less. A submission whose pipeline died is sent again to another one by its sende
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,8 @@ class Reconcile:
     start: list[NodeInfo] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     back: list[str] = field(default_factory=list)
+    #: wanted nodes whose name a running pipeline's live node has (not started)
+    held: list[NodeInfo] = field(default_factory=list)
 
 
 class FleetPlan:
@@ -86,18 +89,18 @@ class FleetPlan:
         return node.resources.get(resource, 0) > 0
 
     def keys(self, nodes: Sequence[NodeInfo]) -> list[NodeInfo]:
-        """Nodes with keys made unique (two nodes with one hostname and no label get
-        their node ids' heads appended)."""
-        seen: dict[str, int] = {}
+        """Nodes with their keys settled. A node whose pipeline runs keeps the key it
+        started under (its paths hang on it); new nodes that share a name (two hosts
+        with one hostname and no label) get their node ids' heads appended."""
+        by_id = {node_id: key for key, node_id in self.running.items()}
+        fresh = Counter(n.key for n in nodes if n.alive and n.node_id not in by_id)
+        out = []
         for n in nodes:
-            if n.alive:
-                seen[n.key] = seen.get(n.key, 0) + 1
-        return [
-            NodeInfo(n.node_id, f"{n.key}-{n.node_id[:6]}", n.alive, n.resources)
-            if seen.get(n.key, 0) > 1
-            else n
-            for n in nodes
-        ]
+            key = by_id.get(n.node_id)
+            if key is None:
+                key = f"{n.key}-{n.node_id[:6]}" if fresh[n.key] > 1 else n.key
+            out.append(n if key == n.key else NodeInfo(n.node_id, key, n.alive, n.resources))
+        return out
 
     def reconcile(self, nodes: Iterable[NodeInfo]) -> Reconcile:
         """Compare with Ray's nodes; the caller starts ``start`` and then calls
@@ -112,7 +115,14 @@ class FleetPlan:
         for n in nodes:
             if not self.wanted(n):
                 continue
-            if self.running.get(n.key) == n.node_id and n.key not in self.lost:
+            runs = self.running.get(n.key)
+            if runs == n.node_id and n.key not in self.lost:
+                continue
+            if runs is not None and runs in live and runs != n.node_id:
+                # Its name is taken by a live node whose pipeline runs: the same host
+                # back before Ray has declared its old node dead, or two hosts with
+                # one name. One pipeline per name: this one waits.
+                out.held.append(n)
                 continue
             if n.key in self.lost:
                 out.back.append(n.key)

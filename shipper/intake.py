@@ -16,6 +16,7 @@ and spacing); ``tests/unit/test_intake.py`` holds them to that.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,13 +259,16 @@ class Intake:
         two replaces, or None when that is not safe and the lines must be decoded
         and written back (:meth:`_relabeled`).
 
-        Safe when every line has exactly one ``"labels"`` token (the required
+        Safe when no lowercase ASCII letter is written as a ``\\u`` escape, every
+        line has exactly one ``"labels"`` token (the required
         top-level key: nothing else in the line spells it) written as ``"labels":{``
         with no space, and no source label is one the entries are routed or keyed
         by (those must be read from the merged labels). The caller also checks that
         no entry has a label of the same name (its own would win)."""
         if self._routing_keys.intersection(labels):
             return None
+        if b"\\u00" in body and _ESCAPED_LETTER.search(body):
+            return None  # a key could spell "labels" with escapes: the counts would lie
         full = body.count(b'"labels":{"')
         empty = body.count(b'"labels":{}')
         if full + empty != n or body.count(b'"labels"') != n:
@@ -357,6 +361,10 @@ class _RawEntry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     labels: dict[str, str]
     fields: msgspec.Raw
 
+
+# A \\u escape of a lowercase ASCII letter (or of a few neighbours): JSON lets a key
+# spell "labels" that way, which the splice's counts of the plain spelling would miss.
+_ESCAPED_LETTER = re.compile(rb"\\u00[67][0-9a-fA-F]")
 
 # First bytes of a JSON string, number or null (booleans, objects, arrays refused).
 _TS_STARTS = frozenset(b'"-0123456789n')

@@ -71,6 +71,36 @@ def test_lost_nodes_are_reported_once_and_come_back_on_their_key() -> None:
     assert plan.up() == ["n1", "n2"] and plan.lost == set()
 
 
+def test_a_running_node_keeps_its_key_and_a_namesake_waits_for_it() -> None:
+    plan = FleetPlan("all", "1" * 56)
+    old = NodeInfo.from_ray(raw("1" * 56, label="n1"))
+    for n in plan.reconcile([old]).start:
+        plan.started(n)
+    # The same host back under a new Ray node before Ray has declared the old dead
+    # (or a second host with the same name): no second pipeline, no renamed first.
+    new = NodeInfo.from_ray(raw("2" * 56, label="n1"))
+    todo = plan.reconcile([old, new])
+    assert (todo.start, [n.node_id for n in todo.held], todo.lost) == ([], ["2" * 56], [])
+    assert plan.up() == ["n1"] and plan.running == {"n1": "1" * 56}
+    # Once the old node is dead, the newcomer takes the name (and its paths) over.
+    dead = NodeInfo.from_ray(raw("1" * 56, alive=False, label="n1"))
+    todo = plan.reconcile([dead, new])
+    assert todo.lost == ["n1"] and todo.back == ["n1"]
+    assert [(n.key, n.node_id) for n in todo.start] == [("n1", "2" * 56)]
+
+
+def test_nodes_that_started_with_one_name_keep_their_keys_when_one_leaves() -> None:
+    plan = FleetPlan("all", "a" * 56)
+    a, b = NodeInfo.from_ray(raw("a" * 56)), NodeInfo.from_ray(raw("b" * 56))
+    for n in plan.reconcile([a, b]).start:
+        plan.started(n)
+    keys = dict(plan.running)
+    gone = NodeInfo.from_ray(raw("b" * 56, alive=False))
+    todo = plan.reconcile([a, gone])
+    assert todo.start == [] and len(todo.lost) == 1
+    assert {k: v for k, v in plan.running.items()} == keys  # nobody renamed
+
+
 def test_work_goes_to_the_pipeline_with_the_fewest_entries_in_flight() -> None:
     s = Spreader()
     s.set_pipelines(["a", "b", "c"])

@@ -286,6 +286,14 @@ def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> Non
             {"file": "/var/log/a.log"},
             False,
         ),
+        # "labels" spelled with an escape as the key, plainly in the fields: the
+        # counts match, but the escape sends it the long way.
+        (
+            b'\n{"message":"f","level":"info","timestamp":null,"label\\u0073":{},'
+            b'"fields":{"labels":{}}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
         # A source label that decides the topic or the key: written back.
         (b"", {"kafka_topic": "other"}, False),
         (b"", {"tenant_id": "t1"}, False),
