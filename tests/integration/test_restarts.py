@@ -89,11 +89,22 @@ def test_restarted_actors_are_counted_rewired_and_the_pipeline_goes_on(
         nodes = s.nodes()
         router = s.node_wiring().router()
         seen = ray.get(router.stats.remote())["entries"]
+        # The Batcher holds what the old supervisor last pushed (here: open, as if
+        # Kafka had failed just before the crash); the new supervisor's breaker starts
+        # closed, so it pushes that, or nothing would ever close the Batcher's.
+        batcher = w.batcher(topic)
+        ray.get(batcher.set_breaker_state.remote(1))
+        assert ray.get(batcher.stats.remote())["breaker_state"] == 1
         kill("supervisor")
         wait_until(lambda: s.restarts().get("supervisor") == 1, 60, "the supervisor's restart")
         # The restarted supervisor took the running pipeline over (the keeper holds
         # it): nothing of it was restarted or started anew.
         wait_until(lambda: s.nodes() == nodes, 30, "the pipeline known again")
+        wait_until(
+            lambda: ray.get(batcher.stats.remote())["breaker_state"] == 0,
+            30,
+            "the restarted supervisor's breaker state pushed",
+        )
         assert s.submit_lines(lines(50, start=250)).result(30).delivered == 50
         # The same Router process: its count went on from where it was.
         assert ray.get(router.stats.remote())["entries"] == seen + 50
