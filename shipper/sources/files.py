@@ -226,16 +226,21 @@ class FileTailer:
         except OSError:
             return
         if size >= f.pos:
-            return
-        # Shorter than what was read: truncated (copy and truncate). Remember what the
-        # old content was, for its copy, then start over.
+            # Not shorter; but truncated and written again past the position between
+            # two looks (a busy machine, a fast writer) shows in its first bytes.
+            try:
+                same = f.fp_len < _MIN_FP or _fingerprint(f.fd, f.fp_len) == f.fp
+            except OSError:
+                return
+            if same:
+                return
+            how = f"{f.path} starts with other bytes than it did (truncated and written again)"
+        else:
+            how = f"{f.path} shrank from {f.pos} to {size} bytes (truncated)"
+        # Truncated (copy and truncate). Remember what the old content was, for its
+        # copy, then start over.
         self._truncated[f"{f.key}/{f.gen}"] = _Truncated(f.fp_len, f.fp, f.boundary, f.line, now)
-        self._notice(
-            "truncated",
-            f.path,
-            f"{f.path} shrank from {f.pos} to {size} bytes (truncated); reading it from "
-            "its beginning",
-        )
+        self._notice("truncated", f.path, f"{how}; reading it from its beginning")
         f.pos = f.boundary = 0
         f.line = 0
         f.cutter = self._cutter()

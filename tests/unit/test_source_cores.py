@@ -234,6 +234,29 @@ def test_rotation_by_copy_and_truncate_continues_in_the_copy(tmp_path: Path) -> 
     assert "truncated" in [n.kind for n in t.take_notices()]
 
 
+def test_a_truncation_refilled_past_the_position_before_a_look_is_still_seen(
+    tmp_path: Path,
+) -> None:
+    # Seen under load: the copy was made, the file truncated and written again beyond
+    # where the tailer was, all between two of its looks. Its size says nothing; its
+    # first bytes do.
+    t = tailer(tmp_path, pattern="app.log*")
+    log = tmp_path / "app.log"
+    old = [f"old line {i:04d}, long enough to matter" for i in range(40)]
+    write(log, *old)
+    got = lines_of(drain(t))
+    write(log, "old, not read before the copy")
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    with log.open("r+b") as fh:
+        fh.truncate(0)
+    new = [f"new line {i:04d}, long enough to matter too" for i in range(60)]
+    write(log, *new)  # now longer than it was: no shrink to notice
+    got += lines_of(drain(t))
+    want = [*old, "old, not read before the copy", *new]
+    assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
+    assert "truncated" in [n.kind for n in t.take_notices()]
+
+
 def test_a_restart_resumes_at_the_acknowledged_position_and_counts_resends(
     tmp_path: Path,
 ) -> None:
