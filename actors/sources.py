@@ -86,6 +86,7 @@ class FileSourceActor:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_commit = 0.0
+        self._last_scan = float("-inf")
         self.counts = {"blocks": 0, "lines": 0, "resends": 0, "resent": 0}
         announce_start(wiring.namespace, "source", self.name)
         self.metrics.push_now()
@@ -122,7 +123,12 @@ class FileSourceActor:
     def _round(self) -> bool:
         """Scan, read what fits in the in-flight budget, hand it over. True when it
         read something (there may be more at once)."""
-        self.tailer.scan()
+        now = time.monotonic()
+        if now - self._last_scan >= self.tail.poll_interval:
+            # Globs, stats and first bytes of every file: once per poll_interval, not
+            # on every round of a busy read.
+            self._last_scan = now
+            self.tailer.scan()
         budget = self.tail.max_inflight_bytes - self._inflight_bytes
         if budget <= 0 or self._inflight_lines >= self.max_inflight_lines:
             return False
