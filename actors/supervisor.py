@@ -72,6 +72,7 @@ class SupervisorActor:
         self._fleet_task: asyncio.Task[None] | None = None
         self._reconciling: asyncio.Lock | None = None
         self._held_warned: set[str] = set()
+        self._rewiring: set[asyncio.Task[None]] = set()
         cb = wiring.sink.circuit_breaker
         self.failure_threshold = cb.failure_threshold
         self.success_threshold = cb.success_threshold
@@ -107,9 +108,7 @@ class SupervisorActor:
             self._resubscribe()
             # The pipelines run on (the keeper holds them): learn them and watch the
             # fleet again, once this constructor is done.
-            import ray
-
-            ray.get_runtime_context().current_actor.resume.remote()
+            self._resume_soon()
 
     def _refresh(self) -> None:
         for bs, b in self.breakers.items():
@@ -160,11 +159,15 @@ class SupervisorActor:
         for name in list(names):
             try:
                 handle: BatcherHandle = self._handle(name)
-                handle.set_breaker_state.remote(int(state))
-            except Exception as exc:  # gone for good (its node left, its Router died)
-                log.info("Batcher %s no longer answers (%s); unsubscribed", name, brief(exc))
+            except ValueError:  # no such actor: gone for good (its node left)
+                log.info("Batcher %s is gone; unsubscribed", name)
                 self.wiring.forget(name)
                 names.remove(name)
+                continue
+            except Exception as exc:  # e.g. the GCS slow to answer: the next push
+                log.warning("could not push the breaker state to %s: %s", name, brief(exc))
+                continue
+            handle.set_breaker_state.remote(int(state))
 
     def _arm(self, broker_set: str) -> None:
         """After the open timeout, tell the Batchers they may ask for a probe."""
@@ -209,10 +212,9 @@ class SupervisorActor:
         self._count_restart(component)
         if component == "batcher":
             bs = self.wiring.broker_set
-            state = self._breaker(bs).state
-            self._handle(name).set_breaker_state.remote(int(state))
+            self._rewire(name, "set_breaker_state", int(self._breaker(bs).state))
         elif component == "dlq":
-            self._handle(name).kick.remote()
+            self._rewire(name, "kick")
         elif component == "telemetry" and self.telemetry is not None:
             for bs, b in self.breakers.items():
                 self.telemetry.report_health.remote(bs, int(b.state), None)
@@ -221,13 +223,67 @@ class SupervisorActor:
             for key in self.plan.lost:
                 self._report_node(key, False)
 
+    def _rewire(self, name: str, method: str, *args: Any) -> None:
+        """Call ``method`` on the restarted actor ``name`` once it takes calls. It
+        announces itself from its constructor, while Ray still reports it restarting
+        and refuses calls (seen under load): the call is sent again until one is
+        taken."""
+
+        async def call() -> None:
+            import ray
+
+            for attempt in range(1, 61):
+                try:
+                    await getattr(self._handle(name), method).remote(*args)
+                    return
+                except ray.exceptions.ActorUnavailableError:
+                    await asyncio.sleep(min(2.0, 0.2 * attempt))
+                except Exception as exc:  # died again, or gone for good
+                    log.warning("could not %s %s: %s", method, name, brief(exc))
+                    return
+            log.warning("%s did not take %s within a minute", name, method)
+
+        task = asyncio.get_running_loop().create_task(call())
+        self._rewiring.add(task)
+        task.add_done_callback(self._rewiring.discard)
+
     # ------------------------------------------------------------------ fleet
 
     def _keeper(self) -> Any:
         return self.wiring._get(KEEPER)
 
+    def _resume_soon(self) -> None:
+        """Call :meth:`resume` on this actor once it takes calls. A call sent from the
+        constructor of a restarting actor can be lost (seen under load), so a thread
+        sends it until one is answered; resume is idempotent."""
+        import threading
+
+        import ray
+
+        me = ray.get_runtime_context().current_actor
+
+        def run() -> None:
+            for attempt in range(1, 31):
+                try:
+                    ray.get(me.resume.remote(), timeout=10)
+                    return
+                except Exception as exc:
+                    log.warning("taking the node pipelines over (attempt %d): %s", attempt,
+                                brief(exc))  # fmt: skip
+                    time.sleep(1.0)
+            log.error("could not take the node pipelines over; restart the job")
+
+        threading.Thread(target=run, name="resume", daemon=True).start()
+
     async def resume(self) -> None:
         """After this supervisor's restart: take over the pipelines the keeper holds."""
+        try:
+            await self._resume()
+        except Exception:  # nobody reads this call's result: say it here
+            log.exception("taking the node pipelines over failed")
+            raise
+
+    async def _resume(self) -> None:
         held: dict[str, dict[str, Any]] = await self._keeper().nodes.remote()
         for key, info in held.items():
             self.plan.started(NodeInfo(info["node_id"], key, True))
