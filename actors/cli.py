@@ -190,8 +190,9 @@ def _ship_inputs(
                 os.close(fd)
 
 
-def _serve(shipper: Any, stop: _Stop) -> dict[str, Any]:
-    """Run the config's sources until a stop signal; return what they did."""
+def _serve(shipper: Any, stop: _Stop) -> str | None:
+    """Run the config's sources until a stop signal (None) or until the fleet cannot
+    go on (why)."""
     started = shipper.start_sources()
     for line in started:
         print(f"shipper run: {line}", file=sys.stderr, flush=True)
@@ -203,8 +204,8 @@ def _serve(shipper: Any, stop: _Stop) -> dict[str, Any]:
         ticks += 1
         if ticks % 5 == 0 and (problem := shipper.fleet_problem()) is not None:
             print(f"shipper run: {problem}", file=sys.stderr, flush=True)
-            return {"fatal": problem}
-    return {}  # close() stops the sources, after the drain
+            return str(problem)
+    return None  # close() stops the sources, after the drain
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -232,7 +233,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.input:
             _ship_inputs(shipper, args.input, stop, progress, args.block_bytes)
         elif shipper.config.sources.any:
-            fatal = _serve(shipper, stop).get("fatal")
+            fatal = _serve(shipper, stop)
         else:
             _ship_inputs(shipper, ["-"], stop, progress, args.block_bytes)
         if stop.signal is not None:
@@ -265,6 +266,7 @@ def run_command(args: argparse.Namespace) -> int:
                     "drained": report.drained,
                     "parked": report.parked,
                     "sources": sources,
+                    "fatal": fatal,
                 },
                 f,
                 indent=2,

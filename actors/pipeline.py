@@ -503,10 +503,13 @@ class Shipper:
     def _producers(self) -> list[Any]:
         return self._each(lambda w: list(w.producers()))
 
-    def _dlqs(self) -> list[Any]:
+    def _dlqs_by_node(self) -> list[tuple[str, Any]]:
         if not self.config.sinks.kafka.dlq_config.enabled:
             return []
-        return self._each(lambda w: [w.dlq()])
+        return self._each(lambda w: [(w.node, w.dlq())])
+
+    def _dlqs(self) -> list[Any]:
+        return [d for _, d in self._dlqs_by_node()]
 
     # ------------------------------------------------------------------ sources
 
@@ -613,9 +616,7 @@ class Shipper:
 
     def dlq_stats_by_node(self) -> dict[str, DlqStats]:
         """DLQ figures per node, for the nodes whose DLQ can be found now."""
-        if not self.config.sinks.kafka.dlq_config.enabled:
-            return {}
-        pairs = self._each(lambda w: [(w.node, w.dlq())])
+        pairs = self._dlqs_by_node()
         stats = ray.get([d.stats.remote() for _, d in pairs])
         return {key: st for (key, _), st in zip(pairs, stats, strict=True)}
 

@@ -241,7 +241,7 @@ class SupervisorActor:
                 except Exception as exc:  # died again, or gone for good
                     log.warning("could not %s %s: %s", method, name, brief(exc))
                     return
-            log.warning("%s did not take %s within a minute", name, method)
+            log.warning("%s did not take %s after 60 tries", name, method)
 
         task = asyncio.get_running_loop().create_task(call())
         self._rewiring.add(task)
@@ -259,6 +259,7 @@ class SupervisorActor:
         import threading
 
         import ray
+        from ray.exceptions import ActorUnavailableError, GetTimeoutError
 
         me = ray.get_runtime_context().current_actor
 
@@ -267,10 +268,12 @@ class SupervisorActor:
                 try:
                     ray.get(me.resume.remote(), timeout=10)
                     return
-                except Exception as exc:
+                except (ActorUnavailableError, GetTimeoutError) as exc:
                     log.warning("taking the node pipelines over (attempt %d): %s", attempt,
                                 brief(exc))  # fmt: skip
                     time.sleep(1.0)
+                except Exception:  # resume ran and failed: it logged why
+                    break
             log.error("could not take the node pipelines over; restart the job")
 
         threading.Thread(target=run, name="resume", daemon=True).start()
