@@ -53,7 +53,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--block-bytes",
         type=int,
         default=None,
-        help="most bytes per submission (default: sources.tail.read_bytes, 1 MiB)",
+        help="most bytes per submission (default: sources.tail.read_bytes, 8 MiB)",
     )
     p.add_argument(
         "--progress",

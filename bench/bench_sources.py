@@ -9,12 +9,18 @@ hash partitioning on ``tenant_id`` and snappy:
 - **file**: ``shipper run --config`` (service mode) tails a file that holds one line;
   once that line is in Kafka and 3 s more have passed, the N lines are appended in one
   write. Reported: the time from the command's start to the first entry in Kafka, and
-  the steady-state rate, from the append to the last entry in Kafka (read from the
-  topics' offsets every 100 ms through one open consumer);
+  the rate from the append to the last entry in Kafka;
 - **http**: ``POST /v1/logs`` from a second process (4 threads, 5,000 lines per
   request) to the HTTP intake, timed by the client from the first request to the last
   answer;
 - **kcat**: the same file produced by kcat (no validation, no routing: a reference).
+
+For api, file and http a thread also reads the topics' message count every 50 ms (one
+ListOffsets request through an open admin client), and the *steady* rate is taken
+between the moments 10 % and 90 % of the lines were in Kafka: the same clock for every
+path, without the start (a file source notices an append within ``poll_interval``) and
+the end (a tailed file has no end to flush at: its last partial batches wait out
+``batch_timeout``, where the API path calls ``flush``).
 
 Every topic is read back and must hold N. Results go to ``--json``.
 
@@ -110,6 +116,61 @@ def config(kafka: LocalKafka, base: str, dlq: str) -> dict[str, Any]:
     }
 
 
+class Sampler:
+    """The topics' message count every 50 ms in a thread, as (monotonic time, count),
+    so every path is timed the same way: by what is in Kafka."""
+
+    def __init__(self, topics: Topics) -> None:
+        import threading
+
+        self.topics = topics
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self.topics.count()))
+            self._stop.wait(0.05)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.monotonic(), self.topics.count()))
+        return self.samples
+
+
+def crossing(samples: list[tuple[float, int]], count: float) -> float | None:
+    """When the count reached ``count`` (linear between the two samples around it)."""
+    prev = None
+    for t, c in samples:
+        if c >= count:
+            if prev is None or c == prev[1]:
+                return t
+            t0, c0 = prev
+            return t0 + (t - t0) * (count - c0) / (c - c0)
+        prev = (t, c)
+    return None
+
+
+def steady_rate(samples: list[tuple[float, int]], base: int, n: int, t0: float) -> dict[str, Any]:
+    """The rate between 10 % and 90 % of the ``n`` lines in Kafka (start-up and the
+    last partial batches left out), the time to the first of them, and to the last."""
+    first = crossing(samples, base + 1)
+    t10 = crossing(samples, base + 0.1 * n)
+    t90 = crossing(samples, base + 0.9 * n)
+    last = crossing(samples, base + n)
+    out: dict[str, Any] = {}
+    if t10 is not None and t90 is not None and t90 > t10:
+        out["steady_lines_per_s"] = round(0.8 * n / (t90 - t10))
+    if first is not None:
+        out["to_first_s"] = round(first - t0, 3)
+    if last is not None:
+        out["to_last_s"] = round(last - t0, 3)
+    return out
+
+
 class Topics:
     def __init__(self, kafka: LocalKafka, name: str) -> None:
         self.admin = kafka.client_config()
@@ -137,15 +198,18 @@ def api(
         with tempfile.TemporaryDirectory() as dlq, Shipper(config(kafka, topics.base, dlq)) as s:
             s.submit_lines(b'{"message":"warm-up","fields":{"tenant_id":"t"}}').result(60)
             blobs = [b"\n".join(values[i : i + 5000]) for i in range(0, len(values), 5000)]
+            sampler = Sampler(topics)
             t0 = time.monotonic()
             acks = [s.submit_lines(b, labels=labels) for b in blobs]
             s.flush(timeout=600)
             took = time.monotonic() - t0
             delivered = sum(a.result().delivered for a in acks)
+            samples = sampler.stop()
         held = topics.count() - 1
     finally:
         topics.drop()
     return {"lines_per_s": round(len(values) / took), "seconds": round(took, 3),
+            **steady_rate(samples, 1, len(values), t0),
             "delivered": delivered, "topics_hold": held}  # fmt: skip
 
 
@@ -180,15 +244,18 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
 
     try:
         first = last = appended = None
+        samples: list[tuple[float, int]] = []
         first = wait_for(1, t0 + 300)
         if first is not None:
             # Steady state: the lines are appended once the service runs and Ray's
             # start-up work (worker start, agents) has settled, as a tailed log grows.
             time.sleep(3)
+            sampler = Sampler(topics)
             with log_file.open("ab") as fh:
                 appended = time.monotonic()
                 fh.write(b"\n".join(values) + b"\n")
             last = wait_for(n + 1, appended + 600)
+            samples = sampler.stop()
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
         held = topics.count() - 1
@@ -198,11 +265,12 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
         topics.drop()
     if first is None or last is None or appended is None:
         raise RuntimeError(f"the file source shipped {held} of {n}: {err.decode()[-2000:]}")
-    steady = last - appended
+    took = last - appended
     return {
-        "lines_per_s": round(n / steady) if steady > 0 else None,
+        "lines_per_s": round(n / took) if took > 0 else None,
         "start_to_first_entry_s": round(first - t0, 3),
-        "append_to_last_s": round(steady, 3),
+        "append_to_last_s": round(took, 3),
+        **steady_rate(samples, 1, n, appended),
         "exit_code": proc.returncode,
         "topics_hold": held,
     }
@@ -239,18 +307,22 @@ def http_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
         with Shipper(cfg) as s:
             s.start_sources()
             assert s.http_url is not None
+            sampler = Sampler(topics)
+            t0 = time.monotonic()
             out = subprocess.run(
                 [sys.executable, "-c", CLIENT, s.http_url, str(data), "5000"],
                 capture_output=True,
                 timeout=900,
                 check=True,
             )
+            samples = sampler.stop()
         res = json.loads(out.stdout)
         held = topics.count()
     finally:
         topics.drop()
     return {"lines_per_s": round(res["accepted"] / res["seconds"]),
             "seconds": round(res["seconds"], 3), "accepted": res["accepted"],
+            **steady_rate(samples, 0, len(values), t0),
             "topics_hold": held}  # fmt: skip
 
 
@@ -310,15 +382,33 @@ def main() -> int:
         rate = results[k].get("lines_per_s")
         if rate and api_rate:
             results[k]["over_api"] = round(rate / api_rate, 2)
-    print(f"{n:,} lines, validation + level routing + hash keys + snappy, same run:")
-    print(f"  api pipeline   {api_rate:>10,} lines/s")
-    print(f"  api + label    {results['api_labels']['lines_per_s']:>10,} lines/s (the file label)")
+    for k in ("file", "http"):
+        st, st_api = results[k].get("steady_lines_per_s"), results["api"].get("steady_lines_per_s")
+        if st and st_api:
+            results[k]["steady_over_api"] = round(st / st_api, 2)
+    st_file, st_lab = results["file"].get("steady_lines_per_s"), results["api_labels"].get(
+        "steady_lines_per_s"
+    )
+    if st_file and st_lab:
+        results["file"]["steady_over_api_labels"] = round(st_file / st_lab, 2)
+
+    def steady_text(r: dict[str, Any]) -> str:
+        return f"{r.get('steady_lines_per_s') or 0:>10,} between 10 % and 90 % in Kafka"
+
+    print(f"{n:,} lines, validation + level routing + hash keys + snappy, same run")
+    print("(whole: first line in to last line in Kafka; steady: the rate from 10 % to 90 %):")
+    print(f"  api pipeline   {api_rate:>10,} lines/s whole, {steady_text(results['api'])}")
+    print(f"  api + label    {results['api_labels']['lines_per_s']:>10,} lines/s whole, "
+          f"{steady_text(results['api_labels'])} (the file label)")  # fmt: skip
     f = results["file"]
-    print(f"  file source    {f['lines_per_s'] or 0:>10,} lines/s (steady; x{f.get('over_api')} "
-          f"of api, x{f.get('over_api_labels')} of api + label); start to first entry "
-          f"{f['start_to_first_entry_s']:.2f} s")  # fmt: skip
+    print(f"  file source    {f['lines_per_s'] or 0:>10,} lines/s whole, {steady_text(f)}")
+    print(f"                 x{f.get('over_api')} of api (steady x{f.get('steady_over_api')}), "
+          f"x{f.get('over_api_labels')} of api + label (steady x{f.get('steady_over_api_labels')}); "
+          f"start to first entry {f['start_to_first_entry_s']:.2f} s, append to first "
+          f"{f.get('to_first_s', 0):.2f} s")  # fmt: skip
     h = results["http"]
-    print(f"  http intake    {h['lines_per_s']:>10,} lines/s (x{h.get('over_api')} of api)")
+    print(f"  http intake    {h['lines_per_s']:>10,} lines/s whole, {steady_text(h)}; "
+          f"x{h.get('over_api')} of api (steady x{h.get('steady_over_api')})")  # fmt: skip
     kc = results["kcat"]
     if "error" in kc:
         print(f"  kcat           {kc['error']}")
