@@ -11,6 +11,8 @@ on :meth:`kick` (the supervisor kicks when a breaker closes, and when this actor
 restarted). Each pass is one :class:`shipper.dlq.reprocess.Reprocessor` pass that
 re-sends through the node's Batchers directly; the rules (paced ramp, retries,
 parking, when to stop) live there and are the ones ``shipper dlq replay`` follows.
+A pass in which a re-send call itself broke (a Batcher or Producer still restarting)
+is followed by another after 1 s, then 2, 4... up to ``interval``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shipper.dlq import DlqFilter, DlqRecord, DlqStats, DlqStore, LmdbDlqStore
-from shipper.dlq.reprocess import ReplaySummary, Reprocessor
+from shipper.dlq.reprocess import ReplaySummary, Reprocessor, next_retry
 from shipper.errors import ShutdownError
 from shipper.kafka.client import Failure
 from shipper.outcomes import EntryFailure, Reason
@@ -84,6 +86,7 @@ class DlqActor:
             recorder=self.metrics.recorder,
         )
         self._kick: asyncio.Event | None = None
+        self._retry = 0.0  # seconds before the next pass after a broken re-send
         self._task: asyncio.Task[None] | None = None
         self._busy: asyncio.Lock | None = None  # created on the actor's loop
         self.counts: Counter[str] = Counter()
@@ -139,15 +142,26 @@ class DlqActor:
 
     async def _loop(self) -> None:
         assert self._kick is not None
+        wait = self.interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=self.interval)
+                await asyncio.wait_for(self._kick.wait(), timeout=wait)
             self._kick.clear()
+            wait = self.interval
             if self.reprocess_enabled and self.store.count():
                 try:
-                    await self.reprocess()
+                    summary = await self.reprocess()
                 except Exception:
                     log.exception("DLQ reprocessing pass failed")
+                    continue
+                self._retry = next_retry(self._retry, summary.broken, self.interval)
+                if self._retry:
+                    # A re-send broke (seen when the kick after a restart lands while
+                    # the Batchers and Producers are still coming back): try again
+                    # soon rather than a whole interval later.
+                    wait = self._retry
+                    log.info("DLQ reprocessing: %d records met a re-send that broke; "
+                             "next pass in %gs", summary.broken, wait)  # fmt: skip
 
     async def kick(self) -> None:
         """Start a reprocessing pass now (a breaker just closed, the actor restarted);

@@ -22,9 +22,11 @@ path, without the start (a file source notices an append within ``poll_interval`
 the end (a tailed file has no end to flush at: its last partial batches wait out
 ``batch_timeout``, where the API path calls ``flush``).
 
+Each contender runs in a fresh process, ``--rounds`` times (3 by default) in an order
+that turns each round; the figures are medians, the ratios taken within a round.
 Every topic is read back and must hold N. Results go to ``--json``.
 
-    .venv/bin/python bench/bench_sources.py [--entries 200000]
+    .venv/bin/python bench/bench_sources.py [--entries 200000] [--rounds 3]
 
 Needs the local broker (scripts/kafka-local up) and kcat.
 """
@@ -223,8 +225,9 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
     cfg["sources"] = {
         "files": [{"paths": [str(logs / "*.log")]}],
         "checkpoints": {"path": str(work / "cp")},
-        "tail": {"read_bytes": int(os.environ.get("BENCH_READ_BYTES", 1 << 20))},
     }
+    if os.environ.get("BENCH_READ_BYTES"):  # to compare sizes; else the default
+        cfg["sources"]["tail"] = {"read_bytes": int(os.environ["BENCH_READ_BYTES"])}
     path = work / "file.yaml"
     path.write_text(json.dumps(cfg))
     n = len(values)
@@ -348,72 +351,135 @@ def kcat(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
             "topics_hold": held}  # fmt: skip
 
 
+CONTENDERS = ("file", "api", "api_labels", "http")
+
+
+def one(name: str, entries: int, work: Path) -> dict[str, Any]:
+    """Run one contender in this process (a fresh one: no Ray left from another)."""
+    kafka = LocalKafka.ensure_up()
+    values = generate(entries)
+    if name == "file":
+        return file_source(kafka, values, work)
+    if name == "api":
+        return api(kafka, values)
+    if name == "api_labels":
+        # The label the file source adds (its path): the like-for-like figure for what
+        # the file source does on top of the API pipeline's work.
+        return api(kafka, values, {"file": str(work / "logs" / "app.log")})
+    if name == "http":
+        return http_source(kafka, values, work)
+    raise ValueError(name)
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--entries", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every contender")
     ap.add_argument("--json", help="also write the figures as JSON to this file")
+    ap.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.entries, Path(args.work))))
+        return 0
     kafka = LocalKafka.ensure_up()
-    values = generate(args.entries)
-    n = len(values)
-    results: dict[str, Any] = {"entries": n}
+    n = args.entries
+    results: dict[str, Any] = {"entries": n, "rounds": []}
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
         work = Path(tmp)
-        results["kcat"] = kcat(kafka, values, work)
-        # First, while this process has no Ray of its own running beside the one that
-        # `shipper run` starts (an idle Ray still takes some of the two cores).
-        results["file"] = file_source(kafka, values, work)
-        results["api"] = api(kafka, values)
-        # The same with the label the file source adds (its path): the like-for-like
-        # figure for what the file source does on top of the API pipeline's work.
-        results["api_labels"] = api(kafka, values, {"file": str(work / "logs" / "app.log")})
-        results["http"] = http_source(kafka, values, work)
-    ok = all(
-        results[k].get("topics_hold") == n for k in ("api", "api_labels", "file", "http", "kcat")
-        if "error" not in results[k]
-    )  # fmt: skip
-    api_rate = results["api"]["lines_per_s"]
-    results["file"]["over_api_labels"] = (
-        round(results["file"]["lines_per_s"] / results["api_labels"]["lines_per_s"], 2)
-        if results["file"].get("lines_per_s")
-        else None
+        results["kcat"] = kcat(kafka, generate(n), work)
+        for r in range(args.rounds):
+            # Each contender in a process of its own (an idle Ray left by one would take
+            # some of the two cores from the next), in an order that turns each round.
+            order = CONTENDERS[r % 4 :] + CONTENDERS[: r % 4]
+            rnd: dict[str, Any] = {}
+            for name in order:
+                sub = work / f"r{r}-{name}"
+                sub.mkdir()
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one", name, "--entries", str(n),
+                     "--work", str(sub)],
+                    capture_output=True, text=True, timeout=1800,
+                )  # fmt: skip
+                if out.returncode != 0:
+                    raise RuntimeError(f"{name} failed: {out.stderr[-3000:]}")
+                rnd[name] = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"  round {r + 1} {name:<10} {rnd[name]['lines_per_s']:>8,} lines/s "
+                      f"(steady {rnd[name].get('steady_lines_per_s', 0):,})", flush=True)  # fmt: skip
+            results["rounds"].append(rnd)
+    rounds = results["rounds"]
+    ok = results["kcat"].get("topics_hold", n) == n and all(
+        rnd[k].get("topics_hold") == n for rnd in rounds for k in CONTENDERS
     )
-    for k in ("file", "http", "kcat"):
-        rate = results[k].get("lines_per_s")
-        if rate and api_rate:
-            results[k]["over_api"] = round(rate / api_rate, 2)
-    for k in ("file", "http"):
-        st, st_api = results[k].get("steady_lines_per_s"), results["api"].get("steady_lines_per_s")
-        if st and st_api:
-            results[k]["steady_over_api"] = round(st / st_api, 2)
-    st_file, st_lab = results["file"].get("steady_lines_per_s"), results["api_labels"].get(
-        "steady_lines_per_s"
-    )
-    if st_file and st_lab:
-        results["file"]["steady_over_api_labels"] = round(st_file / st_lab, 2)
 
-    def steady_text(r: dict[str, Any]) -> str:
-        return f"{r.get('steady_lines_per_s') or 0:>10,} between 10 % and 90 % in Kafka"
+    def figures(name: str, key: str) -> list[float]:
+        return [rnd[name][key] for rnd in rounds if rnd[name].get(key)]
 
-    print(f"{n:,} lines, validation + level routing + hash keys + snappy, same run")
-    print("(whole: first line in to last line in Kafka; steady: the rate from 10 % to 90 %):")
-    print(f"  api pipeline   {api_rate:>10,} lines/s whole, {steady_text(results['api'])}")
-    print(f"  api + label    {results['api_labels']['lines_per_s']:>10,} lines/s whole, "
-          f"{steady_text(results['api_labels'])} (the file label)")  # fmt: skip
-    f = results["file"]
-    print(f"  file source    {f['lines_per_s'] or 0:>10,} lines/s whole, {steady_text(f)}")
-    print(f"                 x{f.get('over_api')} of api (steady x{f.get('steady_over_api')}), "
-          f"x{f.get('over_api_labels')} of api + label (steady x{f.get('steady_over_api_labels')}); "
-          f"start to first entry {f['start_to_first_entry_s']:.2f} s, append to first "
-          f"{f.get('to_first_s', 0):.2f} s")  # fmt: skip
-    h = results["http"]
-    print(f"  http intake    {h['lines_per_s']:>10,} lines/s whole, {steady_text(h)}; "
-          f"x{h.get('over_api')} of api (steady x{h.get('steady_over_api')})")  # fmt: skip
+    def ratios(name: str, base: str, key: str) -> list[float]:
+        return [
+            rnd[name][key] / rnd[base][key]
+            for rnd in rounds
+            if rnd[name].get(key) and rnd[base].get(key)
+        ]
+
+    summary: dict[str, Any] = {}
+    for name in CONTENDERS:
+        whole, steady = figures(name, "lines_per_s"), figures(name, "steady_lines_per_s")
+        summary[name] = {
+            "lines_per_s": round(median(whole)),
+            "lines_per_s_range": [min(whole), max(whole)],
+            "steady_lines_per_s": round(median(steady)) if steady else None,
+        }
+    for name, base in (("file", "api"), ("file", "api_labels"), ("http", "api")):
+        for key, label in (("lines_per_s", "whole"), ("steady_lines_per_s", "steady")):
+            rs = ratios(name, base, key)
+            if rs:
+                summary[name][f"{label}_over_{base}"] = {
+                    "median": round(median(rs), 2), "min": round(min(rs), 2),
+                    "max": round(max(rs), 2)}  # fmt: skip
+    starts = figures("file", "start_to_first_entry_s")
+    firsts = figures("file", "to_first_s")
+    summary["file"]["start_to_first_entry_s"] = [min(starts), max(starts)]
+    summary["file"]["append_to_first_entry_s"] = [min(firsts), max(firsts)]
+    results["summary"] = summary
+
+    def rate(name: str) -> str:
+        f = summary[name]
+        lo, hi = f["lines_per_s_range"]
+        return (f"{f['lines_per_s']:>8,} lines/s whole ({lo:,}-{hi:,}), "
+                f"{f['steady_lines_per_s'] or 0:>8,} steady")  # fmt: skip
+
+    def ratio(name: str, base: str) -> str:
+        out = []
+        for label in ("whole", "steady"):
+            r = summary[name].get(f"{label}_over_{base}")
+            if r:
+                out.append(f"{label} x{r['median']} ({r['min']}-{r['max']})")
+        return ", ".join(out)
+
+    print(f"{n:,} lines, validation + level routing + hash keys + snappy; medians of "
+          f"{len(rounds)} rounds, each contender in a fresh process")  # fmt: skip
+    print("(whole: first line in to last line in Kafka; steady: the rate from 10 % to 90 %)")
+    print(f"  api pipeline   {rate('api')}")
+    print(f"  api + label    {rate('api_labels')} (the file label)")
+    print(f"  file source    {rate('file')}")
+    print(f"                 against api: {ratio('file', 'api')}")
+    print(f"                 against api + label: {ratio('file', 'api_labels')}")
+    print(f"                 start to first entry {min(starts):.1f}-{max(starts):.1f} s, "
+          f"append to first entry {min(firsts):.2f}-{max(firsts):.2f} s")  # fmt: skip
+    print(f"  http intake    {rate('http')}")
+    print(f"                 against api: {ratio('http', 'api')}")
     kc = results["kcat"]
     if "error" in kc:
         print(f"  kcat           {kc['error']}")
     else:
-        print(f"  kcat           {kc['lines_per_s']:>10,} lines/s (no validation, one topic)")
+        print(f"  kcat           {kc['lines_per_s']:>8,} lines/s (no validation, one topic)")
     print(f"  every topic holds {n:,}: {'yes' if ok else 'NO'}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

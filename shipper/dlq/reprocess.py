@@ -39,7 +39,15 @@ from shipper.kafka.client import Failure
 from shipper.outcomes import Reason
 from shipper.telemetry import MetricsRecorder
 
-__all__ = ["MAX_STEP", "NO_TOPIC", "WINDOW", "ReplaySummary", "Reprocessor", "Resend"]
+__all__ = [
+    "MAX_STEP",
+    "NO_TOPIC",
+    "WINDOW",
+    "ReplaySummary",
+    "Reprocessor",
+    "Resend",
+    "next_retry",
+]
 
 #: Largest step, in records.
 MAX_STEP = 10_000
@@ -64,6 +72,9 @@ class ReplaySummary:
     failed: int = 0  # failed again: attempts + 1
     parked: int = 0  # of those, the ones now out of retries
     untouched: int = 0  # met an open breaker: not tried, no retry spent
+    #: of ``untouched``, those whose re-send call itself broke (a Batcher or Producer
+    #: restarting): worth another pass soon, unlike an open breaker
+    broken: int = 0
     gone: int = 0  # given by id, removed by someone else before their turn
     not_tried: int = 0  # left as they were because the pass stopped early
     stopped_early: bool = False
@@ -92,6 +103,7 @@ class _Step:
     failed: int = 0
     parked: int = 0
     untouched: int = 0
+    broken: int = 0
     data_only: bool = True  # every failure was decided by the data itself
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -101,6 +113,19 @@ class _Step:
         return self.delivered == 0 and (
             self.untouched > 0 or (self.failed > 0 and not self.data_only)
         )
+
+
+#: The wait before the pass that follows one in which a re-send broke (then doubled).
+RETRY_FIRST_SECONDS = 1.0
+
+
+def next_retry(previous: float, broken: int, interval: float) -> float:
+    """The wait before the next scheduled pass: 0 (the normal ``interval``) after a
+    pass in which no re-send broke; else 1 s, doubled after each such pass in a row,
+    up to ``interval``."""
+    if not broken:
+        return 0.0
+    return min(interval, max(RETRY_FIRST_SECONDS, previous * 2))
 
 
 class Reprocessor:
@@ -160,6 +185,7 @@ class Reprocessor:
             summary.failed += r.failed
             summary.parked += r.parked
             summary.untouched += r.untouched
+            summary.broken += r.broken
             summary.errors.update(r.errors)
             if r.failed or r.untouched:
                 step = max(self.batch_size, step // 2)
@@ -265,6 +291,7 @@ class Reprocessor:
                 # knows what reached Kafka. The records stay as they are, without a
                 # retry spent, and the pass stops; the next pass sends them again.
                 out.untouched += len(recs)
+                out.broken += len(recs)
                 out.errors[f"re-send failed: {answer}"] += len(recs)
                 continue
             pending: dict[tuple[bytes, bytes | None], list[Failure]] = {}

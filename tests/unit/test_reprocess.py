@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipper.dlq import DlqFilter, DlqRecord, MemoryDlqStore
-from shipper.dlq.reprocess import NO_TOPIC, ReplaySummary, Reprocessor
+from shipper.dlq.reprocess import NO_TOPIC, ReplaySummary, Reprocessor, next_retry
 from shipper.kafka.client import Failure
 from shipper.outcomes import Reason
 from shipper.telemetry import MetricsRecorder
@@ -109,6 +109,29 @@ def test_an_open_breaker_spends_no_retry_and_stops_the_pass() -> None:
     s = run(store, Kafka({b"a", b"b", b"c"}, Reason.CIRCUIT_OPEN))
     assert (s.untouched, s.failed, s.stopped_early, s.ok) == (2, 0, True, False)
     assert {r.attempts for r in store.select(DlqFilter(), 10)} == {0}
+
+
+def test_a_resend_that_breaks_is_untouched_and_counted_as_broken() -> None:
+    async def broken(topic: str, values: list[bytes], keys: list[bytes | None]) -> list[Failure]:
+        raise RuntimeError("actor restarting")
+
+    store = MemoryDlqStore()
+    store.put_batch([rec(b"a"), rec(b"b"), rec(b"c")])
+    s = run(store, broken)  # type: ignore[arg-type]
+    assert (s.untouched, s.broken, s.failed, s.stopped_early) == (2, 2, 0, True)
+    assert {r.attempts for r in store.select(DlqFilter(), 10)} == {0}
+    # An open breaker is untouched too, but nothing broke: no early retry for it.
+    s = run(store, Kafka({b"a", b"b", b"c"}, Reason.CIRCUIT_OPEN))
+    assert (s.untouched, s.broken) == (2, 0)
+
+
+def test_after_a_broken_resend_the_next_pass_comes_sooner_backing_off() -> None:
+    waits, wait = [], 0.0
+    for broken in (3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 5):
+        wait = next_retry(wait, broken, 300.0)
+        waits.append(wait)
+    assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 0, 1]
+    assert next_retry(0.0, 1, 0.5) == 0.5  # never later than the interval itself
 
 
 def test_data_failures_do_not_stop_the_pass() -> None:

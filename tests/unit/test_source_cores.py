@@ -24,7 +24,7 @@ from shipper.sources.checkpoints import (
     MemoryCheckpoints,
     open_checkpoints,
 )
-from shipper.sources.files import Block, FileTailer
+from shipper.sources.files import RAMP_FIRST_BYTES, Block, FileTailer
 from shipper.sources.lines import LineCutter
 from shipper.sources.stdin import StreamReader
 
@@ -198,6 +198,30 @@ def test_new_files_are_read_with_labels_and_line_numbers(tmp_path: Path) -> None
     write(tmp_path / "a.log", "three")
     [b] = drain(t)
     assert (b.data, b.first_line, b.start) == (b"three\n", 3, 8)
+
+
+def test_a_backlog_is_read_in_blocks_that_double_up_to_read_bytes(tmp_path: Path) -> None:
+    line = "x" * 99  # 100 bytes with its newline
+    size = 16 * RAMP_FIRST_BYTES
+    log = tmp_path / "a.log"
+    write(log, *[line] * (size // 100))
+    t = FileTailer(
+        [FileGroupConfig(paths=[str(tmp_path / "*.log")])],
+        MemoryCheckpoints(),
+        tail_cfg(read_bytes=4 * RAMP_FIRST_BYTES),
+        clock=Clock(),
+    )
+    t.scan()
+    sizes = []
+    while blocks := t.read(1 << 30):
+        sizes += [b.end - b.start for b in blocks]
+    # About 1, 2, 4, 4... times the first size (whole lines only), then the rest.
+    steps = [round(s / RAMP_FIRST_BYTES) for s in sizes]
+    assert steps[:5] == [1, 2, 4, 4, 4] and sum(sizes) == os.path.getsize(log)
+    # Caught up: the next backlog starts small again.
+    write(log, *[line] * (2 * RAMP_FIRST_BYTES // 100))
+    [b] = t.read(1 << 30)
+    assert round((b.end - b.start) / RAMP_FIRST_BYTES) == 1
 
 
 def test_rotation_by_rename_reads_the_old_file_to_its_end_once(tmp_path: Path) -> None:
