@@ -149,6 +149,7 @@ def main() -> int:
         f"drain / pipeline = {drain_rate / pipe_rate:.2f}; topics hold {got}"
     )
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0 if got == [args.entries, args.entries] else 1
 

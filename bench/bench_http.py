@@ -135,6 +135,7 @@ def main() -> int:
         else:
             print(f"  {name:<6} {r['lines_per_s']:>10,} lines/s  topics hold {r['topics_hold']:,}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if all(r.get("ok", True) for r in (results["actor"], results["serve"])) else 1
 

@@ -482,6 +482,7 @@ def main() -> int:
         print(f"  kcat           {kc['lines_per_s']:>8,} lines/s (no validation, one topic)")
     print(f"  every topic holds {n:,}: {'yes' if ok else 'NO'}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0 if ok else 1
 
