@@ -162,7 +162,7 @@ def _ship_inputs(
     shipper: Any, names: list[str], stop: _Stop, progress: _Progress, block: int | None
 ) -> None:
     """Ship each input (a file, or ``-`` for stdin) as its lines arrive."""
-    from shipper.sources.lines import LineCutter
+    from shipper.sources.lines import LineCutter, split_lines
     from shipper.sources.stdin import StreamReader
 
     tail = shipper.config.sources.tail
@@ -176,8 +176,9 @@ def _ship_inputs(
             reader = StreamReader(fd, cutter, read_bytes, stopped=stop.event.is_set)
             line = 1
             for blob in reader.blobs():
-                shipper.submit_lines(blob, first_line=line)
-                line += blob.count(b"\n")
+                for piece in split_lines(blob, shipper.max_submission_lines):
+                    shipper.submit_lines(piece, first_line=line)
+                    line += piece.count(b"\n")
                 progress.show(shipper.stats())
             if cutter.cut:
                 print(

@@ -153,6 +153,7 @@ class DlqActor:
                     summary = await self.reprocess()
                 except Exception:
                     log.exception("DLQ reprocessing pass failed")
+                    self._retry = 0.0
                     continue
                 self._retry = next_retry(self._retry, summary.broken, self.interval)
                 if self._retry:

@@ -421,6 +421,13 @@ class Shipper:
         except ray.exceptions.RayError as exc:
             log.warning("a flush failed: %s", brief(exc))
 
+    @property
+    def max_submission_lines(self) -> int:
+        """The most lines one submission should hold: the entries this driver keeps in
+        flight per pipeline. A larger one could fill a topic's queue into its emergency
+        band by itself (and shed entries to the DLQ); callers split larger inputs."""
+        return self._per_pipeline_budget
+
     def stats(self) -> RunStats:
         # Pick up acks that finished meanwhile, without blocking.
         refs = list(self._acks)

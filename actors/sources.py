@@ -132,7 +132,7 @@ class FileSourceActor:
         budget = self.tail.max_inflight_bytes - self._inflight_bytes
         if budget <= 0 or self._inflight_lines >= self.max_inflight_lines:
             return False
-        blocks = self.tailer.read(budget)
+        blocks = self.tailer.read(budget, self.max_inflight_lines - self._inflight_lines)
         if not blocks:
             return False
         # The "sent" marks are durable before the hand-over: after a crash, exactly the

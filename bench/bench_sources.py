@@ -397,7 +397,8 @@ def main() -> int:
         for r in range(args.rounds):
             # Each contender in a process of its own (an idle Ray left by one would take
             # some of the two cores from the next), in an order that turns each round.
-            order = CONTENDERS[r % 4 :] + CONTENDERS[: r % 4]
+            turn = r % len(CONTENDERS)
+            order = CONTENDERS[turn:] + CONTENDERS[:turn]
             rnd: dict[str, Any] = {}
             for name in order:
                 sub = work / f"r{r}-{name}"
@@ -408,6 +409,12 @@ def main() -> int:
                     capture_output=True, text=True, timeout=1800,
                 )  # fmt: skip
                 if out.returncode != 0:
+                    # Keep what the finished runs measured, then stop.
+                    results["failed"] = {"round": r + 1, "contender": name,
+                                         "stderr": out.stderr[-3000:]}  # fmt: skip
+                    if args.json:
+                        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+                        Path(args.json).write_text(json.dumps(results, indent=2))
                     raise RuntimeError(f"{name} failed: {out.stderr[-3000:]}")
                 rnd[name] = json.loads(out.stdout.strip().splitlines()[-1])
                 print(f"  round {r + 1} {name:<10} {rnd[name]['lines_per_s']:>8,} lines/s "
@@ -445,6 +452,7 @@ def main() -> int:
                     "max": round(max(rs), 2)}  # fmt: skip
     starts = figures("file", "start_to_first_entry_s")
     firsts = figures("file", "to_first_s")
+    starts, firsts = starts or [0.0], firsts or [0.0]
     summary["file"]["start_to_first_entry_s"] = [min(starts), max(starts)]
     summary["file"]["append_to_first_entry_s"] = [min(firsts), max(firsts)]
     results["summary"] = summary

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from shipper.config.sources import FILE_LABEL, FileGroupConfig, TailConfig
 from shipper.sources.checkpoints import AckTracker, Checkpoint, CheckpointError, CheckpointStore
-from shipper.sources.lines import LineCutter
+from shipper.sources.lines import LineCutter, lines_end
 
 __all__ = ["FP_BYTES", "Block", "FileTailer", "Notice"]
 
@@ -251,6 +251,7 @@ class FileTailer:
         f.line = 0
         f.cutter = self._cutter()
         f.checked_binary = False
+        f.ramp = 0
         f.gen += 1
         self.acks.forget(f.key)  # acknowledgements of the old content move nothing now
         self._refingerprint(f)
@@ -366,28 +367,36 @@ class FileTailer:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, budget: int) -> list[Block]:
-        """Up to about ``budget`` bytes of whole lines from the files, fairly."""
+    def read(self, budget: int, max_lines: int | None = None) -> list[Block]:
+        """Up to about ``budget`` bytes and at most about ``max_lines`` lines (a cut
+        long line may add one) of whole lines from the files, fairly."""
         blocks: list[Block] = []
         files = sorted(self.files.values(), key=lambda f: f.last_data)
         share = max(4096, budget // max(1, len(files)))
         for f in files:
-            if budget <= 0:
+            if budget <= 0 or (max_lines is not None and max_lines <= 0):
                 break
             want = min(share, budget, self.tail.read_bytes, max(f.ramp, RAMP_FIRST_BYTES))
-            block = self._read_one(f, want)
+            block = self._read_one(f, want, max_lines)
             if block is not None:
                 blocks.append(block)
                 budget -= len(block.data)
+                if max_lines is not None:
+                    max_lines -= block.lines
         return blocks
 
-    def _read_one(self, f: _File, size: int) -> Block | None:
+    def _read_one(self, f: _File, size: int, max_lines: int | None = None) -> Block | None:
         try:
             data = os.pread(f.fd, size, f.pos)
         except OSError as exc:
             self._notice("unreadable", f.path, f"cannot read {f.path}: {exc.strerror}", once=True)
             return None
         now = self.clock()
+        full = len(data) == size
+        if max_lines is not None and data:
+            # Short lines: a block of many of them would overfill a topic's queue (the
+            # rest is read next time).
+            data = data[: lines_end(data, max_lines)]
         if data:
             if not f.checked_binary:
                 f.checked_binary = True
@@ -404,7 +413,7 @@ class FileTailer:
             f.last_data = now
             # A full read: more is probably waiting, so the next one may take twice as
             # much; a short one means the file is caught up, and the ramp starts over.
-            f.ramp = size * 2 if len(data) == size else 0
+            f.ramp = max(f.ramp, size * 2) if full else 0
             blob = f.cutter.feed(data)
         elif f.cutter.due():
             blob = f.cutter.flush()

@@ -21,7 +21,39 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["LineCutter"]
+__all__ = ["LineCutter", "lines_end", "split_lines"]
+
+
+def lines_end(data: bytes, max_lines: int) -> int:
+    """The length of the prefix of ``data`` that holds its first ``max_lines`` newlines
+    (all of ``data`` when it holds no more). Counted at C speed: a guess from the
+    average line length, then a walk to the exact newline."""
+    total = data.count(b"\n")
+    if total <= max_lines:
+        return len(data)
+    guess = len(data) * max_lines // total
+    seen = data.count(b"\n", 0, guess)
+    if seen < max_lines:
+        # The next newline at or after the guess is the (seen + 1)-th: walk forward.
+        pos = guess
+        for _ in range(max_lines - seen):
+            pos = data.find(b"\n", pos) + 1
+        return pos
+    # The last newline before the guess is the seen-th: walk back to the max_lines-th.
+    nl = data.rfind(b"\n", 0, guess)
+    for _ in range(seen - max_lines):
+        nl = data.rfind(b"\n", 0, nl)
+    return nl + 1
+
+
+def split_lines(blob: bytes, max_lines: int) -> list[bytes]:
+    """``blob`` (whole lines) in pieces of at most ``max_lines`` lines."""
+    out = []
+    while blob:
+        end = lines_end(blob, max_lines)
+        out.append(blob[:end])
+        blob = blob[end:]
+    return out
 
 
 class LineCutter:

@@ -56,7 +56,7 @@ def test_bench_runs_end_to_end_with_small_parameters(kafka: LocalKafka, tmp_path
 @pytest.mark.parametrize(
     ("script", "keys", "extra"),
     [
-        ("bench_sources.py", ("api", "api_labels", "file", "http", "kcat"), ()),
+        ("bench_sources.py", ("rounds", "summary", "kcat"), ("--rounds", "1")),
         ("bench_drain.py", ("pipeline_per_s", "drain_per_s"), ()),
         ("bench_fleet.py", ("runs",), ("--nodes", "2")),
     ],
@@ -77,3 +77,6 @@ def test_the_sources_drain_and_fleet_benches_run_with_small_parameters(
     report = json.loads(out.read_text())
     for key in keys:
         assert report[key], (key, report)
+    if script == "bench_sources.py":
+        assert set(report["summary"]) == {"api", "api_labels", "file", "http"}
+        assert all(report["summary"][k]["lines_per_s"] > 0 for k in report["summary"])

@@ -116,8 +116,8 @@ def file_shipper(
 ) -> Iterator[Callable[..., Shipper]]:
     made: list[Shipper] = []
 
-    def make(**tail: Any) -> Shipper:
-        cfg = sink_config(kafka, topic, batch_timeout="100ms")
+    def make(sink: dict[str, Any] | None = None, **tail: Any) -> Shipper:
+        cfg = sink_config(kafka, topic, **{"batch_timeout": "100ms", **(sink or {})})
         cfg["sources"] = {
             "files": [{"paths": [str(tmp_path / "logs" / "app.log*")], "labels": {"svc": "t"}}],
             "checkpoints": {"path": str(tmp_path / "cp")},
@@ -175,6 +175,23 @@ def test_rotation_by_rename_and_copy_truncate_while_writing_delivers_each_line_o
     first = consume_all(kafka.client_config(), topic, expected=1, timeout=30)[0]
     labels = json.loads(first.value())["labels"]
     assert labels["svc"] == "t" and labels["file"].startswith(str(tmp_path / "logs"))
+    s.close()
+    assert s.source_counts["file_lines"] == n
+
+
+def test_a_backlog_of_short_lines_is_read_in_blocks_the_queue_can_take(
+    kafka: LocalKafka, topic: str, tmp_path: Path, file_shipper: Callable[..., Shipper]
+) -> None:
+    # 30,000 lines of about 60 bytes are waiting; one 1 MiB read holds all of them,
+    # 15 times a topic queue of 2,000. Read as one block, the Batcher would have shed
+    # most of them to the DLQ (queue_emergency_threshold); the source reads at most
+    # its line budget per round instead, and every line goes to Kafka.
+    n = 30_000
+    (tmp_path / "logs" / "app.log").write_text("".join(line(i) + "\n" for i in range(n)))
+    s = file_shipper({"queue_size": 2000})
+    got = seqs_in(kafka, topic, n, timeout=180)
+    assert s.dlq_count() == 0
+    assert sorted(got) == list(range(n)) and max(got.values()) == 1
     s.close()
     assert s.source_counts["file_lines"] == n
 

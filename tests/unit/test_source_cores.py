@@ -25,7 +25,7 @@ from shipper.sources.checkpoints import (
     open_checkpoints,
 )
 from shipper.sources.files import RAMP_FIRST_BYTES, Block, FileTailer
-from shipper.sources.lines import LineCutter
+from shipper.sources.lines import LineCutter, lines_end, split_lines
 from shipper.sources.stdin import StreamReader
 
 
@@ -222,6 +222,35 @@ def test_a_backlog_is_read_in_blocks_that_double_up_to_read_bytes(tmp_path: Path
     write(log, *[line] * (2 * RAMP_FIRST_BYTES // 100))
     [b] = t.read(1 << 30)
     assert round((b.end - b.start) / RAMP_FIRST_BYTES) == 1
+
+
+@given(st.lists(st.integers(0, 40), max_size=60), st.integers(1, 70), st.binary(max_size=5))
+def test_lines_end_stops_after_exactly_max_lines_newlines(
+    lengths: list[int], max_lines: int, tail: bytes
+) -> None:
+    whole = b"".join(b"x" * k + b"\n" for k in lengths)
+    data = whole + tail.replace(b"\n", b"")
+    end = lines_end(data, max_lines)
+    if len(lengths) <= max_lines:
+        assert end == len(data)
+    else:
+        assert data[:end].count(b"\n") == max_lines and data[end - 1 : end] == b"\n"
+    pieces = split_lines(whole, max_lines)
+    assert b"".join(pieces) == whole
+    assert all(p.endswith(b"\n") and p.count(b"\n") <= max_lines for p in pieces)
+
+
+def test_a_read_holds_at_most_max_lines_and_the_rest_follows(tmp_path: Path) -> None:
+    write(tmp_path / "a.log", *[f"l{i}" for i in range(1000)])
+    t = tailer(tmp_path)
+    t.scan()
+    got: list[Block] = []
+    while blocks := t.read(1 << 20, max_lines=300):
+        assert sum(b.lines for b in blocks) <= 300
+        got += blocks
+    assert [b.lines for b in got] == [300, 300, 300, 100]
+    assert b"".join(b.data for b in got) == (tmp_path / "a.log").read_bytes()
+    assert [b.first_line for b in got] == [1, 301, 601, 901]
 
 
 def test_rotation_by_rename_reads_the_old_file_to_its_end_once(tmp_path: Path) -> None:
