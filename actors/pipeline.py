@@ -146,13 +146,8 @@ class Shipper:
         # it has seen, so it must see every first start (see actors.supervisor).
         ray.get(self._supervisor.states.remote())
         pipe = self.config.pipeline
-        bp = sink.backpressure_config
-        # Entries in flight from this driver stay below the queues' warning band, per
-        # pipeline (see SubmissionTracker); never below batch_size, or no batch could
-        # fill and every flush would wait out batch_timeout.
-        self._per_pipeline_budget = pipe.max_inflight_entries or max(
-            sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold)
-        )
+        # Entries in flight from this driver, per pipeline (see SubmissionTracker).
+        self._per_pipeline_budget = pipe.max_inflight_entries or sink.inflight_entries
         self._tracker: SubmissionTracker[Ack] = SubmissionTracker(
             pipe.max_inflight_submissions, self._per_pipeline_budget
         )

@@ -78,10 +78,7 @@ class FileSourceActor:
         self._inflight_lines = 0
         # Like the driver's own budget: lines in flight stay under the queues' warning
         # band, so reading slows down before the Batchers have to.
-        sink = wiring.sink
-        self.max_inflight_lines = max(
-            sink.batch_size, int(sink.queue_size * sink.backpressure_config.queue_warning_threshold)
-        )
+        self.max_inflight_lines = wiring.sink.inflight_entries
         self._room = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -282,17 +279,15 @@ class HttpSourceActor:
                 "intake runs: requests are not authenticated",
                 env,
             )
-        sink = wiring.sink
-        bp = sink.backpressure_config
         # Entries in flight from HTTP stay under the queue's warning band, like the
         # driver's own submissions; past that, requests get 429.
-        self.max_inflight = max(sink.batch_size, int(sink.queue_size * bp.queue_warning_threshold))
+        self.max_inflight = wiring.sink.inflight_entries
         self._inflight = 0
         self._unavailable_until = 0.0
         self._runner: Any = None
         self.port = 0
         self.metrics = Reporter(wiring.telemetry(), self.name, node=wiring.node)
-        self.intake = Intake(sink)
+        self.intake = Intake(wiring.sink)
         self.feeder = Feeder(wiring, self.metrics.recorder, "source")
         # Requests go to the node pipeline with the fewest of this intake's entries in
         # flight, its own node on a tie (see _ship).

@@ -238,11 +238,16 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
         stderr=subprocess.PIPE,
     )
 
-    def wait_for(count: int, deadline: float) -> float | None:
+    def wait_for(count: int, deadline: float, sampler: Sampler | None = None) -> float | None:
+        # With a sampler running, its looks are read rather than adding polls of our own
+        # on the cores being measured.
         while time.monotonic() < deadline:
-            if topics.count() >= count:
+            if sampler is not None:
+                if sampler.samples and sampler.samples[-1][1] >= count:
+                    return sampler.samples[-1][0]
+            elif topics.count() >= count:
                 return time.monotonic()
-            time.sleep(0.1)
+            time.sleep(0.05 if sampler is not None else 0.1)
         return None
 
     try:
@@ -257,7 +262,7 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
             with log_file.open("ab") as fh:
                 appended = time.monotonic()
                 fh.write(b"\n".join(values) + b"\n")
-            last = wait_for(n + 1, appended + 600)
+            last = wait_for(n + 1, appended + 600, sampler)
             samples = sampler.stop()
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
@@ -417,8 +422,9 @@ def main() -> int:
                         Path(args.json).write_text(json.dumps(results, indent=2))
                     raise RuntimeError(f"{name} failed: {out.stderr[-3000:]}")
                 rnd[name] = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"  round {r + 1} {name:<10} {rnd[name]['lines_per_s']:>8,} lines/s "
-                      f"(steady {rnd[name].get('steady_lines_per_s', 0):,})", flush=True)  # fmt: skip
+                got = rnd[name]
+                print(f"  round {r + 1} {name:<10} {got['lines_per_s']:>8,} lines/s "
+                      f"(steady {got.get('steady_lines_per_s', 0):,})", flush=True)  # fmt: skip
             results["rounds"].append(rnd)
     rounds = results["rounds"]
     ok = results["kcat"].get("topics_hold", n) == n and all(

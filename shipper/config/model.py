@@ -400,6 +400,16 @@ class KafkaSinkConfig(BaseModel):
             return "SASL_SSL" if self.tls.enabled else "SASL_PLAINTEXT"
         return "SSL" if self.tls.enabled else "PLAINTEXT"
 
+    @property
+    def inflight_entries(self) -> int:
+        """Entries one sender (the driver, a file source, the HTTP intake) keeps in
+        flight at most: below the queues' warning band, so senders slow down before the
+        Batchers must; never below ``batch_size``, or no batch could fill and every
+        flush would wait out ``batch_timeout``. No single submission should hold more
+        (it could fill a topic's queue into its emergency band by itself)."""
+        bp = self.backpressure_config
+        return max(self.batch_size, int(self.queue_size * bp.queue_warning_threshold))
+
     def broker_set_id(self) -> str:
         """Stable 12-hex-digit name of this broker list plus its security settings.
 

@@ -393,7 +393,7 @@ class FileTailer:
             return None
         now = self.clock()
         full = len(data) == size
-        if max_lines is not None and data:
+        if max_lines is not None and len(data) > max_lines:
             # Short lines: a block of many of them would overfill a topic's queue (the
             # rest is read next time).
             data = data[: lines_end(data, max_lines)]
