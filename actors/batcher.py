@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -97,13 +98,39 @@ class BatcherActor:
             pressure = self.core.arrival()
             if pressure == Pressure.CRITICAL:
                 await self._relief()
-            if self.core.must_shed(len(values)):
+            if len(values) > self.core.piece_size:
+                await self._offer_pieces(ticket, values, keys, levels)
+            elif self.core.must_shed(len(values)):
                 resolved = await resolve(values)
                 values, keys, levels, shed = self.core.shed(ticket, resolved, keys, levels)
                 await self._dead_letter(shed)
-            await self._offer(ticket, values, keys, levels)
+                await self._offer(ticket, values, keys, levels)
+            else:
+                await self._offer(ticket, values, keys, levels)
         self._complete()
         return await fut
+
+    async def _offer_pieces(
+        self, ticket: int, values: Any, keys: list[bytes | None] | None, levels: list[str] | None
+    ) -> None:
+        """A call larger than the in-flight budget, in pieces that each wait until the
+        queue can take them below its emergency band: its sender waits, nothing of it
+        is shed for its own size (the queue's memory bound holds, give or take one
+        piece)."""
+        assert self._room is not None
+        resolved = await resolve(values)
+        size = self.core.piece_size
+        for i in range(0, len(resolved), size):
+            piece = resolved[i : i + size]
+            fits = functools.partial(self.core.piece_fits, len(piece))
+            async with self._room:
+                await self._room.wait_for(fits)
+            await self._offer(
+                ticket,
+                piece,
+                keys[i : i + size] if keys is not None else None,
+                levels[i : i + size] if levels is not None else None,
+            )
 
     async def replay(self, values: Any, keys: list[bytes | None] | None) -> SegmentOutcome:
         """Re-send DLQ records: same queue and breaker, but failures come back to the

@@ -29,6 +29,7 @@ from shipper.outcomes import SegmentOutcome, SubmissionResult
 from shipper.sources import http as rules
 from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
+from shipper.sources.watch import DirWatch, WatchUnavailable, watched_dirs
 
 from ._options import announce_start, named_actor, tune_gc
 from .feeder import Feeder
@@ -42,6 +43,10 @@ __all__ = ["FileSourceActor", "HttpSourceActor", "start_file_source", "start_htt
 log = logging.getLogger("shipper.sources")
 
 RESEND_SECONDS = 2.0  # wait before a refused block goes again
+#: Least time between two rounds that follow file-system events: a file written to
+#: line by line is read in blocks of what came meanwhile, not once per write (every
+#: block costs a Ray call per topic). The lines wait that much longer, at most.
+EVENT_GAP_SECONDS = 0.05
 
 
 class FileSourceActor:
@@ -84,6 +89,9 @@ class FileSourceActor:
         self._stopping = False
         self._last_commit = 0.0
         self._last_scan = float("-inf")
+        self._last_round = float("-inf")
+        self._watch: DirWatch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.counts = {"blocks": 0, "lines": 0, "resends": 0, "resent": 0}
         announce_start(wiring.namespace, "source", self.name)
         self.metrics.push_now()
@@ -97,7 +105,45 @@ class FileSourceActor:
         """Start following the files (idempotent)."""
         if self._task is None and not self._stopping:
             self.metrics.start_periodic()
+            if self.tail.watch:
+                self._start_watch()
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _start_watch(self) -> None:
+        try:
+            self._watch = DirWatch()
+        except WatchUnavailable as exc:
+            log.info("%s; files are checked every %gs", exc.strerror, self.tail.poll_interval)
+            return
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._watch.fd, self._on_events)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._watch.fd)
+            self._watch.close()
+            self._watch = None
+
+    def _on_events(self) -> None:
+        assert self._watch is not None
+        changes = self._watch.take()
+        if changes.layout:
+            self._last_scan = float("-inf")  # look at the globs again in this round
+        if changes:
+            self._room.set()
+
+    def _update_watch(self) -> None:
+        if self._watch is None:
+            return
+        patterns = [p for g in self.tailer.groups for p in g.paths]
+        files = [f.path for f in self.tailer.files.values()]
+        for d, err in self._watch.update(watched_dirs(patterns, files)):
+            log.warning("cannot watch %s for changes (%s); its files are checked every %gs",
+                        d, os.strerror(err), self.tail.poll_interval)  # fmt: skip
+            self.metrics.recorder.add(
+                "log_capturer_source_problems_total", 1, _kind("watch_unavailable")
+            )
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -116,16 +162,21 @@ class FileSourceActor:
                     await asyncio.wait_for(self._room.wait(), self.tail.poll_interval)
                 except TimeoutError:
                     pass
+                # Woken early (an event, an ack): let what follows gather for a moment.
+                gap = self._last_round + min(EVENT_GAP_SECONDS, self.tail.poll_interval)
+                if gap > time.monotonic() and not self._stopping:
+                    await asyncio.sleep(gap - time.monotonic())
 
     def _round(self) -> bool:
         """Scan, read what fits in the in-flight budget, hand it over. True when it
         read something (there may be more at once)."""
-        now = time.monotonic()
+        now = self._last_round = time.monotonic()
         if now - self._last_scan >= self.tail.poll_interval:
-            # Globs, stats and first bytes of every file: once per poll_interval, not
-            # on every round of a busy read.
+            # Globs, stats and first bytes of every file: once per poll_interval (or
+            # after an event that files came or went), not on every round of a busy read.
             self._last_scan = now
             self.tailer.scan()
+            self._update_watch()
         budget = self.tail.max_inflight_bytes - self._inflight_bytes
         if budget <= 0 or self._inflight_lines >= self.max_inflight_lines:
             return False
@@ -228,6 +279,7 @@ class FileSourceActor:
     async def stop_reading(self) -> int:
         """Read no more; returns the blocks still in flight."""
         self._stopping = True
+        self._stop_watch()
         self._room.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
@@ -255,6 +307,7 @@ class FileSourceActor:
         }
 
     def close(self) -> None:
+        self._stop_watch()
         self.tailer.close()
         self.tailer.store.close()
 

@@ -10,6 +10,8 @@ One enqueue call goes through it like this::
     core.arrival()                             pressure level: warn, slow down, or shed
     kept, shed = core.shed(ticket, ...)        past the emergency band: to the DLQ
     core.offer(ticket, values, keys, levels)   into the queue (the caller waited for room)
+                                               (a call over core.piece_size: in pieces,
+                                               each offered once core.piece_fits, never shed)
         ... the flush loop ...
     chunks = core.take()                       due: chunks of whole segments, partitioned
     gate = core.gate()                         produce, divert (breaker open) or probe
@@ -274,6 +276,21 @@ class TopicBatcher:
             and n > 0
             and (self.acc.queued + n) / self.acc.capacity >= self.policy.emergency
         )
+
+    @property
+    def piece_size(self) -> int:
+        """The most entries one segment enters the queue with. A larger call (an API
+        blob or an HTTP request over the in-flight budget) goes in pieces of this size,
+        each waiting for room (:meth:`piece_fits`) rather than being shed: on its own it
+        would reach into the emergency band even of an empty queue."""
+        return self.sink.inflight_entries
+
+    def piece_fits(self, n: int) -> bool:
+        """Whether a piece of ``n`` entries of an oversized call enters now: the queue
+        is empty, or it stays below the emergency band (and within the capacity)."""
+        if self.acc.queued == 0:
+            return True
+        return self.acc.queued + n <= self.acc.capacity and not self.must_shed(n)
 
     def shed(
         self,

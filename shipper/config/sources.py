@@ -88,6 +88,11 @@ class TailConfig(BaseModel):
     poll_interval: PositiveDuration = Field(
         default=0.25, description="How often files are checked for new lines and new files."
     )
+    watch: bool = Field(
+        default=True,
+        description="Also read as soon as the file system reports a change to a followed "
+        "directory (Linux inotify), not only every poll_interval.",
+    )
     read_bytes: int = Field(
         # Large: a source that is behind (a busy file, a big pipe) ships in few large
         # submissions, and each Ray hop costs per call; a source that keeps up reads

@@ -179,6 +179,30 @@ def test_rotation_by_rename_and_copy_truncate_while_writing_delivers_each_line_o
     assert s.source_counts["file_lines"] == n
 
 
+def test_file_events_wake_the_source_between_polls(
+    kafka: LocalKafka, topic: str, tmp_path: Path, file_shipper: Callable[..., Shipper]
+) -> None:
+    # Polling every 10 s: a line appended, and a new file that matches, still arrive
+    # within 2 s each, because the directory's events wake the source.
+    log = tmp_path / "logs" / "app.log"
+    log.write_text(line(0) + "\n")
+    s = file_shipper(poll_interval="10s")
+    wait_until(lambda: count_in(kafka, topic) >= 1, 60, "the line there at the start")
+    t0 = time.monotonic()
+    with log.open("a") as fh:
+        fh.write(line(1) + "\n")
+    wait_until(lambda: count_in(kafka, topic) >= 2, 15, "the appended line")
+    appended = time.monotonic() - t0
+    t0 = time.monotonic()
+    (tmp_path / "logs" / "app.log.new").write_text(line(2) + "\n")
+    wait_until(lambda: count_in(kafka, topic) >= 3, 15, "the new file's line")
+    created = time.monotonic() - t0
+    assert appended < 2.0 and created < 2.0, (appended, created)
+    s.close()
+    assert s.source_counts["file_lines"] == 3
+    assert sorted(seqs_in(kafka, topic, 3)) == [0, 1, 2]
+
+
 def test_a_backlog_of_short_lines_is_read_in_blocks_the_queue_can_take(
     kafka: LocalKafka, topic: str, tmp_path: Path, file_shipper: Callable[..., Shipper]
 ) -> None:
