@@ -90,6 +90,7 @@ class FileSourceActor:
         self._last_commit = 0.0
         self._last_scan = float("-inf")
         self._last_round = float("-inf")
+        self._freed = False  # the last wake-up came from an ack (room in the budget)
         self._watch: DirWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counts = {"blocks": 0, "lines": 0, "resends": 0, "resent": 0}
@@ -158,14 +159,17 @@ class FileSourceActor:
                 await asyncio.sleep(0)
             else:
                 self._room.clear()
+                self._freed = False
                 try:
                     await asyncio.wait_for(self._room.wait(), self.tail.poll_interval)
                 except TimeoutError:
                     pass
-                # Woken early (an event, an ack): let what follows gather for a moment.
-                gap = self._last_round + min(EVENT_GAP_SECONDS, self.tail.poll_interval)
-                if gap > time.monotonic() and not self._stopping:
-                    await asyncio.sleep(gap - time.monotonic())
+                if not self._freed:
+                    # Woken by a file event (not by room in the budget): let the writes
+                    # that follow it gather for a moment, to be read as one block.
+                    gap = self._last_round + min(EVENT_GAP_SECONDS, self.tail.poll_interval)
+                    if gap > time.monotonic() and not self._stopping:
+                        await asyncio.sleep(gap - time.monotonic())
 
     def _round(self) -> bool:
         """Scan, read what fits in the in-flight budget, hand it over. True when it
@@ -245,6 +249,7 @@ class FileSourceActor:
         self.tailer.acked(b)
         self.counts["lines"] += b.lines
         self.metrics.recorder.add("log_capturer_source_lines_total", b.lines, {"source": "file"})
+        self._freed = True
         self._room.set()
 
     def _hand_over_failed(self, b: Block, exc: BaseException) -> None:
