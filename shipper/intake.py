@@ -184,7 +184,7 @@ class Intake:
                 return None
             if spliced is not None:
                 keys = source.keys()
-                if any(not keys.isdisjoint(e.labels) for e in entries):
+                if not _absent(body, keys) and any(not keys.isdisjoint(e.labels) for e in entries):
                     entries = None  # an entry has a label of the source's own: it wins
                 else:
                     body = spliced
@@ -267,18 +267,23 @@ class Intake:
         no entry has a label of the same name (its own would win)."""
         if self._routing_keys.intersection(labels):
             return None
-        if b"\\u00" in body and _ESCAPED_LETTER.search(body):
+        # (A single byte is searched for at memchr speed: most bodies have no "\\".)
+        if b"\\" in body and b"\\u00" in body and _ESCAPED_LETTER.search(body):
             return None  # a key could spell "labels" with escapes: the counts would lie
-        full = body.count(b'"labels":{"')
-        empty = body.count(b'"labels":{}')
-        if full + empty != n or body.count(b'"labels"') != n:
+        if body.count(b'"labels"') != n:
             return None
         pairs = self._relabel_encoder.encode(dict(labels))[1:-1]
-        if full:  # first: the second replace writes text this one would match
-            body = body.replace(b'"labels":{"', b'"labels":{' + pairs + b',"')
-        if empty:
-            body = body.replace(b'"labels":{}', b'"labels":{' + pairs + b"}")
-        return body
+        # How many of each spelling there were is read from how much each replace
+        # grew the body: no separate counting pass. The non-empty one goes first: the
+        # other writes text it would match.
+        out = body.replace(b'"labels":{"', b'"labels":{' + pairs + b',"')
+        full = (len(out) - len(body)) // (len(pairs) + 1)
+        empty = 0
+        if full != n:
+            grown = len(out)
+            out = out.replace(b'"labels":{}', b'"labels":{' + pairs + b"}")
+            empty = (len(out) - grown) // len(pairs)
+        return out if full + empty == n else None
 
     def _canonical_keys(self, group: Sequence[Any]) -> list[bytes | None]:
         # The same rule as the partitioner's key_for: fields first, then labels.
@@ -365,6 +370,20 @@ class _RawEntry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 # A \\u escape of a lowercase ASCII letter (or of a few neighbours): JSON lets a key
 # spell "labels" that way, which the splice's counts of the plain spelling would miss.
 _ESCAPED_LETTER = re.compile(rb"\\u00[67][0-9a-fA-F]")
+
+# Label names whose only JSON spelling without \u escapes is themselves in quotes.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.\-]+\Z")
+
+
+def _absent(body: bytes, names: Iterable[str]) -> bool:
+    """True when no line can hold a key of these ``names``: each is a plain name that
+    appears nowhere in ``body`` as a JSON string, and nothing in it is ``\\u``-escaped.
+    One C-speed scan per name instead of a look at every entry's labels; False only
+    means "look at the entries"."""
+    if b"\\" in body and b"\\u" in body:
+        return False
+    return all(_PLAIN_NAME.match(n) and b'"' + n.encode() + b'"' not in body for n in names)
+
 
 # First bytes of a JSON string, number or null (booleans, objects, arrays refused).
 _TS_STARTS = frozenset(b'"-0123456789n')

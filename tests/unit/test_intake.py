@@ -294,6 +294,32 @@ def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> Non
             {"file": "/var/log/a.log"},
             False,
         ),
+        # The source label's name in a message, not as a label: still spliced.
+        (
+            b'\n{"message":"g \\"file\\"","level":"info","timestamp":null,"labels":{"file2":"1"},'
+            b'"fields":{"file":1}}',
+            {"file": "/var/log/a.log"},
+            True,
+        ),
+        # An entry's own label with a space before its colon, or an escaped letter in
+        # its name: found, and it wins.
+        (
+            b'\n{"message":"h","level":"info","timestamp":null,"labels":{"file" :"x"},"fields":{}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
+        (
+            b'\n{"message":"i","level":"info","timestamp":null,"labels":{"fil\\u0065":"x"},'
+            b'"fields":{}}',
+            {"file": "/var/log/a.log"},
+            False,
+        ),
+        # A name that JSON could spell another way ("\/"): the entries are looked at.
+        (
+            b'\n{"message":"j","level":"info","timestamp":null,"labels":{"a\\/b":"x"},"fields":{}}',
+            {"a/b": "/var/log/a.log"},
+            False,
+        ),
         # A source label that decides the topic or the key: written back.
         (b"", {"kafka_topic": "other"}, False),
         (b"", {"tenant_id": "t1"}, False),
