@@ -22,6 +22,7 @@ from shipper.errors import brief
 from shipper.kafka.client import SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import Reason, SegmentOutcome
+from shipper.packed import Packed
 
 from ._options import announce_start, named_actor, tune_gc
 from .handles import BatcherHandle, Order
@@ -98,7 +99,7 @@ class BatcherActor:
             pressure = self.core.arrival()
             if pressure == Pressure.CRITICAL:
                 await self._relief()
-            if len(values) > self.core.piece_size:
+            if self.core.oversized(len(values)):
                 await self._offer_pieces(ticket, values, keys, levels)
             elif self.core.must_shed(len(values)):
                 resolved = await resolve(values)
@@ -114,23 +115,33 @@ class BatcherActor:
         self, ticket: int, values: Any, keys: list[bytes | None] | None, levels: list[str] | None
     ) -> None:
         """A call larger than the in-flight budget, in pieces that each wait until the
-        queue can take them below its emergency band: its sender waits, nothing of it
-        is shed for its own size (the queue's memory bound holds, give or take one
-        piece)."""
-        assert self._room is not None
-        resolved = await resolve(values)
+        queue can take them below its emergency band: its sender waits, and nothing of
+        it is shed for its own size. The queue holds at most its capacity; this actor
+        holds the call's payload until its last piece is queued."""
+        assert self._room is not None and self._wakeup is not None
+        try:
+            resolved = await resolve(values)
+        except BaseException:
+            self.core.forget(ticket)
+            self._futures.pop(ticket, None)
+            raise
+        self.core.pieced(ticket)
         size = self.core.piece_size
         for i in range(0, len(resolved), size):
-            piece = resolved[i : i + size]
+            # Packed again: the piece travels to the Producer as one buffer.
+            piece = Packed.of(resolved[i : i + size])
             fits = functools.partial(self.core.piece_fits, len(piece))
             async with self._room:
+                # Checked and queued under one lock: nothing can slip in between.
                 await self._room.wait_for(fits)
-            await self._offer(
-                ticket,
-                piece,
-                keys[i : i + size] if keys is not None else None,
-                levels[i : i + size] if levels is not None else None,
-            )
+                wake = self.core.offer(
+                    ticket,
+                    piece,
+                    keys[i : i + size] if keys is not None else None,
+                    levels[i : i + size] if levels is not None else None,
+                )
+            if wake:
+                self._wakeup.set()
 
     async def replay(self, values: Any, keys: list[bytes | None] | None) -> SegmentOutcome:
         """Re-send DLQ records: same queue and breaker, but failures come back to the
@@ -241,7 +252,7 @@ class BatcherActor:
 
     async def _send(self, chunk: Chunk) -> None:
         if await self._may_produce():
-            replica, seq = self.core.next_replica(len(self.producers))
+            replica, seq = self.core.next_replica(len(self.producers), chunk)
             started = time.monotonic()
             try:
                 results: list[SendResult] = await self.producers[replica].produce.remote(

@@ -134,9 +134,11 @@ class FileSourceActor:
         if changes:
             self._room.set()
 
-    def _update_watch(self) -> None:
+    def _update_watch(self) -> bool:
+        """Watch the directories of the globs and the followed files; True when it
+        began to watch one."""
         if self._watch is None:
-            return
+            return False
         patterns = [p for g in self.tailer.groups for p in g.paths]
         files = [f.path for f in self.tailer.files.values()]
         for d, err in self._watch.update(watched_dirs(patterns, files)):
@@ -145,6 +147,7 @@ class FileSourceActor:
             self.metrics.recorder.add(
                 "log_capturer_source_problems_total", 1, _kind("watch_unavailable")
             )
+        return self._watch.added > 0
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -173,20 +176,25 @@ class FileSourceActor:
 
     def _round(self) -> bool:
         """Scan, read what fits in the in-flight budget, hand it over. True when it
-        read something (there may be more at once)."""
+        read something (there may be more at once), or should scan again at once."""
         now = self._last_round = time.monotonic()
+        again = False
         if now - self._last_scan >= self.tail.poll_interval:
             # Globs, stats and first bytes of every file: once per poll_interval (or
             # after an event that files came or went), not on every round of a busy read.
             self._last_scan = now
             self.tailer.scan()
-            self._update_watch()
+            if self._update_watch():
+                # A file created in a newly watched directory between the scan and
+                # the watch raised no event: scan once more, now.
+                self._last_scan = float("-inf")
+                again = True
         budget = self.tail.max_inflight_bytes - self._inflight_bytes
         if budget <= 0 or self._inflight_lines >= self.max_inflight_lines:
-            return False
+            return again
         blocks = self.tailer.read(budget, self.max_inflight_lines - self._inflight_lines)
         if not blocks:
-            return False
+            return again
         # The "sent" marks are durable before the hand-over: after a crash, exactly the
         # lines between them and the acknowledged marks are counted as re-sent.
         self._commit(force=True)

@@ -10,8 +10,8 @@ One enqueue call goes through it like this::
     core.arrival()                             pressure level: warn, slow down, or shed
     kept, shed = core.shed(ticket, ...)        past the emergency band: to the DLQ
     core.offer(ticket, values, keys, levels)   into the queue (the caller waited for room)
-                                               (a call over core.piece_size: in pieces,
-                                               each offered once core.piece_fits, never shed)
+                                               (a call core.oversized: in pieces, each
+                                               offered once core.piece_fits, never shed)
         ... the flush loop ...
     chunks = core.take()                       due: chunks of whole segments, partitioned
     gate = core.gate()                         produce, divert (breaker open) or probe
@@ -171,6 +171,7 @@ class TopicBatcher:
         self._done: list[int] = []
         self._next_ticket = 0
         self._replica = 0
+        self._pieced: dict[int, int | None] = {}  # ticket in pieces -> its replica
         self._replica_seq: dict[int, int] = {}
         self._urgent = False
         #: Set when the shipper stops: whatever is queued or arrives goes to the DLQ.
@@ -277,17 +278,37 @@ class TopicBatcher:
             and (self.acc.queued + n) / self.acc.capacity >= self.policy.emergency
         )
 
+    def oversized(self, n: int) -> bool:
+        """Whether a call of ``n`` entries is larger than any sender should hand over
+        at once (the in-flight budget: an API blob or an HTTP request its sender did not
+        split). On its own it could reach into the emergency band even of an empty
+        queue, so it goes in pieces (:meth:`pieces`) instead of being shed for its size."""
+        return n > self.sink.inflight_entries
+
     @property
     def piece_size(self) -> int:
-        """The most entries one segment enters the queue with. A larger call (an API
-        blob or an HTTP request over the in-flight budget) goes in pieces of this size,
-        each waiting for room (:meth:`piece_fits`) rather than being shed: on its own it
-        would reach into the emergency band even of an empty queue."""
-        return self.sink.inflight_entries
+        """Entries per piece of an oversized call: the room between the warning and
+        the emergency bands (senders keep their own entries under the warning band, so
+        a piece waits for them at most that long), never more than the budget."""
+        bp = self.sink.backpressure_config
+        room = round(
+            self.acc.capacity * (bp.queue_emergency_threshold - bp.queue_warning_threshold)
+        )
+        return max(1, min(room, self.sink.inflight_entries))
+
+    def pieced(self, ticket: int) -> None:
+        """``ticket`` goes in pieces: its chunks all go to one Producer (see
+        :meth:`next_replica`), so its entries keep their order per partition."""
+        self._pieced[ticket] = None
+
+    def forget(self, ticket: int) -> None:
+        """Drop a ticket whose entries never entered the queue (the call failed)."""
+        self._tickets.pop(ticket, None)
+        self._pieced.pop(ticket, None)
 
     def piece_fits(self, n: int) -> bool:
-        """Whether a piece of ``n`` entries of an oversized call enters now: the queue
-        is empty, or it stays below the emergency band (and within the capacity)."""
+        """Whether a piece of ``n`` entries enters now: the queue is empty, or it stays
+        below the emergency band (and within the capacity)."""
         if self.acc.queued == 0:
             return True
         return self.acc.queued + n <= self.acc.capacity and not self.must_shed(n)
@@ -408,12 +429,22 @@ class TopicBatcher:
             return Gate.PROBE
         return Gate.DIVERT
 
-    def next_replica(self, replicas: int) -> tuple[int, int]:
+    def next_replica(self, replicas: int, chunk: Chunk | None = None) -> tuple[int, int]:
         """The Producer replica for the next produced chunk, round-robin, and the
         call's number on it. Only chunks that really go to a replica are numbered, so
-        a chunk diverted to the DLQ leaves no gap for the next one to wait on."""
-        replica = self._replica % replicas
-        self._replica += 1
+        a chunk diverted to the DLQ leaves no gap for the next one to wait on. A chunk
+        with a piece of a call queued in pieces goes where its earlier pieces went."""
+        replica = None
+        pieced = [s.ident for s in chunk.segments if s.ident in self._pieced] if chunk else []
+        for ident in pieced:
+            replica = self._pieced[ident]
+            if replica is not None:
+                break
+        if replica is None:
+            replica = self._replica % replicas
+            self._replica += 1
+        for ident in pieced:
+            self._pieced[ident] = replica
         seq = self._replica_seq.get(replica, 0)
         self._replica_seq[replica] = seq + 1
         self.counts["chunks"] += 1
@@ -590,6 +621,7 @@ class TopicBatcher:
         out = []
         for ident in self._done:
             t = self._tickets.pop(ident, None)
+            self._pieced.pop(ident, None)
             if t is not None:
                 out.append((ident, t.outcome))
         self._done = []

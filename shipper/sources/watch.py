@@ -79,10 +79,9 @@ def watched_dirs(patterns: Iterable[str], files: Iterable[str]) -> set[str]:
         parent = os.path.dirname(pattern)
         while parent and glob.has_magic(parent):
             parent = os.path.dirname(parent)
-        if parent:
-            dirs.add(parent)
+        dirs.add(parent or ".")
     for path in files:
-        dirs.add(os.path.dirname(path))
+        dirs.add(os.path.dirname(path) or ".")
     return dirs
 
 
@@ -108,6 +107,9 @@ class DirWatch:
         self._by_dir: dict[str, int] = {}
         self._by_wd: dict[int, str] = {}
         self._refused: dict[str, int] = {}  # dir -> errno of its last failed watch
+        #: Directories the last :meth:`update` began to watch: a file created in one
+        #: between the caller's last look and the watch was not reported.
+        self.added = 0
 
     @property
     def dirs(self) -> set[str]:
@@ -123,6 +125,7 @@ class DirWatch:
             self._by_wd.pop(wd, None)
             self._lib.inotify_rm_watch(self.fd, wd)  # may be gone already: no matter
         problems: list[tuple[str, int]] = []
+        self.added = 0
         for d in sorted(dirs - set(self._by_dir)):
             wd = self._lib.inotify_add_watch(self.fd, os.fsencode(d), _MASK)
             if wd < 0:
@@ -136,6 +139,7 @@ class DirWatch:
             # one's IN_IGNORED arrives later and must not drop the new one.
             self._by_dir[d] = wd
             self._by_wd[wd] = d
+            self.added += 1
         return problems
 
     def take(self) -> Changes:
@@ -160,12 +164,15 @@ class DirWatch:
                     out.data = True
                 if mask & _LAYOUT:
                     out.layout = True
-                if mask & IN_IGNORED:
-                    # The directory went (or was unmounted): watched again by the next
-                    # update once it is back.
+                if mask & (IN_IGNORED | IN_MOVE_SELF):
+                    # The directory went, was unmounted or was renamed (its watch would
+                    # follow it to its new name): watched again by the next update once
+                    # a directory of that name is there.
                     d = self._by_wd.pop(wd, None)
                     if d is not None and self._by_dir.get(d) == wd:
                         del self._by_dir[d]
+                    if mask & IN_MOVE_SELF:
+                        self._lib.inotify_rm_watch(self.fd, wd)
 
     def close(self) -> None:
         if self.fd >= 0:

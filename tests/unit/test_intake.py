@@ -314,6 +314,14 @@ def test_source_labels_are_added_and_an_entrys_own_label_wins(fast: bool) -> Non
             {"file": "/var/log/a.log"},
             False,
         ),
+        # An uppercase letter escaped in the entry's own label name: not a lowercase
+        # escape (the splice itself allows it), so only the name check sees it.
+        (
+            b'\n{"message":"k","level":"info","timestamp":null,"labels":{"\\u0046ile":"x"},'
+            b'"fields":{}}',
+            {"File": "/var/log/a.log"},
+            False,
+        ),
         # A name that JSON could spell another way ("\/"): the entries are looked at.
         (
             b'\n{"message":"j","level":"info","timestamp":null,"labels":{"a\\/b":"x"},"fields":{}}',

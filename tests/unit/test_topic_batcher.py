@@ -285,6 +285,43 @@ def test_replicas_take_turns_and_number_their_own_calls() -> None:
     assert [c.next_replica(2) for _ in range(4)] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 
+def test_a_call_over_the_budget_goes_in_pieces_that_wait_below_the_emergency_band() -> None:
+    # queue 100, bands 75/90/95 %: the budget is 75 entries, a piece 20 (95 - 75 %).
+    c = core()
+    assert not c.oversized(75) and c.oversized(76)
+    assert c.piece_size == 20
+    assert c.piece_fits(500)  # an empty queue takes any piece
+    t = c.open(150, 0.0)
+    c.pieced(t)
+    for i in range(4):
+        assert c.piece_fits(20)
+        c.offer(t, values(20, f"p{i}"), None, None)
+    assert not c.piece_fits(20)  # 80 + 20 would reach the emergency band
+    assert c.piece_fits(14)  # 94 would not
+    assert c.stats()["shed"] == 0
+
+
+def test_the_pieces_of_one_call_go_to_one_producer() -> None:
+    c = core(batch_size=10)
+    other = c.open(5, 0.0)
+    c.offer(other, values(5, "o"), None, None)
+    t = c.open(30, 0.0)
+    c.pieced(t)
+    for i in range(3):
+        c.offer(t, values(10, f"p{i}"), None, None)
+    chunks = c.take()
+    got = [c.next_replica(3, chunk)[0] for chunk in chunks]
+    # The first chunk (the other call) takes replica 0; the pieces' first chunk takes
+    # the next turn, and every later chunk of the pieced call follows it there.
+    pieced = [
+        r for chunk, r in zip(chunks, got, strict=True) if any(s.ident == t for s in chunk.segments)
+    ]
+    assert len(set(pieced)) == 1 and len(pieced) >= 2
+    # Once the call is finished, its replica is forgotten.
+    c.forget(t)
+    assert c.next_replica(3)[0] != c.next_replica(3)[0]
+
+
 @settings(max_examples=150)
 @given(
     st.lists(

@@ -4,12 +4,16 @@ change to a watched directory reports, and how the watch set follows ``update``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shipper.sources.watch import Changes, DirWatch, watched_dirs
+
+# inotify is Linux's; elsewhere the file source polls (and CI is Linux).
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 
 
 @pytest.fixture
@@ -25,6 +29,7 @@ def test_watched_dirs_are_the_globs_fixed_parents_and_the_followed_files_dirs() 
         ["/var/log/app/a.log", "/archive/app/a.log.1"],
     )
     assert got == {"/var/log/app", "/var/log/nginx", "/srv", "/data", "/archive/app"}
+    assert watched_dirs(["*.log"], ["app.log"]) == {"."}
 
 
 def test_nothing_happened_reads_as_no_change(watch: DirWatch, tmp_path: Path) -> None:
@@ -72,6 +77,26 @@ def test_a_directory_that_goes_is_watched_again_once_it_is_back(
     d.mkdir()
     assert watch.update({str(d)}) == [] and watch.dirs == {str(d)}
     (d / "a.log").write_text("x\n")
+    assert watch.take().layout
+
+
+def test_a_directory_renamed_away_is_dropped_and_its_name_watched_again(
+    watch: DirWatch, tmp_path: Path
+) -> None:
+    d = tmp_path / "logs"
+    d.mkdir()
+    assert watch.update({str(d)}) == [] and watch.added == 1
+    d.rename(tmp_path / "old-logs")
+    assert watch.take().layout
+    assert watch.dirs == set()
+    (tmp_path / "old-logs" / "a.log").write_text("x\n")
+    assert not watch.take()  # the moved directory is not followed any more
+    d.mkdir()
+    watch.update({str(d)})
+    assert watch.added == 1 and watch.dirs == {str(d)}
+    watch.update({str(d)})
+    assert watch.added == 0
+    (d / "b.log").write_text("x\n")
     assert watch.take().layout
 
 
