@@ -16,6 +16,7 @@ The driver is off the data path: it only starts, watches and stops them.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -114,7 +115,13 @@ class FileSourceActor:
         try:
             self._watch = DirWatch()
         except WatchUnavailable as exc:
-            log.info("%s; files are checked every %gs", exc.strerror, self.tail.poll_interval)
+            # Off Linux this is expected; on Linux it means no inotify instance was left
+            # (fs.inotify.max_user_instances): worth a warning and a count.
+            level = logging.INFO if exc.errno == errno.ENOSYS else logging.WARNING
+            log.log(level, "%s; files are checked every %gs", exc.strerror, self.tail.poll_interval)
+            self.metrics.recorder.add(
+                "log_capturer_source_problems_total", 1, _kind("watch_unavailable")
+            )
             return
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._watch.fd, self._on_events)

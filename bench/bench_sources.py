@@ -8,8 +8,8 @@ hash partitioning on ``tenant_id`` and snappy:
   data path; its last partial batches wait out ``batch_timeout`` as a tailed file's
   do); **api + label** the same
   with the ``file`` label the file source adds to every entry (like for like);
-- **file**: ``shipper run --config`` (service mode) tails a file that holds one line;
-  once that line is in Kafka and 3 s more have passed, the N lines are appended, in
+- **file**: ``shipper run --config`` (service mode) tails a file that holds the
+  warm-up lines; once they are in Kafka and 3 s more have passed, the N lines are appended, in
   writes of 5,000 lines (the API's blob size) as fast as the file takes them.
   Reported: the time from the command's start to the first entry in Kafka, and the
   rate from the append to the last entry in Kafka;

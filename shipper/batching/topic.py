@@ -282,7 +282,7 @@ class TopicBatcher:
         """Whether a call of ``n`` entries is larger than any sender should hand over
         at once (the in-flight budget: an API blob or an HTTP request its sender did not
         split). On its own it could reach into the emergency band even of an empty
-        queue, so it goes in pieces (:meth:`pieces`) instead of being shed for its size."""
+        queue, so it goes in pieces of :attr:`piece_size` instead of being shed for its size."""
         return n > self.sink.inflight_entries
 
     @property
@@ -435,7 +435,11 @@ class TopicBatcher:
         a chunk diverted to the DLQ leaves no gap for the next one to wait on. A chunk
         with a piece of a call queued in pieces goes where its earlier pieces went."""
         replica = None
-        pieced = [s.ident for s in chunk.segments if s.ident in self._pieced] if chunk else []
+        pieced = (
+            [s.ident for s in chunk.segments if s.ident in self._pieced]
+            if chunk is not None and self._pieced
+            else []
+        )
         for ident in pieced:
             replica = self._pieced[ident]
             if replica is not None:

@@ -126,6 +126,7 @@ class DirWatch:
             self._lib.inotify_rm_watch(self.fd, wd)  # may be gone already: no matter
         problems: list[tuple[str, int]] = []
         self.added = 0
+        self._refused = {d: e for d, e in self._refused.items() if d in dirs}
         for d in sorted(dirs - set(self._by_dir)):
             wd = self._lib.inotify_add_watch(self.fd, os.fsencode(d), _MASK)
             if wd < 0:
