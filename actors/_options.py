@@ -34,6 +34,19 @@ def named_actor(cls: type, name: str, namespace: str, max_concurrency: int, **ex
     )
 
 
+def actor_logs(wiring: Any) -> None:
+    """Route this actor process's ``shipper`` log lines to the node's ``logging.file``
+    (not to the driver's terminal; see :mod:`shipper.logs`)."""
+    from shipper.logs import route_shipper_logs
+
+    if not wiring.node:  # a fleet-wide actor (supervisor, keeper): its own node's file
+        from .wiring import node_key
+
+        node_id = ray.get_runtime_context().get_node_id()
+        wiring = wiring.on_node(node_key(node_id), node_id)
+    route_shipper_logs(wiring.log_file())
+
+
 def tune_gc() -> None:
     """Make the cyclic garbage collector cheap in an actor on the data path.
 

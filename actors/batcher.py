@@ -24,7 +24,7 @@ from shipper.ordering import SequenceGate
 from shipper.outcomes import Reason, SegmentOutcome
 from shipper.packed import Packed
 
-from ._options import announce_start, named_actor, tune_gc
+from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import BatcherHandle, Order
 from .payload import lost_payload, resolve
 from .telemetry import Reporter
@@ -38,6 +38,7 @@ log = logging.getLogger("shipper.batcher")
 class BatcherActor:
     def __init__(self, wiring: Wiring, topic: str) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         self.topic = topic
         self.name = wiring.batcher_name(topic)

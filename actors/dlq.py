@@ -31,7 +31,7 @@ from shipper.errors import ShutdownError
 from shipper.kafka.client import Failure
 from shipper.outcomes import EntryFailure, Reason
 
-from ._options import announce_start, named_actor, tune_gc
+from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import DlqHandle
 from .payload import store as to_store
 from .telemetry import Reporter
@@ -64,6 +64,7 @@ def failure_to_record(f: EntryFailure, now: float) -> DlqRecord:
 class DlqActor:
     def __init__(self, wiring: Wiring, store: DlqStore | None = None) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         cfg = wiring.sink.dlq_config
         self.name = wiring.dlq_name()

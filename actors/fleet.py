@@ -20,6 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ._options import actor_logs
 from .dlq import start_dlq
 from .producer import start_producer
 from .router import start_router
@@ -28,7 +29,6 @@ from .wiring import Wiring
 
 __all__ = [
     "KEEPER",
-    "START_TIMEOUT",
     "FleetKeeperActor",
     "node_actor_names",
     "start_keeper",
@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 KEEPER = "keeper"
-#: Seconds a node pipeline has to start and answer (the supervisor waits a bit longer).
-START_TIMEOUT = 60.0
 
 log = logging.getLogger("shipper.fleet")
 
@@ -97,6 +95,7 @@ class FleetKeeperActor:
     """Creates and holds the node pipelines (see the module's docstring)."""
 
     def __init__(self, wiring: Wiring) -> None:
+        actor_logs(wiring)
         self.wiring = wiring
         #: key -> the wiring that holds the handles of that node's actors
         self.held: dict[str, Wiring] = {}
@@ -112,7 +111,9 @@ class FleetKeeperActor:
             self.sources.pop(key, None)
         # Bounded: a node that cannot place the actors (too few resources) must not
         # leave a call waiting here for every reconcile round.
-        info = await asyncio.wait_for(start_node_pipeline(w), START_TIMEOUT)
+        info = await asyncio.wait_for(
+            start_node_pipeline(w), self.wiring.config.fleet.start_timeout
+        )
         self.held[key] = w
         if self.sources_on and key not in self.sources:
             self.sources[key] = await start_node_sources(w, self._env)

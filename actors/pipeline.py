@@ -37,8 +37,8 @@ import ray
 from shipper.config import ShipperConfig, check_files, load_config
 from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
-from shipper.errors import BackpressureError, ConfigError, ShutdownError, brief
-from shipper.fleet import Spreader
+from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
+from shipper.fleet import Spreader, node_path
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
@@ -49,12 +49,14 @@ from .supervisor import start_supervisor
 from .telemetry import start_telemetry
 from .wiring import Wiring, node_key
 
-__all__ = ["Ack", "CloseReport", "RunStats", "Shipper"]
+__all__ = ["Ack", "CloseReport", "RunStats", "Shipper", "join_ray"]
 
 log = logging.getLogger("shipper")
 
 #: Attempts at a submission whose pipeline died with it, before it is reported failed.
 SEND_ATTEMPTS = 3
+#: Seconds between two progress reports while the node pipelines start.
+START_REPORT_EVERY = 10.0
 
 Call = Callable[[RouterHandle, float, Order], Ref[SubmissionResult]]
 
@@ -90,7 +92,9 @@ class Ack:
         return f"Ack({self.size} entries: {state})"
 
 
-def _ensure_ray(address: str | None) -> None:
+def join_ray(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (else ``RAY_ADDRESS``), or start a local Ray
+    of the shipper's own; nothing when this process is connected already."""
     if ray.is_initialized():
         return
     ray.init(
@@ -103,6 +107,19 @@ def _ensure_ray(address: str | None) -> None:
     )
 
 
+def start_line(progress: Mapping[str, Any], elapsed: float) -> str:
+    """One line on a start that takes long: how many pipelines run, which nodes wait."""
+    running, starting = progress["running"], progress["starting"]
+    total = len(running) + len(starting)
+    line = f"started {len(running)} of {total} node pipelines in {elapsed:.0f} s"
+    if starting:
+        line += "; waiting for node " + ", ".join(starting)
+    errors = progress.get("errors") or {}
+    if errors:
+        line += " (" + "; ".join(f"{k}: {e}" for k, e in sorted(errors.items())) + ")"
+    return line
+
+
 class Shipper:
     """Ships log entries to Kafka through node pipelines of Ray actors."""
 
@@ -112,7 +129,11 @@ class Shipper:
         *,
         ray_address: str | None = None,
         namespace: str | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_progress`` hears about a slow start (every 10 s while the node pipelines
+        start); past ``fleet.start_timeout`` the constructor raises
+        :class:`~shipper.errors.StartError` naming the nodes still waiting."""
         self.config = load_config(config if not isinstance(config, Mapping) else dict(config))
         sink = self.config.sinks.kafka
         if not sink.enabled:
@@ -122,7 +143,7 @@ class Shipper:
         problems = check_files(self.config)
         if problems:
             raise ConfigError(problems)
-        _ensure_ray(ray_address)
+        join_ray(ray_address)
         self.namespace = namespace or f"shipper-{uuid.uuid4().hex[:8]}"
         self.wiring = Wiring(self.namespace, self.config)
         self.node_id = ray.get_runtime_context().get_node_id()
@@ -164,8 +185,42 @@ class Shipper:
         #: Every node's HTTP intake URL once started (``start_sources``).
         self.http_urls: dict[str, str] = {}
         self._closed = False
-        self._fleet(ray.get(self._supervisor.start_fleet.remote()))
+        try:
+            self._start_fleet(on_progress)
+        except BaseException:
+            self._kill_actors()  # nothing of a half-started shipper lingers
+            raise
+
+    def _start_fleet(self, on_progress: Callable[[str], None] | None) -> None:
+        """Start the node pipelines, saying how it goes every 10 s, within
+        ``fleet.start_timeout``."""
+        limit = self.config.fleet.start_timeout
+        t0 = time.monotonic()
+        ref = self._supervisor.start_fleet.remote()
+        while True:
+            elapsed = time.monotonic() - t0
+            ready, _ = ray.wait([ref], timeout=max(0.0, min(START_REPORT_EVERY, limit - elapsed)))
+            if ready:
+                break
+            elapsed = time.monotonic() - t0
+            progress = ray.get(self._supervisor.start_progress.remote(), timeout=30)
+            line = start_line(progress, elapsed)
+            if elapsed >= limit:
+                raise StartError(
+                    f"{line}. Each node needs its actors placed and answering within "
+                    f"fleet.start_timeout ({limit:g}s): check `ray status` for nodes short "
+                    "of resources, or raise fleet.start_timeout on a loaded cluster"
+                )
+            if on_progress is not None:
+                on_progress(line)
+        self._fleet(ray.get(ref))
         if not self._pipelines:
+            errors = ray.get(self._supervisor.start_progress.remote(), timeout=30)["errors"]
+            if errors:
+                raise StartError(
+                    "no node pipeline started: "
+                    + "; ".join(f"node {k}: {e}" for k, e in sorted(errors.items()))
+                )
             raise ConfigError(
                 [
                     f"fleet.nodes: no node runs a pipeline ({self.config.fleet.nodes!r} "
@@ -253,11 +308,26 @@ class Shipper:
 
     # ------------------------------------------------------------------ submit
 
-    def submit(self, entries: Iterable[LogEntry | Mapping[str, Any] | str]) -> Ack:
-        """Submit Python objects (dicts, ``LogEntry`` or plain strings) as one submission."""
+    def submit(
+        self,
+        entries: Iterable[LogEntry | Mapping[str, Any] | str],
+        *,
+        timeout: float | None = None,
+        overflow: bool = False,
+    ) -> Ack:
+        """Submit Python objects (dicts, ``LogEntry`` or plain strings) as one submission.
+
+        When the in-flight budget is used up, waits for room up to ``timeout`` seconds
+        (default ``pipeline.submit_timeout``), then raises
+        :class:`~shipper.errors.BackpressureError`: nothing of it was accepted, submit
+        it again. ``overflow`` sends it even so, for a caller that stops and must not
+        drop what it already read (the Batchers' own bounds still apply)."""
         batch = list(entries)
         return self._submit(
-            len(batch), lambda router, t, order: router.submit_objects.remote(batch, t, order)
+            len(batch),
+            lambda router, t, order: router.submit_objects.remote(batch, t, order),
+            timeout,
+            overflow,
         )
 
     def submit_lines(
@@ -265,10 +335,14 @@ class Shipper:
         lines: bytes | list[bytes],
         first_line: int = 1,
         labels: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        overflow: bool = False,
     ) -> Ack:
         """Submit raw input: JSON lines or text lines, as one newline-separated blob or a
         list of lines. ``first_line`` numbers the lines in error messages; ``labels`` are
-        added to every entry (an entry's own label of the same name wins)."""
+        added to every entry (an entry's own label of the same name wins); ``timeout``
+        and ``overflow`` as for :meth:`submit`."""
         size = (
             lines.count(b"\n") + (0 if lines.endswith(b"\n") else 1)
             if isinstance(lines, bytes)
@@ -285,15 +359,20 @@ class Shipper:
             lambda router, t, order: router.submit_lines.remote(
                 payload, t, first_line, order, extra
             ),
+            timeout,
+            overflow,
         )
 
-    def _submit(self, size: int, call: Call) -> Ack:
+    def _submit(
+        self, size: int, call: Call, timeout: float | None = None, overflow: bool = False
+    ) -> Ack:
         if self._closed:
             raise ShutdownError("the shipper is closed; create a new Shipper to submit more")
-        timeout = self.config.pipeline.submit_timeout
+        if timeout is None:
+            timeout = self.config.pipeline.submit_timeout
         deadline = time.monotonic() + timeout
         tracker = self._tracker
-        while not tracker.has_room(size):
+        while not overflow and not tracker.has_room(size):
             left = deadline - time.monotonic()
             ready, _ = ray.wait(list(self._acks), num_returns=1, timeout=max(0.0, left))
             if not ready:
@@ -303,7 +382,7 @@ class Shipper:
                     "were not accepted: submit them again later"
                 )
             self._settle(self._acks[ready[0]], None)
-        if tracker.dlq_full:
+        if tracker.dlq_full and not overflow:
             self._wait_for_dlq_room(deadline)
         ack = Ack(self, call, size)
         self._send(ack)
@@ -415,6 +494,15 @@ class Shipper:
             pass
         except ray.exceptions.RayError as exc:
             log.warning("a flush failed: %s", brief(exc))
+
+    @property
+    def in_flight_entries(self) -> int:
+        """Entries this driver has submitted whose acknowledgement has not come yet."""
+        return self._tracker.in_flight_entries
+
+    def log_file(self) -> str:
+        """The driver node's ``logging.file`` (``{node}`` filled in)."""
+        return node_path(self.config.logging.file, node_key(self.node_id))
 
     @property
     def max_submission_lines(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from shipper.logs import librdkafka_logger
 from shipper.ordering import SequenceGate
 from shipper.packed import as_list
 
-from ._options import announce_start, named_actor, tune_gc
+from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import Order, ProducerHandle
 from .payload import lost_payload, resolve
 from .telemetry import Reporter
@@ -30,12 +31,15 @@ from .wiring import Wiring
 
 __all__ = ["ProducerActor", "start_producer"]
 
+log = logging.getLogger("shipper.producer")
+
 
 class ProducerActor:
     """Holds the Kafka client; every method is safe to call concurrently (async actor)."""
 
     def __init__(self, wiring: Wiring, replica: int, client: ProducerClient | None = None) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         self.broker_set = wiring.broker_set
         self.name = wiring.producer_name(replica)
@@ -45,7 +49,9 @@ class ProducerActor:
             sink = wiring.sink
             conf = librdkafka_settings(sink)
             # librdkafka's own figures (rtt, queue depth, retries, compression ratio).
-            conf["statistics.interval.ms"] = 5000
+            # Every second: the first "broker up" after an outage ends the client's
+            # fail-fast (see shipper.kafka.reachability) within a second.
+            conf["statistics.interval.ms"] = 1000
             conf["stats_cb"] = make_stats_cb(
                 self.metrics.recorder,
                 self.broker_set,
@@ -54,7 +60,11 @@ class ProducerActor:
             )
             # librdkafka's own notices go to the shipper's log file, not to stderr.
             conf["logger"] = librdkafka_logger(wiring.log_file())
-            client = ConfluentProducerClient(conf)
+            client = ConfluentProducerClient(
+                conf,
+                unreachable_after=sink.circuit_breaker.unreachable_after,
+                on_unreachable=self._unreachable,
+            )
         self._client = client
         self._produced = 0
         self._failed = 0
@@ -92,9 +102,19 @@ class ProducerActor:
 
     def _on_stats(self, summary: Any) -> None:
         # Runs on the client's poll thread every statistics interval.
-        if getattr(summary, "brokers_up", 0) and self.telemetry is not None:
-            self.telemetry.report_health.remote(self.broker_set, None, time.time())
+        client = getattr(self, "_client", None)  # the first report can beat __init__
+        if getattr(summary, "brokers_up", 0) and client is not None:
+            client.brokers_up()
+            if self.telemetry is not None:
+                self.telemetry.report_health.remote(self.broker_set, None, time.time())
         self.metrics.maybe_push()
+
+    def _unreachable(self, why: str) -> None:
+        """The client found the broker set unreachable (and failed what it held, to the
+        DLQ): open the set's breaker now, so new entries go straight to the DLQ."""
+        # Runs on the client's poll thread; fire and forget.
+        log.warning("%s: Kafka unreachable (%s); opening the circuit breaker", self.name, why)
+        self.wiring.supervisor().trip.remote(self.broker_set, f"Kafka unreachable: {why}")
 
     async def partition_count(self, topic: str) -> int:
         return await asyncio.to_thread(self._client.partition_count, topic)

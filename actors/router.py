@@ -20,7 +20,7 @@ from shipper.intake import Intake, Prepared
 from shipper.ordering import SequenceGate
 from shipper.outcomes import SegmentOutcome, SubmissionResult
 
-from ._options import announce_start, named_actor, tune_gc
+from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .feeder import Feeder
 from .handles import Order, Ref, RouterHandle
 from .payload import Stored
@@ -33,6 +33,7 @@ __all__ = ["RouterActor", "start_router"]
 class RouterActor:
     def __init__(self, wiring: Wiring) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         self.sink = wiring.sink
         self.name = wiring.router_name()

@@ -32,7 +32,7 @@ from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
 from shipper.sources.watch import DirWatch, WatchUnavailable, watched_dirs
 
-from ._options import announce_start, named_actor, tune_gc
+from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .feeder import Feeder
 from .handles import Order, Ref, RouterHandle
 from .payload import STORE_MIN_BYTES, Stored
@@ -53,6 +53,7 @@ EVENT_GAP_SECONDS = 0.05
 class FileSourceActor:
     def __init__(self, wiring: Wiring) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         self.name = wiring.source_name("files")
         cfg = wiring.config
@@ -341,6 +342,7 @@ class HttpSourceActor:
 
     def __init__(self, wiring: Wiring) -> None:
         tune_gc()
+        actor_logs(wiring)
         self.wiring = wiring
         self.name = wiring.source_name("http")
         self.cfg = wiring.config.sources.http

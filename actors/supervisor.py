@@ -45,8 +45,8 @@ from shipper.breaker import BreakerState, CircuitBreaker
 from shipper.errors import brief
 from shipper.fleet import NODE_LABEL, FleetPlan, NodeInfo
 
-from ._options import named_actor
-from .fleet import KEEPER, START_TIMEOUT, node_actor_names
+from ._options import actor_logs, named_actor
+from .fleet import KEEPER, node_actor_names
 from .handles import BatcherHandle, SupervisorHandle
 from .telemetry import Reporter
 from .wiring import SUPERVISOR, Wiring, node_key
@@ -65,6 +65,7 @@ class SupervisorActor:
         driver_node_id: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        actor_logs(wiring)
         self.wiring = wiring
         self.plan = FleetPlan(wiring.config.fleet.nodes, driver_node_id)
         #: key -> what the pipeline of that node answered when it started
@@ -73,6 +74,9 @@ class SupervisorActor:
         self._reconciling: asyncio.Lock | None = None
         self._held_warned: set[str] = set()
         self._rewiring: set[asyncio.Task[None]] = set()
+        #: nodes whose pipeline is being started now; why the last start failed, by node
+        self.starting: set[str] = set()
+        self.start_errors: dict[str, str] = {}
         cb = wiring.sink.circuit_breaker
         self.failure_threshold = cb.failure_threshold
         self.success_threshold = cb.success_threshold
@@ -132,7 +136,11 @@ class SupervisorActor:
 
     def _changed(self, broker_set: str, old: BreakerState, new: BreakerState) -> None:
         self.transitions.append((time.time(), broker_set, int(old), int(new)))
-        log.warning("circuit breaker for %s: %s -> %s", broker_set, old.name, new.name)
+        why = self.breakers[broker_set].why if new == BreakerState.OPEN else None
+        log.warning(
+            "circuit breaker for %s: %s -> %s%s",
+            broker_set, old.name, new.name, f" ({why})" if why else "",
+        )  # fmt: skip
         if new == BreakerState.OPEN:
             self.metrics.recorder.add(
                 "log_capturer_circuit_breaker_opens_total", 1, {"sink": "kafka"}
@@ -335,21 +343,37 @@ class SupervisorActor:
                     )  # fmt: skip
             for key in todo.lost:
                 self._lost(key)
-            for node in todo.start:
-                try:
-                    info = await asyncio.wait_for(
-                        self._keeper().start_node.remote(node.key, node.node_id),
-                        START_TIMEOUT + 30,
-                    )
-                except Exception as exc:
-                    log.warning("could not start the pipeline on node %s: %s", node.key, exc)
-                    continue
-                self.plan.started(node)
-                self.pipelines[node.key] = info
-                verb = "is back" if node.key in todo.back else "joined"
-                log.info("node %s %s: its pipeline runs", node.key, verb)
-                self._report_node(node.key, True)
+            # Side by side: on a loaded machine each start waits mostly for processes.
+            self.starting = {n.key for n in todo.start}
+            await asyncio.gather(*(self._start_node(n, n.key in todo.back) for n in todo.start))
             self._refresh_fleet()
+
+    async def _start_node(self, node: NodeInfo, back: bool) -> None:
+        try:
+            info = await asyncio.wait_for(
+                self._keeper().start_node.remote(node.key, node.node_id),
+                self.wiring.config.fleet.start_timeout + 30,
+            )
+        except Exception as exc:
+            self.start_errors[node.key] = brief(exc)
+            log.warning("could not start the pipeline on node %s: %s", node.key, exc)
+            return
+        finally:
+            self.starting.discard(node.key)
+        self.start_errors.pop(node.key, None)
+        self.plan.started(node)
+        self.pipelines[node.key] = info
+        log.info("node %s %s: its pipeline runs", node.key, "is back" if back else "joined")
+        self._report_node(node.key, True)
+
+    def start_progress(self) -> dict[str, Any]:
+        """How the pipelines' start goes: the nodes whose pipeline runs, those still
+        starting, and why a start failed (node -> error), for the driver's progress."""
+        return {
+            "running": sorted(self.pipelines),
+            "starting": sorted(self.starting),
+            "errors": dict(self.start_errors),
+        }
 
     def _lost(self, key: str) -> None:
         """Node ``key`` left: its actors cannot be reached or restarted (they are pinned
@@ -436,6 +460,11 @@ class SupervisorActor:
             # The probe succeeded but more are needed: let the Batchers ask again.
             self._push(broker_set, BreakerState.HALF_OPEN)
 
+    async def trip(self, broker_set: str, why: str) -> None:
+        """A Producer found ``broker_set`` unreachable: open its breaker now (new entries
+        go straight to the DLQ until the half-open probe finds Kafka back)."""
+        self._breaker(broker_set).trip(why)
+
     async def acquire_probe(self, broker_set: str) -> bool:
         """True for exactly one caller while the breaker admits a probe."""
         b = self._breaker(broker_set)
@@ -451,6 +480,8 @@ class SupervisorActor:
                 "opens_total": b.opens_total,
                 "consecutive_failures": b.consecutive_failures,
                 "retry_in": b.retry_in(),
+                # What opened it, while it is not closed.
+                "why": b.why if b.state != BreakerState.CLOSED else None,
             }
             for bs, b in self.breakers.items()
         }

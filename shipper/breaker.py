@@ -33,6 +33,9 @@ Rules worth knowing:
 - Outcomes reported while the breaker is open belong to batches sent before it
   opened; they are ignored, so a late failure does not push the retry further out
   and a late success does not close a breaker nobody has probed.
+- :meth:`trip` opens the breaker at once, whatever the count: for a signal stronger
+  than one failed batch (no broker of the set reachable, or none answering for a whole
+  ``timeout``). An open breaker ignores it (the retry time stays where it was).
 - Not thread-safe: one owner (the supervisor actor) calls it.
 """
 
@@ -88,6 +91,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probe_since: float | None = None  # when the in-flight probe was handed out
         self._opens_total = 0
+        self._why: str | None = None  # what opened it last
         self._listeners: list[BreakerListener] = []
 
     # -- observation ---------------------------------------------------------------
@@ -113,6 +117,11 @@ class CircuitBreaker:
     @property
     def probe_in_flight(self) -> bool:
         return self._probe_since is not None
+
+    @property
+    def why(self) -> str | None:
+        """What opened the breaker the last time (None: it never opened)."""
+        return self._why
 
     def retry_in(self) -> float:
         """Seconds until an open breaker lets a probe through (0.0 unless open)."""
@@ -178,14 +187,23 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             self._failures += 1
             if self._failures >= self.failure_threshold:
-                self._open()
+                self._open(f"{self._failures} failed batches in a row")
         elif self._state is BreakerState.HALF_OPEN:
-            self._open()
+            self._open("the half-open probe failed")
         # OPEN: late outcome; ignoring it keeps the retry time where it was.
+
+    def trip(self, why: str) -> bool:
+        """Open now, whatever the failure count (``why`` says what was seen). Closed or
+        half-open: opens and returns True. Open already: nothing changes, False."""
+        if self._state is BreakerState.OPEN:
+            return False
+        self._open(why)
+        return True
 
     # -- internals -----------------------------------------------------------------
 
-    def _open(self) -> None:
+    def _open(self, why: str) -> None:
+        self._why = why
         self._opened_at = self._clock()
         self._probe_since = None
         self._successes = 0

@@ -14,7 +14,8 @@ arguments intact (no custom ``__init__`` state that ``pickle`` cannot rebuild).
     │   └── DlqFullError           the DLQ's disk budget has no room for a batch
     ├── DlqError               the DLQ store cannot be used as asked (opened twice)
     │   └── DlqFormatError         a stored record cannot be decoded
-    └── ShutdownError          the shipper is closing or closed
+    ├── ShutdownError          the shipper is closing or closed
+    └── StartError             the node pipelines did not start (in time)
 
 Kafka's own failures are not exceptions here: a message Kafka did not take is an
 outcome with a :class:`~shipper.outcomes.Reason` (``timeout``, ``auth_failure``, ...),
@@ -37,6 +38,7 @@ __all__ = [
     "MessageTooLargeError",
     "ShipperError",
     "ShutdownError",
+    "StartError",
     "brief",
 ]
 
@@ -137,6 +139,11 @@ class DlqFullError(BackpressureError):
 
 class ShutdownError(ShipperError):
     """The shipper is closing or closed and accepts no more entries."""
+
+
+class StartError(ShipperError):
+    """The node pipelines did not start, or not within ``fleet.start_timeout``; the
+    message names the nodes still waiting and why a start failed."""
 
 
 def brief(exc: BaseException, limit: int = 300) -> str:

@@ -35,7 +35,8 @@ class Reason(StrEnum):
     SERIALIZATION_ERROR = "serialization_error"
     #: The entry's routing label names no valid Kafka topic.
     INVALID_TOPIC = "invalid_topic"
-    #: The broker set's circuit breaker was open: no produce attempt was made.
+    #: The broker set's circuit breaker was open, or its client found no broker answering:
+    #: no produce attempt was made (or the client gave up on it at once).
     CIRCUIT_OPEN = "circuit_open"
     #: Shed from a queue past ``queue_emergency_threshold``.
     EMERGENCY_BACKPRESSURE = "emergency_backpressure"
@@ -56,7 +57,10 @@ class Reason(StrEnum):
         return self not in _DATA
 
 
-_FROM_BROKER = frozenset({Reason.ERROR, Reason.TIMEOUT, Reason.AUTH_FAILURE})
+# A produce that comes back circuit_open was failed by the client because no broker
+# answers (shipper.kafka.reachability): a broker failure too (a Batcher diverting to the
+# DLQ never produces, so its own circuit_open never reaches the breaker).
+_FROM_BROKER = frozenset({Reason.ERROR, Reason.TIMEOUT, Reason.AUTH_FAILURE, Reason.CIRCUIT_OPEN})
 _DATA = frozenset({Reason.MESSAGE_TOO_LARGE, Reason.SERIALIZATION_ERROR, Reason.INVALID_TOPIC})
 
 

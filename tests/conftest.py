@@ -96,7 +96,9 @@ def ray_session(_ray_at_exit: None) -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # A Ray of the tests' own: never one an earlier session left on the machine
+        # (joining it would also refuse num_cpus).
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
 
 

@@ -72,6 +72,11 @@ class FleetConfig(BaseModel):
         description="How often the supervisor compares the pipelines with Ray's nodes (a "
         "node that joins gets its pipeline within this, plus its start-up).",
     )
+    start_timeout: PositiveDuration = Field(
+        default=120.0,
+        description="Longest the node pipelines may take to start (each node's actors "
+        "placed and answering); past it the shipper stops with the nodes still waiting.",
+    )
     resources: FleetResources = Field(
         default_factory=lambda: FleetResources(), description="Reservations per actor kind."
     )

@@ -323,6 +323,13 @@ class CircuitBreakerConfig(BaseModel):
     timeout: PositiveDuration = Field(
         default=60.0, description="How long the breaker stays open before a half-open trial."
     )
+    unreachable_after: Duration = Field(
+        default=5.0,
+        description="Open the breaker when no broker of the set has been reachable for this "
+        "long (librdkafka reports every broker down), without waiting for failures; a set "
+        "that accepts connections but answers nothing opens it after `timeout`. 0: only "
+        "failures open it.",
+    )
 
 
 class KafkaSinkConfig(BaseModel):

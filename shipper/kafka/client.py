@@ -20,9 +20,12 @@ Lifecycle (both sides)::
 
 Failures carry the encoded value, key and a reason tag (``error``, ``timeout``,
 ``message_too_large``, ``auth_failure``) so the caller can hand them to the DLQ.
-An authentication failure is detected from librdkafka's error callback and makes the
-client purge what it holds, so callers learn about it at once instead of after
-``message.timeout.ms``.
+Two conditions make the client purge what it holds, so callers learn at once instead of
+after ``message.timeout.ms``: an authentication failure (from librdkafka's error
+callback), and a broker set that stopped answering (:mod:`shipper.kafka.reachability`:
+every broker down for ``unreachable_after`` seconds, or messages timed out while no
+broker answered). The second also calls ``on_unreachable(why)``, once per outage, so
+the owner can open the set's circuit breaker.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from typing import Any
 from shipper.logs import librdkafka_logger
 from shipper.outcomes import Reason
 from shipper.partitioning import kafka_partition
+
+from .reachability import Reachability
 
 __all__ = [
     "ConfluentProducerClient",
@@ -90,6 +95,9 @@ def reason_for_error(name: str) -> Reason:
 
 DoneCallback = Callable[[SendResult], None]
 
+#: What a purge means for the messages it fails when no other reason applies.
+_SHUTDOWN_PURGE = (Reason.SHUTDOWN, "still unacknowledged when the shipper stopped")
+
 
 class ProducerClient(ABC):
     """Produces batches to one broker set. See the module docstring for the lifecycle."""
@@ -127,6 +135,9 @@ class ProducerClient(ABC):
     def last_error(self) -> str | None:
         """The most recent client-level error (connection, authentication), if any."""
 
+    def brokers_up(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+        """The client's statistics show a broker up (it answers again)."""
+
 
 class _Tracker:
     """Collects the outcomes of one send and reports once every message has one.
@@ -140,13 +151,14 @@ class _Tracker:
     here: the count's atomicity comes from the GIL.)
     """
 
-    __slots__ = ("explain", "failures", "last", "on_done", "result", "seen")
+    __slots__ = ("explain", "failures", "last", "on_done", "reach", "result", "seen", "sent_at")
 
     def __init__(
         self,
         result: SendResult,
         on_done: DoneCallback,
         explain: Callable[[Any], tuple[Reason, str]],
+        reach: Reachability | None = None,
     ) -> None:
         self.result = result
         self.failures = result.failures
@@ -154,6 +166,8 @@ class _Tracker:
         self.seen = itertools.count()
         self.on_done = on_done
         self.explain = explain
+        self.reach = reach
+        self.sent_at = time.monotonic()
 
     def __call__(self, err: Any, msg: Any) -> None:
         # A delivery report, on the poll thread; only failures allocate.
@@ -173,18 +187,48 @@ class _Tracker:
         r = self.result
         r.delivered = r.sent - len(r.failures)
         r.finished = time.time()
+        reach = self.reach
+        if reach is not None:
+            # Once per send, not per message: did the set answer for this batch?
+            if r.delivered:
+                reach.answered()
+            elif any(f.reason is Reason.TIMEOUT for f in r.failures):
+                reach.timed_out(self.sent_at)
         self.on_done(r)
+
+
+def _connection_detail(text: str) -> str:
+    """librdkafka's connection error, short: ``127.0.0.1:19092/bootstrap: Connect to
+    ipv4#127.0.0.1:19092 failed: Connection refused (after 0ms in state CONNECT)``
+    becomes ``127.0.0.1:19092: Connection refused``."""
+    broker, _, rest = text.partition(": ")
+    if not rest:
+        return text
+    cause = rest.rpartition(" failed: ")[2] or rest
+    cause = cause.split(" (after ", 1)[0]
+    return f"{broker.split('/', 1)[0]}: {cause}"
 
 
 class ConfluentProducerClient(ProducerClient):
     """A ``confluent_kafka.Producer`` with its own poll thread."""
 
-    def __init__(self, config: dict[str, Any], poll_interval: float = 0.02) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        poll_interval: float = 0.02,
+        *,
+        unreachable_after: float = 0.0,
+        on_unreachable: Callable[[str], None] | None = None,
+    ) -> None:
         from confluent_kafka import Producer
 
         self._errors: list[str] = []
         self._auth_failed = threading.Event()
         self._auth_error: str | None = None
+        #: Whether the broker set answers (0 s: judged from timeouts only).
+        self.reachability = Reachability(unreachable_after)
+        self._on_unreachable = on_unreachable
+        self._purge_why = _SHUTDOWN_PURGE
         conf = dict(config)
         conf["error_cb"] = self._on_error
         # librdkafka's own log lines go to the shipper's log file (when one is set up,
@@ -206,7 +250,11 @@ class ConfluentProducerClient(ProducerClient):
             text = f"SASL authentication failed: {text}"
             self._auth_error = text
             self._auth_failed.set()
-        elif name in ("_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"):
+        elif name == "_ALL_BROKERS_DOWN":
+            self.reachability.all_down()
+            text = f"Failed to connect to Kafka broker: {text}"
+        elif name in ("_TRANSPORT", "_RESOLVE"):
+            self.reachability.error(_connection_detail(text))
             text = f"Failed to connect to Kafka broker: {text}"
         self._errors.append(text)
         del self._errors[:-20]
@@ -217,9 +265,13 @@ class ConfluentProducerClient(ProducerClient):
             if self._auth_error is not None:
                 # Purged by us because the broker refused the credentials: say so.
                 return Reason.AUTH_FAILURE, self._auth_error
-            # Purged by close(): the shipper is stopping with this still unacknowledged.
-            return Reason.SHUTDOWN, "still unacknowledged when the shipper stopped"
+            # Purged by close() (the shipper is stopping with this still unacknowledged)
+            # or because the broker set stopped answering.
+            return self._purge_why
         return reason_for_error(name), err.str()
+
+    def brokers_up(self) -> None:
+        self.reachability.answered()
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
@@ -230,6 +282,26 @@ class ConfluentProducerClient(ProducerClient):
                 self._auth_failed.clear()
                 self._producer.purge(in_queue=True, in_flight=True, blocking=False)
                 self._producer.poll(0)
+            why = self.reachability.check()
+            if why is not None:
+                self._unreachable(why)
+
+    def _unreachable(self, why: str) -> None:
+        """The set stopped answering: fail what the client holds now (it would wait for
+        ``message.timeout.ms``) and tell the owner, which opens the set's breaker."""
+        self._purge_why = (Reason.CIRCUIT_OPEN, f"Kafka unreachable: {why}")
+        try:
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            for _ in range(1000):  # serve the purge's reports while the reason holds
+                if not self._producer.poll(0):
+                    break
+        finally:
+            self._purge_why = _SHUTDOWN_PURGE
+        if self._on_unreachable is not None:
+            try:
+                self._on_unreachable(why)
+            except Exception as exc:  # the owner's problem must not stop the poll loop
+                self._errors.append(f"reporting an unreachable broker set failed: {exc}")
 
     def send(
         self,
@@ -244,7 +316,15 @@ class ConfluentProducerClient(ProducerClient):
             result.finished = result.started
             on_done(result)
             return
-        tracker = _Tracker(result, on_done, self._explain)
+        tracker = _Tracker(result, on_done, self._explain, self.reachability)
+        down = self.reachability.unreachable
+        if down is not None:
+            # Known unreachable and silent since: fail now, not after message.timeout.ms
+            # (the breaker is opening; a probe finds the set back once a broker answers).
+            ks = keys if keys is not None else [None] * len(values)
+            for v, k in zip(values, ks, strict=True):
+                tracker.fail(v, k, Reason.CIRCUIT_OPEN, f"Kafka unreachable: {down}")
+            return
         # produce_batch (librdkafka's rd_kafka_produce_batch) costs far less per
         # message than a produce() call each. It takes one partition per call (a
         # per-message "partition" is not honoured), so explicit partitions are sent

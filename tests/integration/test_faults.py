@@ -321,7 +321,8 @@ def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
 
 CHILD = r"""
 import json, sys, time, ray
-ray.init(_temp_dir=sys.argv[3], include_dashboard=False, num_cpus=2, log_to_driver=False)
+ray.init(address="local", _temp_dir=sys.argv[3], include_dashboard=False, num_cpus=2,
+         log_to_driver=False)
 from actors.pipeline import Shipper
 from tests.integration.test_faults import lines
 cfg = json.loads(open(sys.argv[1]).read())

@@ -188,6 +188,34 @@ def test_listeners_see_the_new_state_and_can_unsubscribe() -> None:
     assert seen == [BreakerState.OPEN]
 
 
+def test_trip_opens_at_once_from_closed_or_half_open_and_says_why() -> None:
+    b, clock, events = make(failures=10, timeout=60.0)
+    b.record_failure()
+    assert b.trip("Kafka unreachable: no broker reachable for 5s")
+    assert b.state is BreakerState.OPEN and b.opens_total == 1
+    assert b.why == "Kafka unreachable: no broker reachable for 5s"
+    assert events == [(BreakerState.CLOSED, BreakerState.OPEN)]
+    # Open already: nothing moves, not even the retry time.
+    clock.advance(30)
+    assert not b.trip("again") and b.retry_in() == pytest.approx(30.0)
+    assert b.why == "Kafka unreachable: no broker reachable for 5s"
+    clock.advance(30)
+    assert b.allow() and b.state is BreakerState.HALF_OPEN  # the probe
+    assert b.trip("still unreachable") and b.state is BreakerState.OPEN
+    assert b.retry_in() == pytest.approx(60.0) and b.opens_total == 2
+
+
+def test_why_names_the_failures_or_the_failed_probe() -> None:
+    b, clock, _ = make(failures=3)
+    assert b.why is None
+    trip(b)
+    assert b.why == "3 failed batches in a row"
+    clock.advance(60)
+    assert b.allow()
+    b.record_failure()
+    assert b.why == "the half-open probe failed"
+
+
 def test_reading_state_does_not_transition() -> None:
     b, clock, events = make()
     trip(b)
