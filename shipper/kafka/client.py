@@ -287,8 +287,13 @@ class ConfluentProducerClient(ProducerClient):
                 self._unreachable(why)
 
     def _unreachable(self, why: str) -> None:
-        """The set stopped answering: fail what the client holds now (it would wait for
-        ``message.timeout.ms``) and tell the owner, which opens the set's breaker."""
+        """The set stopped answering: tell the owner, which opens the set's breaker, then
+        fail what the client holds now (it would wait for ``message.timeout.ms``)."""
+        if self._on_unreachable is not None:
+            try:
+                self._on_unreachable(why)
+            except Exception as exc:  # the owner's problem must not stop the poll loop
+                self._errors.append(f"reporting an unreachable broker set failed: {exc}")
         self._purge_why = (Reason.CIRCUIT_OPEN, f"Kafka unreachable: {why}")
         try:
             self._producer.purge(in_queue=True, in_flight=True, blocking=False)
@@ -297,11 +302,6 @@ class ConfluentProducerClient(ProducerClient):
                     break
         finally:
             self._purge_why = _SHUTDOWN_PURGE
-        if self._on_unreachable is not None:
-            try:
-                self._on_unreachable(why)
-            except Exception as exc:  # the owner's problem must not stop the poll loop
-                self._errors.append(f"reporting an unreachable broker set failed: {exc}")
 
     def send(
         self,

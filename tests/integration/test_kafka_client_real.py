@@ -3,6 +3,8 @@ contract, plus what only a real broker does (authentication failures)."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -89,3 +91,77 @@ def test_explicit_partitions_are_honoured(
     assert r.delivered == 300
     got = consume_all(kafka.client_config(), topic, expected=300)
     assert all(m.value().startswith(b"p%d-" % m.partition()) for m in got)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_broker_set_that_is_gone_is_reported_and_what_the_client_held_fails_at_once() -> None:
+    """Nothing listens: librdkafka says every broker is down; after unreachable_after
+    the client fails what it holds (circuit_open), tells its owner once, and fails new
+    sends at once instead of holding them for message.timeout.ms."""
+    told: list[str] = []
+    c = ConfluentProducerClient(
+        {"bootstrap.servers": f"127.0.0.1:{_free_port()}", "message.timeout.ms": 60000},
+        unreachable_after=1.0,
+        on_unreachable=told.append,
+    )
+    try:
+        t0 = time.monotonic()
+        r = send_and_wait(c, "t", [b"a", b"b", b"c"])
+        assert time.monotonic() - t0 < 15
+        assert r.delivered == 0 and {f.reason for f in r.failures} == {"circuit_open"}
+        assert all("Kafka unreachable: no broker reachable for" in f.error for f in r.failures)
+        assert len(told) == 1 and "Connection refused" in told[0], told
+        t1 = time.monotonic()
+        again = send_and_wait(c, "t", [b"d"])
+        assert time.monotonic() - t1 < 1 and again.failures[0].reason == "circuit_open"
+        assert len(told) == 1  # once per outage
+    finally:
+        c.close(1)
+
+
+def test_a_broker_that_accepts_but_never_answers_is_reported_after_the_message_timeout() -> None:
+    """A hung broker (TCP accepted, no answer, like a frozen process): the messages time
+    out, and with no answer during their whole life the client reports the set."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    told: list[str] = []
+    port = server.getsockname()[1]
+    c = ConfluentProducerClient(
+        {"bootstrap.servers": f"127.0.0.1:{port}", "message.timeout.ms": 2000},
+        unreachable_after=60.0,
+        on_unreachable=told.append,
+    )
+    try:
+        r = send_and_wait(c, "t", [b"a", b"b"])
+        assert r.delivered == 0 and {f.reason for f in r.failures} == {"timeout"}
+        deadline = time.monotonic() + 5
+        while not told and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert told and "no broker answered for 2s (messages timed out)" in told[0], told
+        assert send_and_wait(c, "t", [b"c"]).failures[0].reason == "circuit_open"
+    finally:
+        c.close(1)
+        stop.set()
+        t.join()
+        for s in held:
+            s.close()
+        server.close()

@@ -57,3 +57,21 @@ def test_injected_failures_carry_value_and_reason(client: MemoryProducerClient) 
 )
 def test_error_names_map_to_reasons(name: str, reason: str) -> None:
     assert reason_for_error(name) == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "short"),
+    [
+        (
+            "127.0.0.1:19092/bootstrap: Connect to ipv4#127.0.0.1:19092 failed: Connection "
+            "refused (after 0ms in state CONNECT)",
+            "127.0.0.1:19092: Connection refused",
+        ),
+        ("kafka1:9092/1: Disconnected (after 5012ms in state UP)", "kafka1:9092: Disconnected"),
+        ("no broker text at all", "no broker text at all"),
+    ],
+)
+def test_connection_errors_are_shortened_for_users(text: str, short: str) -> None:
+    from shipper.kafka.client import _connection_detail
+
+    assert _connection_detail(text) == short
