@@ -48,9 +48,8 @@ class ProducerActor:
         if client is None:
             sink = wiring.sink
             conf = librdkafka_settings(sink)
-            # librdkafka's own figures (rtt, queue depth, retries, compression ratio).
-            # Every second: the first "broker up" after an outage ends the client's
-            # fail-fast (see shipper.kafka.reachability) within a second.
+            # librdkafka's own figures (rtt, queue depth, retries, compression ratio),
+            # every second (the client also reads them: see shipper.kafka.reachability).
             conf["statistics.interval.ms"] = 1000
             conf["stats_cb"] = make_stats_cb(
                 self.metrics.recorder,
@@ -102,11 +101,8 @@ class ProducerActor:
 
     def _on_stats(self, summary: Any) -> None:
         # Runs on the client's poll thread every statistics interval.
-        client = getattr(self, "_client", None)  # the first report can beat __init__
-        if getattr(summary, "brokers_up", 0) and client is not None:
-            client.brokers_up()
-            if self.telemetry is not None:
-                self.telemetry.report_health.remote(self.broker_set, None, time.time())
+        if getattr(summary, "brokers_up", 0) and self.telemetry is not None:
+            self.telemetry.report_health.remote(self.broker_set, None, time.time())
         self.metrics.maybe_push()
 
     def _unreachable(self, why: str) -> None:

@@ -412,6 +412,14 @@ def add_dlq_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="try every batch even when Kafka refused a whole batch",
     )
+    p.add_argument(
+        "--wait",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="when Kafka does not answer, try what is left again every 2 s for this long "
+        "(e.g. 5m) instead of stopping at once; no retry is spent on those tries",
+    )
     p.add_argument("--verbose", action="store_true", help="show librdkafka's own log lines")
     p.set_defaults(_dlq_run=cmd_replay)
 

@@ -207,9 +207,32 @@ def _stderr_logger() -> logging.Logger:
     return logger
 
 
-def _make_client(conf: dict[str, Any]) -> ProducerClient:
+def _make_client(conf: dict[str, Any], unreachable_after: float = 0.0) -> ProducerClient:
     """The Kafka client of ``replay`` (a seam: unit tests put an in-memory one here)."""
-    return ConfluentProducerClient(conf)
+    return ConfluentProducerClient(conf, unreachable_after=unreachable_after)
+
+
+#: Seconds between two tries of ``replay --wait`` while Kafka does not answer.
+WAIT_STEP = 2.0
+
+
+def _merge(total: ReplaySummary | None, s: ReplaySummary) -> ReplaySummary:
+    """One summary for several tries of the same records: what each try did adds up;
+    what is left (untouched, not tried, stopped early) is the last try's."""
+    if total is None:
+        return s
+    total.delivered += s.delivered
+    total.failed += s.failed
+    total.parked += s.parked
+    total.errors.update(s.errors)
+    total.untouched, total.broken = s.untouched, s.broken
+    total.not_tried, total.stopped_early = s.not_tried, s.stopped_early
+    return total
+
+
+def _refused(s: ReplaySummary) -> bool:
+    """Kafka did not take this try (unreachable, breaker open): worth another one."""
+    return s.delivered == 0 and (s.stopped_early or s.untouched > 0) and s.failed == 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -249,22 +272,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
         # errors that matter come back through the delivery reports and are
         # summarized at the end.
         conf["logger"] = _stderr_logger() if args.verbose else librdkafka_logger(cfg.logging.file)
-        client = _make_client(conf)
+        client = _make_client(conf, sink.circuit_breaker.unreachable_after)
         progress = Progress(len(ids), sys.stderr, tty=sys.stderr.isatty())
+        deadline = time.monotonic() + args.wait
+        summary: ReplaySummary | None = None
         try:
-            summary = replay_records(
-                store,
-                client,
-                ids,
-                include_parked=flt.parked is None,
-                batch_size=args.batch_size or sink.dlq_config.reprocessing_config.batch_size,
-                max_retries=sink.dlq_config.reprocessing_config.max_retries,
-                wait=sink.timeout + 15.0,
-                keep_going=args.keep_going,
-                progress=progress,
-            )
+            todo = ids
+            while True:
+                attempt = replay_records(
+                    store,
+                    client,
+                    todo,
+                    include_parked=flt.parked is None,
+                    batch_size=args.batch_size or sink.dlq_config.reprocessing_config.batch_size,
+                    max_retries=sink.dlq_config.reprocessing_config.max_retries,
+                    wait=sink.timeout + 15.0,
+                    keep_going=args.keep_going,
+                    progress=progress,
+                )
+                summary = _merge(summary, attempt)
+                left = deadline - time.monotonic()
+                if not _refused(attempt) or left <= 0:
+                    break
+                why = oneline(client.last_error or "no answer", 120)
+                print(
+                    f"Kafka does not take the records ({why}); trying again in "
+                    f"{WAIT_STEP:.0f} s ({left:.0f} s of --wait left)",
+                    file=sys.stderr,
+                )
+                time.sleep(min(WAIT_STEP, left))
+                kept = {r.id for r in store.select(DlqFilter(ids=todo, parked=None), len(todo))}
+                todo = [i for i in todo if i in kept]
         finally:
             client.close(10.0)
+        assert summary is not None
         progress.finish()
     _print_summary(summary, sys.stdout)
     if summary.stopped_early and client.last_error:

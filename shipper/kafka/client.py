@@ -135,9 +135,6 @@ class ProducerClient(ABC):
     def last_error(self) -> str | None:
         """The most recent client-level error (connection, authentication), if any."""
 
-    def brokers_up(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
-        """The client's statistics show a broker up (it answers again)."""
-
 
 class _Tracker:
     """Collects the outcomes of one send and reports once every message has one.
@@ -197,6 +194,21 @@ class _Tracker:
         self.on_done(r)
 
 
+def _any_broker_up(doc: str) -> bool:
+    """Whether a librdkafka statistics document shows a real broker in state UP."""
+    import json
+
+    try:
+        brokers = json.loads(doc).get("brokers") or {}
+    except ValueError:
+        return False
+    return any(
+        b.get("state") == "UP" and b.get("source") not in ("internal", "logical")
+        for b in brokers.values()
+        if isinstance(b, dict)
+    )
+
+
 def _connection_detail(text: str) -> str:
     """librdkafka's connection error, short: ``127.0.0.1:19092/bootstrap: Connect to
     ipv4#127.0.0.1:19092 failed: Connection refused (after 0ms in state CONNECT)``
@@ -234,6 +246,11 @@ class ConfluentProducerClient(ProducerClient):
         # librdkafka's own log lines go to the shipper's log file (when one is set up,
         # see shipper.logs), never to stderr; its errors reach us through error_cb.
         conf.setdefault("logger", librdkafka_logger())
+        # Statistics every second (unless set): the first one that shows a broker up
+        # ends an outage (the caller's stats_cb, if any, still gets every document).
+        self._user_stats = conf.pop("stats_cb", None)
+        conf.setdefault("statistics.interval.ms", 1000)
+        conf["stats_cb"] = self._on_stats
         self._producer = Producer(conf)
         self._stop = threading.Event()
         self._poll_interval = poll_interval
@@ -270,8 +287,11 @@ class ConfluentProducerClient(ProducerClient):
             return self._purge_why
         return reason_for_error(name), err.str()
 
-    def brokers_up(self) -> None:
-        self.reachability.answered()
+    def _on_stats(self, doc: str) -> None:
+        if _any_broker_up(doc):
+            self.reachability.broker_up()
+        if self._user_stats is not None:
+            self._user_stats(doc)
 
     def _poll_loop(self) -> None:
         while not self._stop.is_set():

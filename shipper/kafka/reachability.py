@@ -13,8 +13,8 @@ Two earlier signals are enough to say "this set is not answering":
   no other message was acknowledged during its whole life says the set did not answer
   for a whole ``timeout``.
 
-A broker answering (a delivery report that is a success, or the statistics showing a
-broker up) clears both. Until then :attr:`Reachability.unreachable` says why, so the
+A broker answering (a delivery report that is a success, or the client's statistics
+showing a broker up) clears both. Until then :attr:`Reachability.unreachable` says why, so the
 client can fail new sends at once instead of holding them for the message timeout.
 :meth:`Reachability.check` reports each outage once, so its caller acts on the edge
 (purge what the client holds, open the breaker), not on every poll. Nothing here knows
@@ -71,6 +71,16 @@ class Reachability:
             self._down_since = None
             self._stalled = None
             self._reported = False
+
+    def broker_up(self) -> None:
+        """The client's statistics show a broker up. Ends a reported outage; a stall
+        not yet reported stays (a frozen broker's connection can still read UP in a
+        report taken just before its requests timed out)."""
+        with self._lock:
+            if self._reported:
+                self._stalled = None
+                self._reported = False
+            self._down_since = None
 
     def timed_out(self, sent_at: float) -> None:
         """A message produced at ``sent_at`` (this clock) timed out. If no broker has

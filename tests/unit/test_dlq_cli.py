@@ -377,7 +377,7 @@ def kafka_mem(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemoryProducerClient]
     client = MemoryProducerClient(partitions=3)
     confs: list[dict[str, Any]] = []
 
-    def make(conf: dict[str, Any]) -> MemoryProducerClient:
+    def make(conf: dict[str, Any], unreachable_after: float = 0.0) -> MemoryProducerClient:
         confs.append(conf)
         return client
 
@@ -454,6 +454,33 @@ def test_replay_stops_when_kafka_refuses_a_whole_batch(
     assert sorted(by_id) == [1, 2, 3, 4, 5]
     assert by_id[1].attempts == by_id[2].attempts == 1
     assert by_id[3].attempts == by_id[5].attempts == 0  # untouched
+
+
+def test_replay_wait_tries_again_while_kafka_does_not_answer_and_spends_no_retry(
+    dlq: Path,
+    tmp_path: Path,
+    run: Run,
+    kafka_mem: MemoryProducerClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dlq_replay, "WAIT_STEP", 0.01)
+    # Two tries meet an unreachable Kafka (the client fails them circuit_open), then it
+    # answers: every active record is delivered, none spent a retry.
+    kafka_mem.fail_next(4, "circuit_open")
+    code, out, err = run("replay", "--config", write_config(tmp_path, dlq), "--wait", "5s")
+    assert code == 0, out + err
+    assert err.count("trying again in") == 2, err
+    assert "4 delivered" in out, out
+    assert [r.id for r in records(dlq)] == [4]  # the parked one stays
+
+
+def test_replay_without_wait_stops_at_once_when_kafka_does_not_answer(
+    dlq: Path, tmp_path: Path, run: Run, kafka_mem: MemoryProducerClient
+) -> None:
+    kafka_mem.fail_next(2, "circuit_open")
+    code, _, err = run("replay", "--config", write_config(tmp_path, dlq))
+    assert code == 1 and "trying again" not in err
+    assert all(r.attempts == 0 for r in records(dlq)), "no retry spent on an unreachable Kafka"
 
 
 def test_replay_dry_run_changes_nothing(

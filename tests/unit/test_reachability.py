@@ -93,3 +93,20 @@ def test_zero_disables_the_all_down_rule_but_not_the_hung_rule() -> None:
 def test_a_negative_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="after"):
         Reachability(-1.0)
+
+
+def test_a_broker_up_in_the_statistics_ends_a_reported_outage_but_not_an_unreported_stall() -> None:
+    clock = Clock()
+    r = Reachability(5.0, clock)
+    sent = clock.now
+    clock.now += 30
+    r.timed_out(sent)
+    r.broker_up()  # a report taken just before the requests timed out
+    assert r.check() is not None, "the stall must still be reported"
+    assert r.unreachable is not None
+    r.broker_up()  # now a broker is really up again
+    assert r.unreachable is None and not r.down
+    r.all_down()
+    r.broker_up()
+    clock.now += 10
+    assert r.check() is None
