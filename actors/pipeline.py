@@ -180,11 +180,14 @@ class Shipper:
         self._sources_started = False
         #: What the sources did, once stopped (lines, blocks, resends).
         self.source_counts: dict[str, int] = {}
+        #: In, delivered, to the DLQ, failed per kind of source, once stopped.
+        self.source_stats: dict[str, RunStats] = {}
         #: The HTTP intake's URL on the driver's node once started, else None.
         self.http_url: str | None = None
         #: Every node's HTTP intake URL once started (``start_sources``).
         self.http_urls: dict[str, str] = {}
         self._closed = False
+        self._close_report: CloseReport | None = None
         try:
             self._start_fleet(on_progress)
         except BaseException:
@@ -538,7 +541,7 @@ class Shipper:
         ``shutdown``), so a stop leaves every entry in Kafka or the DLQ; then the actors
         stop. The report says whether everything settled and what was parked."""
         if self._closed:
-            return self._tracker.report()
+            return self._close_report or self._tracker.report()
         self._closed = True
         self._refresh_fleet()
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
@@ -554,6 +557,12 @@ class Shipper:
         self.source_counts.update(self.stop_sources())
         self._tracker.finish()
         report = self._tracker.report(parked)
+        # The sources' lines count like the driver's own submissions (and are shown
+        # apart as well).
+        report.sources = dict(self.source_stats)
+        for stats in report.sources.values():
+            report.stats.merge(stats)
+        self._close_report = report
         try:
             ray.get([p.close.remote(5.0) for p in self._producers()], timeout=15)
         except ray.exceptions.RayError:
@@ -662,11 +671,25 @@ class Shipper:
                 for k, v in done.items():
                     if isinstance(v, int):
                         out[f"file_{k}"] = out.get(f"file_{k}", 0) + v
+            self.source_stats = self._gather_source_stats()
             ray.get([h.close.remote() for h in files], timeout=10)
         except ray.exceptions.RayError as exc:
             log.warning("stopping the file sources failed: %s", brief(exc))
         self._sources_started = False
         self.source_counts.update(out)
+        return out
+
+    def _gather_source_stats(self) -> dict[str, RunStats]:
+        """What each kind of source did, summed over the nodes."""
+        out: dict[str, RunStats] = {}
+        for kind in ("files", "http"):
+            handles = self._source_handles(kind)
+            if not handles:
+                continue
+            total = RunStats()
+            for stats in ray.get([h.run_stats.remote() for h in handles], timeout=30):
+                total.merge(stats)
+            out[kind] = total
         return out
 
     # ------------------------------------------------------------------ reading

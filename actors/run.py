@@ -37,6 +37,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -229,12 +230,14 @@ def _check_inputs(names: list[str] | None) -> str | None:
     for name in names or []:
         if name == "-":
             continue
-        if os.path.isdir(name):
-            return f"--input {name} is a directory; name the files in it"
         try:
-            os.close(os.open(name, os.O_RDONLY))
+            st = os.stat(name)  # no open: a named pipe would wait here for its writer
         except OSError as exc:
             return f"cannot read --input {name}: {exc.strerror or exc}"
+        if stat.S_ISDIR(st.st_mode):
+            return f"--input {name} is a directory; name the files in it"
+        if not os.access(name, os.R_OK):
+            return f"cannot read --input {name}: permission denied"
     return None
 
 
@@ -413,6 +416,8 @@ def _summary(args: argparse.Namespace, shipper: Any, report: Any, progress: _Pro
     progress.show(stats, force=True)
     progress.end()
     print(stats.table())
+    for kind, run in sorted(report.sources.items()):
+        print(f"  of which from {kind}: {run.brief()}")
     if sources:
         print(
             "sources: " + ", ".join(f"{k} {v:,}" for k, v in sources.items() if isinstance(v, int))
@@ -429,6 +434,7 @@ def _summary(args: argparse.Namespace, shipper: Any, report: Any, progress: _Pro
                     "drained": report.drained,
                     "parked": report.parked,
                     "sources": sources,
+                    "by_source": {k: v.as_dict() for k, v in sorted(report.sources.items())},
                     "fatal": fatal,
                 },
                 f,

@@ -31,6 +31,7 @@ from shipper.sources import http as rules
 from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
 from shipper.sources.watch import DirWatch, WatchUnavailable, watched_dirs
+from shipper.submissions import RunStats
 
 from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .feeder import Feeder
@@ -96,6 +97,8 @@ class FileSourceActor:
         self._watch: DirWatch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counts = {"blocks": 0, "lines": 0, "resends": 0, "resent": 0}
+        #: What became of the lines read, counted like the driver's own submissions.
+        self.run = RunStats()
         announce_start(wiring.namespace, "source", self.name)
         self.metrics.push_now()
 
@@ -262,6 +265,7 @@ class FileSourceActor:
                         b.first_line, b.first_line + b.lines - 1, why, RESEND_SECONDS)  # fmt: skip
             self._send(b, RESEND_SECONDS)
             return
+        self.run.record(result)
         self.tailer.acked(b)
         self.counts["lines"] += b.lines
         self.metrics.recorder.add("log_capturer_source_lines_total", b.lines, {"source": "file"})
@@ -317,6 +321,10 @@ class FileSourceActor:
         self.metrics.push_now()
         return {**self.counts, "in_flight": len(self._inflight), "files": len(self.tailer.files)}
 
+    def run_stats(self) -> RunStats:
+        """In, delivered, to the DLQ (by reason), failed: the lines read so far."""
+        return self.run
+
     def status(self) -> dict[str, Any]:
         return {
             **self.counts,
@@ -357,6 +365,7 @@ class HttpSourceActor:
         # Entries in flight from HTTP stay under the queue's warning band, like the
         # driver's own submissions; past that, requests get 429.
         self.max_inflight = wiring.sink.inflight_entries
+        self.run = RunStats()
         self._inflight = 0
         self._unavailable_until = 0.0
         self._runner: Any = None
@@ -446,6 +455,7 @@ class HttpSourceActor:
             result = await self._ship(lines, n, time.time())
         finally:
             self._inflight -= n
+        self.run.record(result)
         reply = rules.reply_for(result)
         if reply.status == 503:
             # Kafka is refusing and the DLQ is full: refuse at once for a while instead
@@ -516,6 +526,10 @@ class HttpSourceActor:
             return await self.feeder.collect(prep, self.feeder.hand_over(prep, now), now)
         finally:
             self.spreader.done(key, n)
+
+    def run_stats(self) -> RunStats:
+        """In, delivered, to the DLQ (by reason), failed: the requests' entries so far."""
+        return self.run
 
     async def stop_reading(self) -> int:
         """Take no more requests (the port is released)."""

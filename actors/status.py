@@ -3,7 +3,8 @@
 Joins the Ray cluster (``--address``, else ``RAY_ADDRESS``, else the local one),
 finds the shippers running there (each is a Ray namespace with a ``supervisor``
 actor) and prints, per node: the pipeline's actors, queue use per topic, the breaker
-state, the DLQ's depth and the entries/s delivered since the last look. ``--watch N``
+state (and what opened it), the DLQ's depth, what the sources took (in, delivered, to
+the DLQ by reason, failed) and the entries/s delivered since the last look. ``--watch N``
 prints it again every N seconds until Ctrl-C.
 """
 
@@ -67,6 +68,14 @@ def snapshot(namespace: str) -> dict[str, Any]:
             row["topics"] = get(router.batcher_stats.remote())
         except Exception as exc:
             row["error"] = str(exc).splitlines()[-1][:200]
+        row["sources"] = {}
+        for kind in ("files", "http"):
+            if f"source:{kind}:{key}" in names:
+                try:
+                    src = ray.get_actor(f"source:{kind}:{key}", namespace=namespace)
+                    row["sources"][kind] = get(src.run_stats.remote())
+                except Exception:
+                    continue
         if f"dlq:{key}" in names:
             try:
                 dlq = ray.get_actor(f"dlq:{key}", namespace=namespace)
@@ -81,8 +90,10 @@ def snapshot(namespace: str) -> dict[str, Any]:
 def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
     lines = [f"shipper {snap['namespace']}"]
     for bs, b in sorted(snap["breakers"].items()):
-        lines.append(f"  breaker {bs}: {_STATES.get(b['state'], b['state'])}"
-                     f" (opened {b['opens_total']} times)")  # fmt: skip
+        why = f": {b['why']}" if b.get("why") else ""
+        retry = f", next probe in {b['retry_in']:.0f} s" if b["state"] == 1 else ""
+        lines.append(f"  breaker {bs}: {_STATES.get(b['state'], b['state'])}{why}"
+                     f" (opened {b['opens_total']} times{retry})")  # fmt: skip
     for key, row in sorted(snap["nodes"].items()):
         delivered = sum(t.get("delivered", 0) for t in row["topics"])
         rate = ""
@@ -97,6 +108,8 @@ def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
         kinds = sorted({n.split(":")[0] + (":" + n.split(":")[1] if n.startswith("source") else "")
                         for n in row["actors"]})  # fmt: skip
         lines.append(f"    actors: {', '.join(kinds)}")
+        for kind, run in sorted(row.get("sources", {}).items()):
+            lines.append(f"    from {kind}: {run.brief()}")
         for t in row["topics"]:
             lines.append(
                 f"    {t['topic']:<32} queue {t['queued']:>8,} / {t['capacity']:,} "

@@ -109,6 +109,8 @@ class SegmentOutcome:
     failures: list[EntryFailure] = field(default_factory=list)
     # Seconds from the submission's start to the last Kafka ack of this segment.
     latency: float = 0.0
+    #: Of ``dlq``: how many for each reason (circuit_open, timeout, shutdown, ...).
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -128,6 +130,8 @@ class SubmissionResult:
     latency: float = 0.0
     # Entries the Router refused and the DLQ took (their reasons, for the caller).
     dead_lettered: list[EntryFailure] = field(default_factory=list)
+    #: Entries the Batchers handed to the DLQ, by reason (Kafka's side).
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def delivered(self) -> int:
@@ -145,15 +149,19 @@ class SubmissionResult:
         return dict(Counter(str(f.reason) for f in self.failures))
 
     def dlq_by_reason(self) -> dict[str, int]:
-        """Reasons of the Router's rejections that went to the DLQ (Kafka-side ones are
-        counted in ``dlq`` only)."""
-        return dict(Counter(str(f.reason) for f in self.dead_lettered))
+        """Every entry handed to the DLQ, by reason: the Router's rejections and what
+        Kafka refused or the breaker diverted."""
+        out = Counter(str(f.reason) for f in self.dead_lettered)
+        out.update(self.dlq_reasons)
+        return dict(out)
 
     def add_segment(self, seg: SegmentOutcome) -> None:
         self.delivered_by_topic[seg.topic] = (
             self.delivered_by_topic.get(seg.topic, 0) + seg.delivered
         )
         self.dlq += seg.dlq
+        for reason, n in seg.dlq_reasons.items():
+            self.dlq_reasons[reason] = self.dlq_reasons.get(reason, 0) + n
         self.dlq_refused += seg.dlq_refused
         self.failures.extend(seg.failures)
         self.latency = max(self.latency, seg.latency)

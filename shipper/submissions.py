@@ -55,6 +55,9 @@ class RunStats:
     entries_in: int = 0
     delivered_by_topic: Counter[str] = field(default_factory=Counter)
     dlq: int = 0
+    #: Of ``dlq``: how many for each reason (the Router's rejections, what Kafka refused,
+    #: what the breaker diverted, what was parked at shutdown).
+    dlq_by_reason: Counter[str] = field(default_factory=Counter)
     failed_by_reason: Counter[str] = field(default_factory=Counter)
     submissions: int = 0
     #: Entries sent again because the pipeline that had them died (possible duplicates).
@@ -89,9 +92,32 @@ class RunStats:
         self.entries_in += r.submitted
         self.delivered_by_topic.update(r.delivered_by_topic)
         self.dlq += r.dlq
+        self.dlq_by_reason.update(r.dlq_by_reason())
         self.failed_by_reason.update(str(f.reason) for f in r.failures)
         if r.submitted:
             self._latencies.append((r.latency, r.submitted))
+
+    def merge(self, other: RunStats) -> None:
+        """Add another sender's figures (a source's) to these."""
+        self.submissions += other.submissions
+        self.entries_in += other.entries_in
+        self.delivered_by_topic.update(other.delivered_by_topic)
+        self.dlq += other.dlq
+        self.dlq_by_reason.update(other.dlq_by_reason)
+        self.failed_by_reason.update(other.failed_by_reason)
+        self.resent += other.resent
+        self._latencies.extend(other._latencies)
+
+    def brief(self) -> str:
+        """One line: in, delivered, to the DLQ (by reason), failed."""
+        dlq = f"{self.dlq:,} to the DLQ"
+        if self.dlq_by_reason:
+            dlq += (
+                " (" + ", ".join(f"{k} {v:,}" for k, v in sorted(self.dlq_by_reason.items())) + ")"
+            )
+        return (
+            f"{self.entries_in:,} in, {self.delivered:,} delivered, {dlq}, {self.failed:,} failed"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +125,7 @@ class RunStats:
             "delivered": self.delivered,
             "delivered_by_topic": dict(self.delivered_by_topic),
             "dlq": self.dlq,
+            "dlq_by_reason": dict(self.dlq_by_reason),
             "failed": self.failed,
             "failed_by_reason": dict(self.failed_by_reason),
             "submissions": self.submissions,
@@ -115,6 +142,8 @@ class RunStats:
         for topic, n in sorted(self.delivered_by_topic.items()):
             rows.append((f"  to {topic}", f"{n:,}"))
         rows.append(("to the DLQ", f"{self.dlq:,}"))
+        for reason, n in sorted(self.dlq_by_reason.items()):
+            rows.append((f"  {reason}", f"{n:,}"))
         rows.append(("failed", f"{self.failed:,}"))
         for reason, n in sorted(self.failed_by_reason.items()):
             rows.append((f"  {reason}", f"{n:,}"))
@@ -143,6 +172,8 @@ class CloseReport:
     stats: RunStats
     #: Entries still queued after the drain timeout, parked in the DLQ (``shutdown``).
     parked: int = 0
+    #: What each kind of source did (``files``, ``http``); ``stats`` counts them too.
+    sources: dict[str, RunStats] = field(default_factory=dict)
 
     def __str__(self) -> str:
         if self.drained:

@@ -585,11 +585,13 @@ class TopicBatcher:
             return
         if refused is None:
             self.counts["dlq"] += len(letters)
-            for ident in letters.tickets:
+            for f, ident in zip(letters.failures, letters.tickets, strict=True):
                 t = self._tickets.get(ident)
                 if t is None:
                     continue
                 t.outcome.dlq += 1
+                reasons = t.outcome.dlq_reasons
+                reasons[str(f.reason)] = reasons.get(str(f.reason), 0) + 1
                 t.remaining -= 1
                 self._check_done(ident, t)
             return

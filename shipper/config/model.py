@@ -324,7 +324,7 @@ class CircuitBreakerConfig(BaseModel):
         default=60.0, description="How long the breaker stays open before a half-open trial."
     )
     unreachable_after: Duration = Field(
-        default=5.0,
+        default=3.0,
         description="Open the breaker when no broker of the set has been reachable for this "
         "long (librdkafka reports every broker down), without waiting for failures; a set "
         "that accepts connections but answers nothing opens it after `timeout`. 0: only "

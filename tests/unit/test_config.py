@@ -115,7 +115,7 @@ def test_section_defaults() -> None:
         "failure_threshold": 10,
         "success_threshold": 2,
         "timeout": 60.0,
-        "unreachable_after": 5.0,
+        "unreachable_after": 3.0,
     }
     assert cfg.metrics.model_dump() == {"enabled": True, "host": "127.0.0.1", "port": 9464}
     assert cfg.pipeline.model_dump() == {

@@ -1,0 +1,59 @@
+"""The fault matrix, small (``tests/faultmatrix.py``; ``make chaos`` runs it full size).
+
+Five ways in (the API, ``shipper run`` on a pipe, ``--input``, a tailed file, the HTTP
+intake) against a broker that is down at the start, killed -9, frozen past the
+sink's timeout, and killed again so that the inputs end while it is down and it comes
+back in the middle of ``shipper dlq replay --wait``; then a SIGTERM to each ``shipper
+run``'s whole process group. Every cell: no traceback, exit 0, every line taken in
+Kafka or the DLQ, every one in Kafka after the replay (read by kcat).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shipper.testing import LocalKafka
+from tests import faultmatrix
+
+pytestmark = [pytest.mark.kafka, pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+
+
+def test_every_way_in_loses_nothing_when_the_broker_is_down_dies_hangs_or_comes_back(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
+    import ray
+
+    cells = faultmatrix.chain(kafka, tmp_path, ray.get_runtime_context().gcs_address)
+    print("\n" + faultmatrix.table(cells))
+    assert {(c.path, c.fault) for c in cells} == {
+        (p, f) for p in faultmatrix.PATHS for f in faultmatrix.FAULTS if f != "group_sigterm"
+    }
+    bad = [c for c in cells if not c.ok]
+    assert not bad, "\n" + faultmatrix.table(bad)
+    # Each fault reached the shippers: a path that never felt it tested nothing.
+    api_kill = next(c for c in cells if c.path == "api" and c.fault == "kill")
+    assert api_kill.to_dlq_s is not None, "no entry went to the DLQ while Kafka was gone"
+    for c in cells:
+        if c.fault == "back_during_replay":
+            assert c.in_dlq > 0, f"{c.path}: nothing waited in the DLQ for the replay"
+        if c.path in ("pipe", "input", "file"):
+            said = "\n".join(c.stderr)
+            assert "circuit breaker open" in said, f"{c.path}: never said the breaker opened"
+
+
+def test_a_sigterm_to_the_whole_process_group_drains_every_shipper_run(
+    kafka: LocalKafka, tmp_path: Path
+) -> None:
+    """Each ``shipper run`` starts a Ray of its own; the signal reaches its whole
+    group (as ``kill -TERM -PGID``, ``timeout`` or a supervisor would send it), and
+    that Ray must outlive the drain."""
+    cells = faultmatrix.separate(kafka, tmp_path, "", "group_sigterm", faultmatrix.SMALL)
+    print("\n" + faultmatrix.table(cells))
+    bad = [c for c in cells if not c.ok]
+    assert not bad, "\n" + faultmatrix.table(bad)
+    for c in cells:
+        assert c.lines > 0, f"{c.path} took nothing before the signal"
+        said = "\n".join(c.stderr)
+        assert "got signal 15; stopped reading, draining" in said, (c.path, said)
