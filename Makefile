@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA := scripts/kafka-local
 
-.PHONY: venv system-deps kafka-up kafka-down kafka-status test test-unit lint demo bench clean
+.PHONY: venv system-deps kafka-up kafka-down kafka-status test test-unit lint demo bench chaos clean
 
 # A virtualenv with the package and its dev extras. Re-installs when pyproject changes.
 # pip's and the build backend's notices go to $(VENV)/install.log, shown if it fails.
@@ -65,6 +65,14 @@ bench: venv system-deps
 	$(PY) bench/bench_sources.py --json bench/results/sources.json
 	$(PY) bench/bench_drain.py --json bench/results/drain.json
 	$(PY) bench/bench_fleet.py --json bench/results/fleet.json
+
+# The fault matrix at full size (tests/faultmatrix.py, about 20 minutes): every way in
+# (API, pipe, --input, file source, HTTP) against a broker that is down at start, killed
+# -9, frozen past the timeout, back during a replay, and a SIGTERM to each process
+# group; writes the table into docs/operations.md and bench/results/chaos.json.
+chaos: venv system-deps
+	scripts/kafka-local up
+	$(PY) -m tests.faultmatrix --full --docs docs/operations.md --json bench/results/chaos.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

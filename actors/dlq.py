@@ -11,8 +11,10 @@ on :meth:`kick` (the supervisor kicks when a breaker closes, and when this actor
 restarted). Each pass is one :class:`shipper.dlq.reprocess.Reprocessor` pass that
 re-sends through the node's Batchers directly; the rules (paced ramp, retries,
 parking, when to stop) live there and are the ones ``shipper dlq replay`` follows.
-A pass in which a re-send call itself broke (a Batcher or Producer still restarting)
-is followed by another after 1 s, then 2, 4... up to ``interval``.
+A pass in which a re-send call itself broke (a Batcher or Producer still restarting),
+or in which records failed again while Kafka was being tried (the breaker closed), is
+followed by another after 1 s, then 2, 4... up to ``interval``; such quick passes spend
+no retry (a record spends at most one per ``interval``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class DlqActor:
             batch_size=r.batch_size,
             max_retries=r.max_retries,
             recorder=self.metrics.recorder,
+            spend_every=r.interval,
         )
         self._kick: asyncio.Event | None = None
         self._retry = 0.0  # seconds before the next pass after a broken re-send
@@ -156,14 +159,16 @@ class DlqActor:
                     log.exception("DLQ reprocessing pass failed")
                     self._retry = 0.0
                     continue
-                self._retry = next_retry(self._retry, summary.broken, self.interval)
+                self._retry = next_retry(self._retry, summary.again_soon, self.interval)
                 if self._retry:
                     # A re-send broke (seen when the kick after a restart lands while
-                    # the Batchers and Producers are still coming back): try again
-                    # soon rather than a whole interval later.
+                    # the Batchers and Producers are still coming back), or records
+                    # failed while the breaker was closed: try again soon rather than a
+                    # whole interval later (such quick passes spend no retry).
                     wait = self._retry
-                    log.info("DLQ reprocessing: %d records met a re-send that broke; "
-                             "next pass in %gs", summary.broken, wait)  # fmt: skip
+                    log.info("DLQ reprocessing: %d records met a re-send that broke, %d "
+                             "failed again; next pass in %gs", summary.broken,
+                             summary.early, wait)  # fmt: skip
 
     async def kick(self) -> None:
         """Start a reprocessing pass now (a breaker just closed, the actor restarted);

@@ -39,6 +39,7 @@ from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
 from shipper.fleet import Spreader, node_path
+from shipper.sources.http import clear_token_warning
 from shipper.outcomes import SubmissionResult
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
@@ -630,6 +631,9 @@ class Shipper:
                 started.append(f"HTTP intake at {srcs['http']} on {key}")
         driver = node_key(self.node_id)
         self.http_url = self.http_urls.get(driver) or next(iter(self.http_urls.values()), None)
+        warning = clear_token_warning(src.http)
+        if warning and self.http_urls:
+            started.append(warning)
         return started
 
     def _source_handles(self, kind: str) -> list[Any]:

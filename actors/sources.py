@@ -403,12 +403,17 @@ class HttpSourceActor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.cfg.host, self.cfg.port))
             self.port = sock.getsockname()[1]
-            await web.SockSite(self._runner, sock).start()
+            ssl_ctx = rules.server_ssl_context(self.cfg.tls)
+            await web.SockSite(self._runner, sock, ssl_context=ssl_ctx).start()
+            warning = rules.clear_token_warning(self.cfg)
+            if warning:
+                log.warning("%s", warning)
             self.metrics.start_periodic()
             await self._refresh_fleet()
             self._fleet_task = asyncio.get_running_loop().create_task(self._fleet_loop())
         host = self.cfg.host if self.cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.cfg.tls.enabled else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def _handle(self, request: Any) -> Any:
         reply = await self._answer(request)

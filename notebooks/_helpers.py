@@ -65,6 +65,12 @@ def pick(small: Any, full: Any) -> Any:
     return small if SMALL else full
 
 
+def ray_address() -> str:
+    """The Ray to use: ``RAY_ADDRESS`` when set (a cluster), else a local Ray of this
+    notebook's own (never one another session left on the machine)."""
+    return os.environ.get("RAY_ADDRESS") or "local"
+
+
 def new_dlq_dir(prefix: str) -> str:
     """A fresh temporary folder for one notebook's dead-letter queue."""
     return tempfile.mkdtemp(prefix=f"nb-{prefix}-dlq-")

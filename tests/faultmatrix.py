@@ -89,11 +89,11 @@ class Sizes:
 
 SMALL = Sizes(
     rate=300,
-    steady=2.0,
-    outage=4.0,
-    freeze=7.0,
+    steady=1.5,
+    outage=3.0,
+    freeze=5.0,
     sink={
-        "timeout": "4s",
+        "timeout": "3s",
         "circuit_breaker": {
             "failure_threshold": 3,
             "success_threshold": 1,
@@ -328,6 +328,8 @@ class ApiDriver(Driver):
 
     def finish(self, timeout: float) -> dict[str, Any]:
         self._settle(block=True)
+        #: every breaker transition of the run: (wall time, broker set, old, new)
+        self.breaker_moves = self.shipper.breaker_history()
         report = self.shipper.close()
         return {"code": 0 if report.drained else 1, "stderr": "", "summary": report.stats.as_dict()}
 
@@ -961,7 +963,9 @@ class Run:
 # --------------------------------------------------------------------------- schedules
 
 
-def chain(kafka: LocalKafka, workdir: Path, ray_address: str, sizes: Sizes = SMALL) -> list[Cell]:
+def chain(
+    kafka: LocalKafka, workdir: Path, ray_address: str, sizes: Sizes = SMALL
+) -> tuple[Run, list[Cell]]:
     """All five paths; down at start, kill, freeze, back during the replay, in a row."""
     run = Run(kafka, workdir, sizes, ray_address)
     faults = ["down_at_start", "kill", "freeze", "back_during_replay"]
@@ -977,7 +981,7 @@ def chain(kafka: LocalKafka, workdir: Path, ray_address: str, sizes: Sizes = SMA
         before = {"kafka": run.read_kafka(), "dlq": run.dlq_before}
         run.replay()  # whatever the waiting replay left
         after = run.read_kafka()
-        return run.cells(faults, before, after)
+        return run, run.cells(faults, before, after)
     finally:
         run.stop()
         run.broker.ensure_up()
@@ -1100,7 +1104,7 @@ def main(argv: list[str] | None = None) -> int:
             cells += separate(kafka, workdir, address, fault, FULL)
             print(table([c for c in cells if c.fault == fault]), file=sys.stderr, flush=True)
     else:
-        cells = chain(kafka, workdir, address)
+        cells = chain(kafka, workdir, address)[1]
         cells += separate(kafka, workdir, address, "group_sigterm", SMALL)
     took = time.monotonic() - t0
     text = describe(cells)

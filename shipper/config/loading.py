@@ -299,21 +299,28 @@ def load_config(
 
 
 def check_files(cfg: ShipperConfig) -> list[str]:
-    """Problems with the files the config names (TLS CA, certificate, key), if any.
+    """Problems with the files the config names (TLS CA, certificates, keys of the Kafka
+    sink and of the HTTP intake), if any.
 
     Not part of parsing: the files must exist where the shipper runs, which may not be
     where the config is written. ``shipper check-config`` and start-up call this.
     """
+    named: list[tuple[str, str]] = []
     tls = cfg.sinks.kafka.tls
-    if not tls.enabled:
-        return []
+    if tls.enabled:
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = getattr(tls, name)
+            if value is not None:
+                named.append((f"sinks.kafka.tls.{name}", value))
+    http = cfg.sources.http
+    if http.enabled and http.tls.enabled:
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            value = getattr(http.tls, name)
+            if value is not None:
+                named.append((f"sources.http.tls.{name}", value))
     problems: list[str] = []
-    for name in ("ca_file", "cert_file", "key_file"):
-        value = getattr(tls, name)
-        if value is None:
-            continue
+    for where, value in named:
         path = Path(value)
-        where = f"sinks.kafka.tls.{name}"
         if not path.exists():
             problems.append(f"{where}: file {value} does not exist")
         elif not path.is_file():

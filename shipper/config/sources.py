@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from shipper.config.types import MODEL_CONFIG, NonEmptyStr, PositiveDuration
 
@@ -124,6 +124,37 @@ class TailConfig(BaseModel):
     )
 
 
+class HttpTlsConfig(BaseModel):
+    """HTTPS for the intake: on when ``cert_file`` is set; mutual TLS (clients must show
+    a certificate signed by ``client_ca_file``) when that is set too."""
+
+    model_config = MODEL_CONFIG
+
+    cert_file: NonEmptyStr | None = Field(
+        default=None, description="The server's certificate (PEM, chain after it); turns HTTPS on."
+    )
+    key_file: NonEmptyStr | None = Field(
+        default=None, description="The private key of ``cert_file`` (PEM)."
+    )
+    client_ca_file: NonEmptyStr | None = Field(
+        default=None,
+        description="CA certificates (PEM) that client certificates must be signed by; when "
+        "set, a client without such a certificate cannot connect (mutual TLS).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> HttpTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both, or neither")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("client_ca_file needs cert_file and key_file (mutual TLS is HTTPS)")
+        return self
+
+
 class HttpSourceConfig(BaseModel):
     """The HTTP intake: ``POST /v1/logs`` with NDJSON or a JSON array of entries."""
 
@@ -144,6 +175,11 @@ class HttpSourceConfig(BaseModel):
         default=None,
         description="Name of an environment variable holding a bearer token; when it is "
         "set, requests without ``Authorization: Bearer <token>`` get 401.",
+    )
+    tls: HttpTlsConfig = Field(
+        default_factory=lambda: HttpTlsConfig(),
+        description="HTTPS (and mutual TLS) for the intake; a token on plain HTTP travels "
+        "in clear.",
     )
 
 

@@ -11,7 +11,10 @@ hand with a producer of its own. Both take the same steps and follow the same ru
   are in flight at once. A step with a failure halves the size and closes the window.
 - A record is matched to its outcome by value and key (equal records are
   interchangeable). Delivered records are deleted. A record that failed gets
-  ``attempts`` + 1 and the error, and is parked at ``max_retries``. A record that met
+  ``attempts`` + 1 and the error, and is parked at ``max_retries``; with
+  ``spend_every`` (the DLQ actor: its ``interval``) a record spends at most one retry
+  per that time, so the quick passes after a failed one (1 s, 2 s, 4 s ...) try
+  again without using up ``max_retries``. A record that met
   an open circuit breaker was not tried, and one whose re-send call broke (the actor
   or client died) may or may not have arrived: both stay as they are and spend no
   retry.
@@ -75,6 +78,9 @@ class ReplaySummary:
     #: of ``untouched``, those whose re-send call itself broke (a Batcher or Producer
     #: restarting): worth another pass soon, unlike an open breaker
     broken: int = 0
+    #: failed again within ``spend_every`` of their last failure: kept as they were, no
+    #: retry spent (a record spends at most one retry per interval); another pass soon
+    early: int = 0
     gone: int = 0  # given by id, removed by someone else before their turn
     not_tried: int = 0  # left as they were because the pass stopped early
     stopped_early: bool = False
@@ -83,7 +89,14 @@ class ReplaySummary:
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and self.not_tried == 0 and self.untouched == 0
+        return self.failed == 0 and self.not_tried == 0 and self.untouched == 0 and not self.early
+
+    @property
+    def again_soon(self) -> bool:
+        """Whether the next pass should come soon rather than a whole interval later:
+        a re-send broke, or records failed while Kafka was being tried (the breaker
+        was closed) and spent no retry for it."""
+        return bool(self.broken or self.early)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -104,6 +117,7 @@ class _Step:
     parked: int = 0
     untouched: int = 0
     broken: int = 0
+    early: int = 0
     data_only: bool = True  # every failure was decided by the data itself
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -111,7 +125,7 @@ class _Step:
     def refused(self) -> bool:
         """Kafka took nothing and not because of the data: stop the pass."""
         return self.delivered == 0 and (
-            self.untouched > 0 or (self.failed > 0 and not self.data_only)
+            self.untouched > 0 or self.early > 0 or (self.failed > 0 and not self.data_only)
         )
 
 
@@ -119,11 +133,11 @@ class _Step:
 RETRY_FIRST_SECONDS = 1.0
 
 
-def next_retry(previous: float, broken: int, interval: float) -> float:
-    """The wait before the next scheduled pass: 0 (the normal ``interval``) after a
-    pass in which no re-send broke; else 1 s, doubled after each such pass in a row,
-    up to ``interval``."""
-    if not broken:
+def next_retry(previous: float, soon: bool, interval: float) -> float:
+    """The wait before the next scheduled pass: 0 (the normal ``interval``) unless the
+    last pass asks for another one soon (:attr:`ReplaySummary.again_soon`); then 1 s,
+    doubled after each such pass in a row, up to ``interval``."""
+    if not soon:
         return 0.0
     return min(interval, max(RETRY_FIRST_SECONDS, previous * 2))
 
@@ -146,9 +160,15 @@ class Reprocessor:
         window: int = WINDOW,
         recorder: MetricsRecorder | None = None,
         clock: Callable[[], float] = time.monotonic,
+        spend_every: float = 0.0,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if batch_size < 1 or max_step < 1 or window < 1:
             raise ValueError("batch_size, max_step and window must be at least 1")
+        #: A record spends a retry only when its last failure is at least this old
+        #: (0: every failure spends one, as ``shipper dlq replay`` does).
+        self.spend_every = spend_every
+        self.wall = wall
         self.store = store
         self.resend = resend
         self.batch_size = batch_size
@@ -186,8 +206,9 @@ class Reprocessor:
             summary.parked += r.parked
             summary.untouched += r.untouched
             summary.broken += r.broken
+            summary.early += r.early
             summary.errors.update(r.errors)
-            if r.failed or r.untouched:
+            if r.failed or r.untouched or r.early:
                 step = max(self.batch_size, step // 2)
             else:
                 step = min(self.max_step, step * 2)
@@ -284,6 +305,7 @@ class Reprocessor:
             return_exceptions=True,
         )
         delivered: list[DlqRecord] = []
+        now = self.wall()
         for topic, answer in zip(topics, answers, strict=True):
             recs = by_topic[topic]
             if isinstance(answer, BaseException):
@@ -308,6 +330,10 @@ class Reprocessor:
                     continue
                 if f.reason.retried:
                     out.data_only = False
+                    if self.spend_every and now - r.last_failure < self.spend_every:
+                        out.early += 1  # tried again soon after its last failure: free
+                        out.errors[f.error] += 1
+                        continue
                 failed.setdefault(f.error, []).append(r)
         if delivered:
             self.store.delete([r.id for r in delivered])

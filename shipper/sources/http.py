@@ -1,6 +1,6 @@
 """The HTTP intake's rules, without a server: what a request may be, what it is answered.
 
-``POST /v1/logs`` takes NDJSON (one entry per line, JSON or plain text) or a JSON array
+``POST /v1/logs`` (over HTTPS, and mutual TLS, with ``sources.http.tls``) takes NDJSON (one entry per line, JSON or plain text) or a JSON array
 of entries, and is answered once every accepted entry is acknowledged::
 
     200  {"accepted": 998, "delivered": 998, "dlq": 0,
@@ -23,14 +23,25 @@ line number (for an array: by element, counted from 1). The other answers:
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from shipper.config.sources import HttpSourceConfig, HttpTlsConfig
 from shipper.outcomes import SubmissionResult
 
-__all__ = ["LOGS_PATH", "HttpReply", "check_request", "lines_of_body", "reply_for"]
+__all__ = [
+    "LOGS_PATH",
+    "HttpReply",
+    "check_request",
+    "clear_token_warning",
+    "lines_of_body",
+    "reply_for",
+    "server_ssl_context",
+]
 
 LOGS_PATH = "/v1/logs"
 
@@ -153,3 +164,40 @@ def reply_for(result: SubmissionResult) -> HttpReply:
     if failed:
         body["failed"] = len(failed)
     return HttpReply(200, body, {})
+
+
+def server_ssl_context(tls: HttpTlsConfig) -> ssl.SSLContext | None:
+    """The intake's TLS context: None for plain HTTP; HTTPS with ``cert_file`` and
+    ``key_file``; clients must present a certificate signed by ``client_ca_file`` when
+    that is set (mutual TLS). TLS 1.2 at least."""
+    if not tls.enabled:
+        return None
+    assert tls.cert_file is not None and tls.key_file is not None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        ctx.load_verify_locations(cafile=tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def clear_token_warning(cfg: HttpSourceConfig) -> str | None:
+    """A warning when a bearer token would travel in clear: a token is configured, the
+    intake serves plain HTTP, and it listens beyond the loopback interface."""
+    if not cfg.enabled or cfg.auth_token_env is None or cfg.tls.enabled or _loopback(cfg.host):
+        return None
+    return (
+        f"warning: the HTTP intake on {cfg.host}:{cfg.port} takes a bearer token "
+        f"(${cfg.auth_token_env}) over plain HTTP, so the token travels in clear; set "
+        "sources.http.tls.cert_file and key_file for HTTPS, or listen on 127.0.0.1"
+    )

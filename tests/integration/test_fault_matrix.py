@@ -25,7 +25,7 @@ def test_every_way_in_loses_nothing_when_the_broker_is_down_dies_hangs_or_comes_
 ) -> None:
     import ray
 
-    cells = faultmatrix.chain(kafka, tmp_path, ray.get_runtime_context().gcs_address)
+    run, cells = faultmatrix.chain(kafka, tmp_path, ray.get_runtime_context().gcs_address)
     print("\n" + faultmatrix.table(cells))
     assert {(c.path, c.fault) for c in cells} == {
         (p, f) for p in faultmatrix.PATHS for f in faultmatrix.FAULTS if f != "group_sigterm"
@@ -35,6 +35,11 @@ def test_every_way_in_loses_nothing_when_the_broker_is_down_dies_hangs_or_comes_
     # Each fault reached the shippers: a path that never felt it tested nothing.
     api_kill = next(c for c in cells if c.path == "api" and c.fault == "kill")
     assert api_kill.to_dlq_s is not None, "no entry went to the DLQ while Kafka was gone"
+    # The API shipper's breaker opened for each of the first three faults and closed
+    # after each (the fourth ends the run with Kafka away).
+    moves = [(old, new) for _t, _bs, old, new in run.drivers["api"].breaker_moves]
+    assert sum(new == 1 for _old, new in moves) >= 3, moves
+    assert sum(new == 0 for _old, new in moves) >= 3, moves
     for c in cells:
         if c.fault == "back_during_replay":
             assert c.in_dlq > 0, f"{c.path}: nothing waited in the DLQ for the replay"

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -76,52 +75,6 @@ def resilient(kafka: LocalKafka, topic: str, dlq: str, **over: Any) -> dict[str,
     }
     sink.update(over)
     return sink_config(kafka, topic, **sink)
-
-
-@pytest.mark.slow
-def test_broker_outage_of_30s_loses_nothing(
-    kafka: LocalKafka, make_topic: Callable[..., str], broker: BrokerSwitch, tmp_path: Path
-) -> None:
-    """200,000 entries, the broker stopped for 30 s in mid-stream: every one arrives."""
-    topic = make_topic(partitions=3)
-    total, block = 200_000, 5000
-    s = Shipper(resilient(kafka, topic, str(tmp_path / "dlq")))
-    try:
-        acks = []
-        errors: list[BaseException] = []
-
-        def feed() -> None:
-            try:
-                for i in range(0, total, block):
-                    acks.append(s.submit_lines(lines(i, block)))
-                    time.sleep(0.25)  # about 20k entries/s: the outage lands mid-stream
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        t = threading.Thread(target=feed)
-        t.start()
-        time.sleep(2.0)
-        broker.stop()
-        time.sleep(30.0)
-        broker.start()
-        t.join(timeout=120)
-        assert not errors, errors
-        results = [a.result(timeout=120) for a in acks]
-        assert sum(r.submitted for r in results) == total
-        assert all(r.ok for r in results), [r.summary() for r in results if not r.ok][:3]
-        parked = sum(r.dlq for r in results)
-        assert parked > 0, "the outage never reached the DLQ: the test did not test much"
-        wait_until(lambda: s.dlq_count() == 0, 180, "the DLQ to drain after recovery", step=1)
-        history = s.breaker_history()
-    finally:
-        s.close()
-    got = seqs(kafka, topic, total)
-    assert set(got) == set(range(total)), f"missing {total - len(set(got))} entries"
-    duplicates = sum(n - 1 for n in got.values())
-    print(f"\noutage: {parked} entries went through the DLQ; duplicates in Kafka: {duplicates}")
-    # The breaker opened during the outage and closed again after it (0 -> 1 ... -> 0).
-    moves = [(old, new) for _t, _bs, old, new in history]
-    assert (0, 1) in moves and moves[-1][1] == 0, moves
 
 
 def test_oversized_entries_go_to_the_dlq_and_the_rest_is_delivered(
@@ -258,7 +211,15 @@ def test_a_stop_with_kafka_down_parks_every_queued_entry_in_the_dlq(
     # Kafka down at close: entries wait in librdkafka (message timeout 60 s) past the
     # drain timeout. The stop parks them in the DLQ instead of dropping them.
     dlq = str(tmp_path / "dlq")
-    cfg = resilient(kafka, topic, dlq, timeout="60s")
+    # Only failures open the breaker here (no early "unreachable" switch), so the
+    # entries sit in librdkafka when the stop comes: the park at shutdown is tested.
+    cfg = resilient(
+        kafka,
+        topic,
+        dlq,
+        timeout="60s",
+        circuit_breaker={"failure_threshold": 3, "timeout": "3s", "unreachable_after": 0},
+    )
     cfg["pipeline"] = {"drain_timeout": "2s"}
     broker.stop()
     s = Shipper(cfg)

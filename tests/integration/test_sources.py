@@ -7,6 +7,7 @@ counted) where something did.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import signal
@@ -345,6 +346,73 @@ def test_http_intake_answers_every_status(
         slow.join(30)
         assert status == 429 and headers["Retry-After"]
         s.close()
+
+
+def test_http_intake_over_mutual_tls_takes_only_clients_with_a_certificate(
+    kafka: LocalKafka, topic: str, ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS with the local test CA's certificates: a client with a certificate signed
+    by client_ca_file is served; one without, or plain HTTP, is not."""
+    import ssl
+
+    certs = Path(kafka.ca_file).parent
+    monkeypatch.setenv("SHIPPER_TEST_TOKEN", "tls-token")
+    cfg = sink_config(kafka, topic)
+    cfg["sources"] = {
+        "http": {
+            "enabled": True,
+            "port": 0,
+            "auth_token_env": "SHIPPER_TEST_TOKEN",
+            "tls": {
+                "cert_file": str(certs / "broker.crt"),  # for 127.0.0.1 and localhost
+                "key_file": str(certs / "broker.key"),
+                "client_ca_file": kafka.ca_file,
+            },
+        }
+    }
+    with Shipper(cfg) as s:
+        started = s.start_sources()
+        url = s.http_url
+        assert url is not None and url.startswith("https://127.0.0.1:"), url
+        assert not any("travels in clear" in line for line in started)
+        body = b"\n".join(line(i).encode() for i in range(10))
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={"Authorization": "Bearer tls-token"}
+        )
+        client = ssl.create_default_context(cafile=kafka.ca_file)
+        client.load_cert_chain(kafka.client_cert, kafka.client_key)
+        with urllib.request.urlopen(req, timeout=60, context=client) as resp:
+            answer = json.loads(resp.read())
+        assert resp.status == 200 and answer["delivered"] == 10, answer
+        # Verified server, but no client certificate: the handshake is refused.
+        anonymous = ssl.create_default_context(cafile=kafka.ca_file)
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(req, timeout=30, context=anonymous).close()
+        # Plain HTTP to the same port gets no answer from the intake.
+        plain = urllib.request.Request(url.replace("https://", "http://"), data=body)
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(plain, timeout=30).close()
+    assert sorted(seqs_in(kafka, topic, 10)) == list(range(10))
+
+
+def test_a_token_on_plain_http_beyond_loopback_is_warned_about(
+    kafka: LocalKafka, topic: str, ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHIPPER_TEST_TOKEN", "s3cret-plain")
+    cfg = sink_config(kafka, topic)
+    cfg["sources"] = {
+        "http": {
+            "enabled": True,
+            "host": "0.0.0.0",
+            "port": 0,
+            "auth_token_env": "SHIPPER_TEST_TOKEN",
+        }
+    }
+    with Shipper(cfg) as s:
+        started = s.start_sources()
+    warnings = [line for line in started if "travels in clear" in line]
+    assert len(warnings) == 1 and "sources.http.tls" in warnings[0], started
+    assert "$SHIPPER_TEST_TOKEN" in warnings[0] and "s3cret-plain" not in warnings[0]
 
 
 LOAD = r"""

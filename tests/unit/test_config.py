@@ -141,7 +141,7 @@ def test_every_field_has_a_description() -> None:
                 walk(ann)
 
     walk(ShipperConfig)
-    assert len(seen) == 21
+    assert len(seen) == 22
 
 
 def test_reference_doc_names_every_option() -> None:
@@ -896,3 +896,20 @@ def test_password_never_in_errors(tail: str, shape: str) -> None:
     assert secret not in str(info.value)
     cfg = load(minimal(auth={"enabled": True, "username": "u", "password": secret}))
     assert secret not in repr(cfg) and secret not in to_yaml(cfg)
+
+
+def test_http_tls_needs_a_certificate_and_its_key_and_mtls_needs_https() -> None:
+    base = {"sinks": {"kafka": {"enabled": True, "brokers": ["k:9092"], "topic": "t"}}}
+
+    def http(tls: dict[str, str]) -> dict[str, object]:
+        return {**base, "sources": {"http": {"enabled": True, "tls": tls}}}
+
+    with pytest.raises(ConfigError, match="cert_file and key_file go together"):
+        load_config(http({"cert_file": "/c.pem"}))
+    with pytest.raises(ConfigError, match="client_ca_file needs cert_file"):
+        load_config(http({"client_ca_file": "/ca.pem"}))
+    cfg = load_config(http({"cert_file": "/c.pem", "key_file": "/k.pem"}))
+    assert cfg.sources.http.tls.enabled
+    assert not load_config(http({})).sources.http.tls.enabled
+    problems = check_files(cfg)
+    assert "sources.http.tls.cert_file: file /c.pem does not exist" in problems

@@ -54,8 +54,17 @@ class Kafka:
 
 
 def run(store: MemoryDlqStore, kafka: Kafka, **kw: object) -> ReplaySummary:
-    opts: dict[str, object] = {"batch_size": 2, "max_retries": 3, "max_step": 16, "window": 3}
+    opts: dict[str, object] = {
+        "batch_size": 2,
+        "max_retries": 3,
+        "max_step": 16,
+        "window": 3,
+        "spend_every": 0.0,
+        "wall": None,
+    }
     opts.update({k: kw.pop(k) for k in list(kw) if k in opts})
+    if opts["wall"] is None:
+        del opts["wall"]
     r = Reprocessor(store, kafka, **opts)  # type: ignore[arg-type]
     return asyncio.run(r.run(**kw))  # type: ignore[arg-type]
 
@@ -127,11 +136,34 @@ def test_a_resend_that_breaks_is_untouched_and_counted_as_broken() -> None:
 
 def test_after_a_broken_resend_the_next_pass_comes_sooner_backing_off() -> None:
     waits, wait = [], 0.0
-    for broken in (3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 5):
-        wait = next_retry(wait, broken, 300.0)
+    for soon in (1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1):
+        wait = next_retry(wait, bool(soon), 300.0)
         waits.append(wait)
     assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 0, 1]
-    assert next_retry(0.0, 1, 0.5) == 0.5  # never later than the interval itself
+    assert next_retry(0.0, True, 0.5) == 0.5  # never later than the interval itself
+
+
+def test_failures_while_kafka_is_tried_ask_for_a_pass_soon_that_spends_no_retry() -> None:
+    """The mass-restart case: records fail (the breaker closed, a Producer restarting)
+    soon after they went to the DLQ. The pass asks for another one soon, and such quick
+    passes spend no retry: a record spends at most one per interval."""
+    store = MemoryDlqStore()
+    store.put_batch([rec(b"a"), rec(b"b")])
+    now = [store.select(DlqFilter(), 10)[0].last_failure + 5.0]  # 5 s after it failed
+    kafka = Kafka({b"a", b"b"}, Reason.ERROR)
+    s = run(store, kafka, spend_every=300.0, wall=lambda: now[0])
+    assert (s.early, s.failed, s.again_soon, s.ok) == (2, 0, True, False)
+    assert {r.attempts for r in store.select(DlqFilter(), 10)} == {0}
+    # A whole interval after the last failure, a failure spends a retry again.
+    now[0] += 300.0
+    s = run(store, kafka, spend_every=300.0, wall=lambda: now[0])
+    assert (s.early, s.failed, s.again_soon) == (0, 2, False)
+    assert {r.attempts for r in store.select(DlqFilter(), 10)} == {1}
+    # Kafka back: the next quick pass delivers them.
+    kafka.refuse.clear()
+    assert run(store, kafka, spend_every=300.0, wall=lambda: now[0]).delivered == 2
+    # A broken re-send asks for a pass soon too; an open breaker does not.
+    assert ReplaySummary(broken=1).again_soon and not ReplaySummary(untouched=3).again_soon
 
 
 def test_data_failures_do_not_stop_the_pass() -> None:

@@ -394,3 +394,22 @@ def test_positions_move_only_with_acknowledgements(tmp_path: Path, acked: bool) 
     [cp] = store.data.values()
     assert (cp.sent_offset, cp.sent_line) == (6, 3)
     assert (cp.offset, cp.line) == ((6, 3) if acked else (0, 0))
+
+
+def test_a_token_on_plain_http_beyond_loopback_is_a_warning_and_https_or_loopback_is_not() -> None:
+    from shipper.config.sources import HttpSourceConfig
+    from shipper.sources.http import clear_token_warning, server_ssl_context
+
+    def cfg(**kw: object) -> HttpSourceConfig:
+        return HttpSourceConfig.model_validate({"enabled": True, **kw})
+
+    assert clear_token_warning(cfg(host="0.0.0.0")) is None  # no token
+    warned = clear_token_warning(cfg(host="0.0.0.0", auth_token_env="TOKEN"))
+    assert warned is not None and "$TOKEN" in warned and "in clear" in warned
+    assert clear_token_warning(cfg(host="10.1.2.3", auth_token_env="TOKEN")) is not None
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert clear_token_warning(cfg(host=host, auth_token_env="TOKEN")) is None
+    https = cfg(host="0.0.0.0", auth_token_env="TOKEN",
+                tls={"cert_file": "/c", "key_file": "/k"})  # fmt: skip
+    assert clear_token_warning(https) is None
+    assert server_ssl_context(cfg().tls) is None
