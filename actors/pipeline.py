@@ -39,8 +39,8 @@ from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
 from shipper.fleet import Spreader, node_path
-from shipper.sources.http import clear_token_warning
 from shipper.outcomes import SubmissionResult
+from shipper.sources.http import clear_token_warning
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
 from .fleet import KEEPER, start_keeper
