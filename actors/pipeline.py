@@ -38,7 +38,7 @@ from shipper.config import ShipperConfig, check_files, load_config
 from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
-from shipper.fleet import Spreader, node_path
+from shipper.fleet import Spreader, node_path, start_line
 from shipper.outcomes import SubmissionResult
 from shipper.sources.http import clear_token_warning
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
@@ -106,19 +106,6 @@ def join_ray(address: str | None = None) -> None:
         log_to_driver=True,
         logging_level=logging.WARNING,
     )
-
-
-def start_line(progress: Mapping[str, Any], elapsed: float) -> str:
-    """One line on a start that takes long: how many pipelines run, which nodes wait."""
-    running, starting = progress["running"], progress["starting"]
-    total = len(running) + len(starting)
-    line = f"started {len(running)} of {total} node pipelines in {elapsed:.0f} s"
-    if starting:
-        line += "; waiting for node " + ", ".join(starting)
-    errors = progress.get("errors") or {}
-    if errors:
-        line += " (" + "; ".join(f"{k}: {e}" for k, e in sorted(errors.items())) + ")"
-    return line
 
 
 class Shipper:

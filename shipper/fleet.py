@@ -19,7 +19,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["NODE_LABEL", "FleetPlan", "NodeInfo", "Reconcile", "Spreader", "node_path"]
+__all__ = [
+    "NODE_LABEL",
+    "FleetPlan",
+    "NodeInfo",
+    "Reconcile",
+    "Spreader",
+    "node_path",
+    "start_line",
+]
 
 #: The Ray node label that names a node for the shipper (else: its hostname).
 NODE_LABEL = "shipper-node"
@@ -167,3 +175,16 @@ class Spreader:
     def done(self, key: str, n: int) -> None:
         if key in self.in_flight:
             self.in_flight[key] = max(0, self.in_flight[key] - n)
+
+
+def start_line(progress: Mapping[str, Any], elapsed: float) -> str:
+    """One line on a start that takes long: how many pipelines run, which nodes wait."""
+    running, starting = progress["running"], progress["starting"]
+    total = len(running) + len(starting)
+    line = f"started {len(running)} of {total} node pipelines in {elapsed:.0f} s"
+    if starting:
+        line += "; waiting for node " + ", ".join(starting)
+    errors = progress.get("errors") or {}
+    if errors:
+        line += " (" + "; ".join(f"{k}: {e}" for k, e in sorted(errors.items())) + ")"
+    return line

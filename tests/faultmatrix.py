@@ -336,6 +336,9 @@ class ApiDriver(Driver):
     def taken(self, result: dict[str, Any]) -> set[int]:
         return set(self.offered.taken)
 
+    def breakers_closed(self) -> bool:
+        return all(b["state"] == 0 for b in self.shipper.breaker_states().values())
+
     def to_dlq(self, gone: float, back: float) -> float | None:
         """The longest a submission made while the broker was away (from ``gone`` to
         ``back``) waited for its acknowledgement (None: none of them went to the DLQ):
@@ -771,11 +774,15 @@ class Run:
             self.replay_outputs.append(out)
 
     def wait_delivering(self, since: float, fault: str) -> None:
-        """Until every path that still feeds delivers again after ``since``."""
+        """Until every path that still feeds delivers again after ``since`` (and the
+        API shipper's breaker is closed: the next fault must find it closed)."""
         deadline = since + self.sizes.recover_limit
         feeding = [p for p, d in self.drivers.items() if not d.stop.is_set()]
+        api = self.drivers.get("api")
         while time.monotonic() < deadline:
-            if all(self.sampler.grew_after(p, since) is not None for p in feeding):
+            if all(self.sampler.grew_after(p, since) is not None for p in feeding) and (
+                not isinstance(api, ApiDriver) or api.breakers_closed()
+            ):
                 return
             time.sleep(0.5)
         late = [p for p in feeding if self.sampler.grew_after(p, since) is None]
@@ -827,11 +834,28 @@ class Run:
         self.kills.append(("down_at_start", self.broker.kill()))
 
     def come_back(self) -> None:
-        """After :meth:`start` with the broker down: it comes back after the outage."""
-        time.sleep(self.sizes.outage)
+        """After :meth:`start` with the broker down: it comes back after the outage
+        (what ``shipper status`` says meanwhile is kept)."""
+        t0 = time.monotonic()
+        self.status_during_outage = self.status()
+        time.sleep(max(0.0, self.sizes.outage - (time.monotonic() - t0)))
         back = self.broker.start()
         self.recoveries.append(("down_at_start", back))
         self.wait_delivering(back, "down_at_start")
+
+    def status(self, want: str = "OPEN", timeout: float = 20.0) -> str:
+        """``shipper status`` on the run's Ray, again until it shows ``want`` (or the
+        time is up): the last answer."""
+        env = {**os.environ, "RAY_ADDRESS": self.ray_address}
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(
+                [SHIPPER, "status"], capture_output=True, text=True, timeout=120, env=env
+            )
+            text = out.stdout + out.stderr
+            if want in text or time.monotonic() > deadline:
+                return text
+            time.sleep(1.0)
 
     def fault_back_during_replay(self) -> None:
         """Killed near the end: the inputs end and drain while it is down; the replay

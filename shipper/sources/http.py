@@ -1,7 +1,8 @@
 """The HTTP intake's rules, without a server: what a request may be, what it is answered.
 
-``POST /v1/logs`` (over HTTPS, and mutual TLS, with ``sources.http.tls``) takes NDJSON (one entry per line, JSON or plain text) or a JSON array
-of entries, and is answered once every accepted entry is acknowledged::
+``POST /v1/logs`` (over HTTPS, and mutual TLS, with ``sources.http.tls``) takes NDJSON
+(one entry per line, JSON or plain text) or a JSON array of entries, and is answered
+once every accepted entry is acknowledged::
 
     200  {"accepted": 998, "delivered": 998, "dlq": 0,
           "rejected": [{"line": 3, "reason": "serialization_error", "error": "..."}]}

@@ -36,14 +36,20 @@ def high_watermark(kafka: LocalKafka, topic: str) -> int:
         c.close()
 
 
-def env() -> dict[str, str]:
+def env(join: bool = False) -> dict[str, str]:
+    """The command's environment: a Ray of its own, or (``join``) the session's Ray,
+    which saves the start of one (the own-Ray case is in the fault matrix)."""
     e = {**os.environ}
     e.pop("RAY_ADDRESS", None)
+    if join:
+        import ray
+
+        e["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     return e
 
 
 def test_run_from_stdin_prints_a_summary_and_fails_on_bad_lines(
-    kafka: LocalKafka, topic: str, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
 ) -> None:
     good = [json.dumps({"message": f"line {i}", "level": "info"}) for i in range(1000)]
     data = "\n".join([*good[:500], '{"message": 42}', "plain text line", *good[500:]]) + "\n"
@@ -54,7 +60,7 @@ def test_run_from_stdin_prints_a_summary_and_fails_on_bad_lines(
         capture_output=True,
         text=True,
         timeout=180,
-        env=env(),
+        env=env(join=True),
     )
     summary = json.loads((tmp_path / "s.json").read_text())
     # The bad line is reported (exit 1), the plain text line becomes an entry.
@@ -67,7 +73,7 @@ def test_run_from_stdin_prints_a_summary_and_fails_on_bad_lines(
 
 
 def test_sigterm_mid_stream_drains_and_loses_nothing_acknowledged(
-    kafka: LocalKafka, topic: str, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
 ) -> None:
     src = tmp_path / "big.jsonl"
     with src.open("w") as f:
@@ -77,7 +83,7 @@ def test_sigterm_mid_stream_drains_and_loses_nothing_acknowledged(
     proc = subprocess.Popen(
         [SHIPPER, "run", "--config", str(cfg), "--input", str(src),
          "--summary-json", str(tmp_path / "s.json"), "--block-bytes", "65536"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(join=True),
     )  # fmt: skip
     # Signal once shipping is visibly under way (Ray's start-up time varies a lot).
     deadline = time.monotonic() + 120
@@ -111,3 +117,65 @@ def test_a_ray_address_that_does_not_answer_fails_fast_and_says_what_to_do(
     assert out.returncode == 2
     assert "127.0.0.1:1" in out.stderr and "ray start --head" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# A `shipper run` whose input breaks after a few blocks: the reader raises mid-run, as
+# a failing disk or a bug in a reader would. Everything else is the real command.
+BREAKING = r"""
+import sys
+from shipper.sources import stdin
+
+real = stdin.StreamReader.blobs
+
+def blobs(self):
+    for n, blob in enumerate(real(self)):
+        if n == 3:
+            raise RuntimeError("injected: the input broke")
+        yield blob
+
+stdin.StreamReader.blobs = blobs
+from actors.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_error_mid_run_drains_parks_and_reports_in_one_line(
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
+) -> None:
+    """Every line read before the error is in Kafka or the DLQ; stderr names the
+    problem in one line (the traceback is in logging.file); the summary is printed;
+    the exit code is 1."""
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"message": f"m{i}", "fields": {"seq": i}}) + "\n"
+                           for i in range(20_000)))  # fmt: skip
+    conf = sink_config(kafka, topic)
+    conf["logging"] = {"file": str(tmp_path / "shipper.log")}
+    cfg = tmp_path / "shipper.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    e = env(join=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BREAKING, "run", "--config", str(cfg), "--input", str(src),
+         "--block-bytes", "65536", "--summary-json", str(tmp_path / "s.json")],
+        capture_output=True, text=True, timeout=180, env=e,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    said = [ln for ln in out.stderr.splitlines() if "injected: the input broke" in ln]
+    assert len(said) == 1 and said[0].startswith("shipper run: stopped by an error"), said
+    assert "the traceback is in" in out.stderr
+    assert "RuntimeError: injected" in (tmp_path / "shipper.log").read_text()
+    assert "entries in" in out.stdout  # the summary
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["fatal"] and summary["drained"], summary
+    read = summary["entries_in"]
+    assert 0 < read < 20_000, summary  # stopped part-way: three blocks were read
+    assert summary["delivered"] + summary["dlq"] == read
+    got = consume_all(kafka.client_config(), topic, expected=summary["delivered"], timeout=60)
+    in_kafka = {json.loads(m.value() or b"{}")["fields"]["seq"] for m in got}
+    from shipper.dlq import LmdbDlqStore
+
+    dlq = conf["sinks"]["kafka"]["dlq_config"]["path"]
+    with LmdbDlqStore(dlq) as store:
+        parked = {json.loads(r.value)["fields"]["seq"] for r in store.fetch(10**6)}
+    assert in_kafka | parked == set(range(read)), "a line read before the error is lost"

@@ -10,6 +10,7 @@ Kafka or the DLQ, every one in Kafka after the replay (read by kcat).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,25 @@ def test_every_way_in_loses_nothing_when_the_broker_is_down_dies_hangs_or_comes_
     assert api_kill.to_dlq_s is not None, "no entry went to the DLQ while Kafka was gone"
     # The API shipper's breaker opened for each of the first three faults and closed
     # after each (the fourth ends the run with Kafka away).
-    moves = [(old, new) for _t, _bs, old, new in run.drivers["api"].breaker_moves]
-    assert sum(new == 1 for _old, new in moves) >= 3, moves
-    assert sum(new == 0 for _old, new in moves) >= 3, moves
+    history = run.drivers["api"].breaker_moves
+    moves = [(old, new) for _t, _bs, old, new in history]
+    shift = time.time() - time.monotonic()  # the history has wall times, events not
+    said = (
+        f"moves {[(round(t - shift, 1), o, n) for t, _bs, o, n in history]}, "
+        f"broker events {[(w, round(t, 1)) for w, t in run.broker.events]}"
+    )
+    assert sum(new == 1 for _old, new in moves) >= 3, said
+    assert sum(new == 0 for _old, new in moves) >= 3, said
+    # While the broker was down, `shipper status` said so, and counted the sources' lines.
+    status = run.status_during_outage
+    assert "OPEN: Kafka unreachable" in status, status
+    assert "from files:" in status and "from http:" in status, status
+    # The service's summary counts its sources like the API's: in, delivered, DLQ.
+    by_source = run.results["file"]["summary"]["by_source"]
+    for kind in ("files", "http"):
+        s = by_source[kind]
+        assert s["entries_in"] == s["delivered"] + s["dlq"] + s["failed"] > 0, by_source
+        assert s["dlq"] > 0 and s["dlq_by_reason"].get("circuit_open", 0) > 0, by_source
     for c in cells:
         if c.fault == "back_during_replay":
             assert c.in_dlq > 0, f"{c.path}: nothing waited in the DLQ for the replay"

@@ -175,8 +175,18 @@ def test_backpressure_thresholds_shed_low_levels_first(
     assert "error" not in levels, levels
 
 
+def dead_broker() -> str:
+    """An address where nothing listens: what a client sees of a broker that is gone
+    (connection refused), without stopping the session's broker."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
-    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path
 ) -> None:
     dlq = str(tmp_path / "dlq")
     cfg = resilient(
@@ -184,11 +194,11 @@ def test_full_dlq_makes_submit_raise_and_every_entry_is_reported(
         topic,
         dlq,
         timeout="2s",
+        brokers=[dead_broker()],
         dlq_config={"path": dlq, "max_disk_bytes": 1 << 16, "map_size_bytes": 1 << 20},
     )
     cfg["pipeline"] = {"submit_timeout": "3s"}
     payload = "p" * 1000
-    broker.stop()
     with Shipper(cfg) as s:
         first = s.submit([{"message": payload, "fields": {"seq": i}} for i in range(300)])
         r = first.result(60)
@@ -244,7 +254,7 @@ def test_a_stop_with_kafka_down_parks_every_queued_entry_in_the_dlq(
 
 
 def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
-    kafka: LocalKafka, topic: str, broker: BrokerSwitch, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path
 ) -> None:
     dlq = str(tmp_path / "dlq")
     cfg = resilient(
@@ -252,10 +262,10 @@ def test_http_answers_503_while_kafka_is_down_and_the_dlq_is_full(
         topic,
         dlq,
         timeout="2s",
+        brokers=[dead_broker()],
         dlq_config={"path": dlq, "max_disk_bytes": 1 << 16, "map_size_bytes": 1 << 20},
     )
     cfg["sources"] = {"http": {"enabled": True, "port": 0}}
-    broker.stop()
     with Shipper(cfg) as s:
         s.start_sources()
         assert s.http_url is not None

@@ -252,3 +252,26 @@ def test_a_small_queue_slows_one_sender_down_instead_of_shedding(
     assert all(r.ok and r.delivered == 400 and r.dlq == 0 for r in results)
     assert q["shed"] == 0 and q["backpressure_warning"] == 0, q
     assert len(consume_all(kafka.client_config(), topic, expected=8000, timeout=60)) == 8000
+
+
+def test_pipelines_that_do_not_start_in_time_stop_with_the_nodes_named_and_leave_nothing(
+    kafka: LocalKafka, topic: str, ray_session: None
+) -> None:
+    import ray
+
+    from shipper.errors import StartError
+
+    cfg = sink_config(kafka, topic)
+    cfg["fleet"] = {"start_timeout": "0.01s"}  # no pipeline starts that fast
+    before = {a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)}
+    with pytest.raises(StartError, match="node") as info:
+        Shipper(cfg)
+    assert "fleet.start_timeout" in str(info.value) or "no node pipeline started" in str(info.value)
+    # Nothing of the half-started shipper lingers (killed: gone within a few seconds).
+    deadline = time.monotonic() + 20
+    while True:
+        after = {a["namespace"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        if after <= before or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert after <= before, after - before

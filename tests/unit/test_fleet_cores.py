@@ -138,3 +138,14 @@ def test_the_fleet_section_checks_its_selector() -> None:
     assert cfg.fleet.resources.batcher.num_cpus == 0
     with pytest.raises(ConfigError, match=r"fleet\.nodes"):
         load_config({**base, "fleet": {"nodes": "some"}})
+
+
+def test_a_slow_start_is_one_line_with_the_nodes_still_waiting_and_why_one_failed() -> None:
+    from shipper.fleet import start_line
+
+    line = start_line({"running": ["n1", "n2"], "starting": ["n3"], "errors": {}}, 20.4)
+    assert line == "started 2 of 3 node pipelines in 20 s; waiting for node n3"
+    line = start_line({"running": [], "starting": ["a", "b"], "errors": {"c": "TimeoutError"}}, 61)
+    assert line == (
+        "started 0 of 2 node pipelines in 61 s; waiting for node a, b (c: TimeoutError)"
+    )
