@@ -245,19 +245,22 @@ class BatcherActor:
         await self._flush_now()
         return queued
 
-    async def _may_produce(self) -> bool:
+    async def _may_produce(self) -> tuple[bool, bool]:
+        """May this chunk be produced, and is it the breaker's probe?"""
         gate = self.core.gate()
         if gate == Gate.PROBE:
-            return bool(await self.wiring.supervisor().acquire_probe.remote(self.broker_set))
-        return gate == Gate.PRODUCE
+            got = bool(await self.wiring.supervisor().acquire_probe.remote(self.broker_set))
+            return got, got
+        return gate == Gate.PRODUCE, False
 
     async def _send(self, chunk: Chunk) -> None:
-        if await self._may_produce():
+        may, probe = await self._may_produce()
+        if may:
             replica, seq = self.core.next_replica(len(self.producers), chunk)
             started = time.monotonic()
             try:
                 results: list[SendResult] = await self.producers[replica].produce.remote(
-                    self.topic, chunk.parts, (f"{self.source}:{replica}", seq)
+                    self.topic, chunk.parts, (f"{self.source}:{replica}", seq), probe
                 )
             except Exception as exc:
                 results = await _failed_parts(

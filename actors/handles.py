@@ -79,7 +79,7 @@ class BatcherHandle(Protocol):
 
 
 class ProducerHandle(Protocol):
-    produce: Remote[[str, list[Any], Order | None], list[SendResult]]
+    produce: Remote[[str, list[Any], Order | None, bool], list[SendResult]]
     partition_count: Remote[[str], int]
     close: Remote[[float], int]
     health: Remote[[], dict[str, Any]]
@@ -99,6 +99,7 @@ class SupervisorHandle(Protocol):
     register: Remote[[str, str], int]
     report: Remote[[str, bool], None]
     trip: Remote[[str, str], None]
+    reachable: Remote[[str], None]
     acquire_probe: Remote[[str], bool]
     started: Remote[[str, str, str], None]
     states: Remote[[], dict[str, dict[str, Any]]]

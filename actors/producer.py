@@ -63,6 +63,7 @@ class ProducerActor:
                 conf,
                 unreachable_after=sink.circuit_breaker.unreachable_after,
                 on_unreachable=self._unreachable,
+                on_reachable=self._reachable,
             )
         self._client = client
         self._produced = 0
@@ -71,7 +72,7 @@ class ProducerActor:
         announce_start(wiring.namespace, "producer", self.name)
 
     async def produce(
-        self, topic: str, parts: list[Any], order: Order | None = None
+        self, topic: str, parts: list[Any], order: Order | None = None, probe: bool = False
     ) -> list[SendResult]:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[SendResult]] = []
@@ -92,7 +93,7 @@ class ProducerActor:
                 def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
                     loop.call_soon_threadsafe(fut.set_result, r)
 
-                self._client.send(topic, as_list(payload), keys, partitions, done)
+                self._client.send(topic, as_list(payload), keys, partitions, done, probe)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered
@@ -111,6 +112,12 @@ class ProducerActor:
         # Runs on the client's poll thread; fire and forget.
         log.warning("%s: Kafka unreachable (%s); opening the circuit breaker", self.name, why)
         self.wiring.supervisor().trip.remote(self.broker_set, f"Kafka unreachable: {why}")
+
+    def _reachable(self) -> None:
+        """A broker of the set answers again: let the breaker probe now rather than at
+        the end of its open timeout (a probe still decides whether it closes)."""
+        log.warning("%s: a broker answers again; asking for a probe", self.name)
+        self.wiring.supervisor().reachable.remote(self.broker_set)
 
     async def partition_count(self, topic: str) -> int:
         return await asyncio.to_thread(self._client.partition_count, topic)

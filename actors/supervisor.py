@@ -8,10 +8,13 @@ state to every Batcher of that broker set:
 - CLOSED: Batchers produce as usual; the DLQs are kicked so their backlog replays.
 - OPEN: Batchers hand chunks straight to the DLQ with reason ``circuit_open`` and make
   no produce attempt.
-- HALF_OPEN (pushed once ``open_timeout`` has passed): a Batcher with a chunk to send
+- HALF_OPEN (pushed once ``open_timeout`` has passed, or at once when a Producer sees a
+  broker answer again after it tripped the breaker): a Batcher with a chunk to send
   asks :meth:`acquire_probe`; exactly one gets the probe and produces it, the others
   keep diverting to the DLQ until the breaker closes (after ``success_threshold``
-  successful probes) or opens again.
+  successful probes) or opens again. The DLQs are kicked too, so their backlog probes
+  when no new entries come.
+- A Producer that finds its broker set unreachable (:meth:`trip`) opens it at once.
 
 Restarts. Every actor announces itself from its constructor
 (:func:`actors._options.announce_start`); a name the supervisor has seen before is an
@@ -152,9 +155,17 @@ class SupervisorActor:
         if new == BreakerState.OPEN:
             self._arm(broker_set)
         self._push(broker_set, new)
-        if new == BreakerState.CLOSED:
-            for name in self._named("dlq:"):
+        if new in (BreakerState.CLOSED, BreakerState.HALF_OPEN):
+            # Closed: the backlog goes now. Half-open: a backlog serves as the probe
+            # when no new entries come (an idle shipper would stay open otherwise).
+            self._kick_dlqs()
+
+    def _kick_dlqs(self) -> None:
+        for name in self._named("dlq:"):
+            try:
                 self._handle(name).kick.remote()
+            except Exception as exc:  # gone with its node: the reconcile sees to it
+                log.info("could not kick %s: %s", name, brief(exc))
 
     def _handle(self, name: str) -> Any:
         return self.wiring._get(name)
@@ -188,6 +199,7 @@ class SupervisorActor:
             await asyncio.sleep(max(0.0, b.retry_in()))
             if b.state == BreakerState.OPEN:
                 self._push(broker_set, BreakerState.HALF_OPEN)
+                self._kick_dlqs()  # with no new entries, the DLQ's backlog probes
 
         with contextlib.suppress(RuntimeError):  # no running loop: called outside the actor
             self._timers[broker_set] = asyncio.get_running_loop().create_task(wake())
@@ -459,6 +471,11 @@ class SupervisorActor:
         if b.state == BreakerState.HALF_OPEN and not b.probe_in_flight:
             # The probe succeeded but more are needed: let the Batchers ask again.
             self._push(broker_set, BreakerState.HALF_OPEN)
+
+    async def reachable(self, broker_set: str) -> None:
+        """A Producer sees a broker of ``broker_set`` answer again after it reported the
+        set unreachable: an open breaker turns half-open now (the probe decides)."""
+        self._breaker(broker_set).probe_now()
 
     async def trip(self, broker_set: str, why: str) -> None:
         """A Producer found ``broker_set`` unreachable: open its breaker now (new entries

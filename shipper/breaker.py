@@ -36,6 +36,8 @@ Rules worth knowing:
 - :meth:`trip` opens the breaker at once, whatever the count: for a signal stronger
   than one failed batch (no broker of the set reachable, or none answering for a whole
   ``timeout``). An open breaker ignores it (the retry time stays where it was).
+  :meth:`probe_now` is its counterpart: a broker answers again, so an open breaker
+  turns half-open without waiting out ``open_timeout``.
 - Not thread-safe: one owner (the supervisor actor) calls it.
 """
 
@@ -198,6 +200,17 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN:
             return False
         self._open(why)
+        return True
+
+    def probe_now(self) -> bool:
+        """Open: turn half-open at once, before ``open_timeout`` (a broker of the set
+        answers again); the next :meth:`allow` is the probe, and the probe still decides.
+        Returns whether anything changed."""
+        if self._state is not BreakerState.OPEN:
+            return False
+        self._successes = 0
+        self._probe_since = None
+        self._transition(BreakerState.HALF_OPEN)
         return True
 
     # -- internals -----------------------------------------------------------------

@@ -19,7 +19,14 @@ def send_and_wait(
         box.append(r)
         done.set()
 
-    client.send(topic, values, kw.get("keys"), kw.get("partitions"), on_done)  # type: ignore[arg-type]
+    client.send(
+        topic,
+        values,
+        kw.get("keys"),  # type: ignore[arg-type]
+        kw.get("partitions"),  # type: ignore[arg-type]
+        on_done,
+        probe=bool(kw.get("probe", False)),
+    )
     assert done.wait(60), "on_done was never called"
     assert len(box) == 1
     return box[0]

@@ -110,8 +110,11 @@ class ProducerClient(ABC):
         keys: Sequence[bytes | None] | None,
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
+        probe: bool = False,
     ) -> None:
-        """Queue every value for ``topic``; ``on_done`` runs once when all are settled."""
+        """Queue every value for ``topic``; ``on_done`` runs once when all are settled.
+        ``probe``: the breaker's half-open trial, which must really try Kafka even while
+        the client takes the broker set for unreachable."""
 
     @abstractmethod
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
@@ -231,6 +234,7 @@ class ConfluentProducerClient(ProducerClient):
         *,
         unreachable_after: float = 0.0,
         on_unreachable: Callable[[str], None] | None = None,
+        on_reachable: Callable[[], None] | None = None,
     ) -> None:
         from confluent_kafka import Producer
 
@@ -240,6 +244,7 @@ class ConfluentProducerClient(ProducerClient):
         #: Whether the broker set answers (0 s: judged from timeouts only).
         self.reachability = Reachability(unreachable_after)
         self._on_unreachable = on_unreachable
+        self._on_reachable = on_reachable
         self._purge_why = _SHUTDOWN_PURGE
         conf = dict(config)
         conf["error_cb"] = self._on_error
@@ -289,7 +294,13 @@ class ConfluentProducerClient(ProducerClient):
 
     def _on_stats(self, doc: str) -> None:
         if _any_broker_up(doc):
+            was_down = self.reachability.unreachable is not None
             self.reachability.broker_up()
+            if was_down and self._on_reachable is not None:
+                try:
+                    self._on_reachable()  # a broker answers again: probe now
+                except Exception as exc:
+                    self._errors.append(f"reporting a reachable broker set failed: {exc}")
         if self._user_stats is not None:
             self._user_stats(doc)
 
@@ -330,6 +341,7 @@ class ConfluentProducerClient(ProducerClient):
         keys: Sequence[bytes | None] | None,
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
+        probe: bool = False,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         if not values:
@@ -337,7 +349,7 @@ class ConfluentProducerClient(ProducerClient):
             on_done(result)
             return
         tracker = _Tracker(result, on_done, self._explain, self.reachability)
-        down = self.reachability.unreachable
+        down = None if probe else self.reachability.unreachable
         if down is not None:
             # Known unreachable and silent since: fail now, not after message.timeout.ms
             # (the breaker is opening; a probe finds the set back once a broker answers).
@@ -471,6 +483,7 @@ class MemoryProducerClient(ProducerClient):
         keys: Sequence[bytes | None] | None,
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
+        probe: bool = False,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         log = self.topics.setdefault(topic, [])

@@ -55,6 +55,9 @@ def librdkafka_settings(sink: KafkaSinkConfig) -> LibrdkafkaSettings:
             "batch.num.messages": sink.batch_size,
             "message.max.bytes": sink.max_message_bytes + MESSAGE_OVERHEAD_BYTES,
             "security.protocol": sink.security_protocol,
+            # A broker that comes back is found within 2 s (librdkafka's default backs
+            # off to 10 s between reconnects): the breaker's probe waits for it.
+            "reconnect.backoff.max.ms": 2000,
             # Keyed messages without an explicit partition land where Kafka's Java
             # client would put them (murmur2), the function our hash partitioner uses.
             "partitioner": "murmur2_random",

@@ -165,3 +165,25 @@ def test_a_broker_that_accepts_but_never_answers_is_reported_after_the_message_t
         for s in held:
             s.close()
         server.close()
+
+
+def test_a_probe_really_tries_while_the_client_takes_the_set_for_unreachable() -> None:
+    """After the set was reported unreachable, plain sends fail at once, but the
+    breaker's probe is queued in librdkafka and waits for a broker (here: none, so it
+    times out)."""
+    c = ConfluentProducerClient(
+        {"bootstrap.servers": f"127.0.0.1:{_free_port()}", "message.timeout.ms": 1500},
+        unreachable_after=0.5,
+    )
+    try:
+        send_and_wait(c, "t", [b"a"])  # reported unreachable on the way
+        deadline = time.monotonic() + 10
+        while c.reachability.unreachable is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.reachability.unreachable is not None
+        assert send_and_wait(c, "t", [b"b"]).failures[0].reason == "circuit_open"
+        t0 = time.monotonic()
+        probe = send_and_wait(c, "t", [b"c"], probe=True)
+        assert probe.failures[0].reason == "timeout" and time.monotonic() - t0 >= 1.0
+    finally:
+        c.close(1)

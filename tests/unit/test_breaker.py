@@ -323,3 +323,22 @@ class BreakerMachine(RuleBasedStateMachine):
 
 BreakerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
 TestBreakerMachine = BreakerMachine.TestCase
+
+
+def test_probe_now_turns_an_open_breaker_half_open_before_its_timeout() -> None:
+    b, clock, events = make(successes=2, timeout=60.0)
+    assert not b.probe_now()  # closed: nothing to do
+    b.trip("Kafka unreachable")
+    clock.advance(5)
+    assert b.probe_now() and b.state is BreakerState.HALF_OPEN
+    assert not b.probe_now()  # half-open already
+    assert b.allow() and not b.allow()  # one probe at a time
+    b.record_success()
+    assert b.allow()
+    b.record_success()
+    assert b.state is BreakerState.CLOSED
+    assert events == [
+        (BreakerState.CLOSED, BreakerState.OPEN),
+        (BreakerState.OPEN, BreakerState.HALF_OPEN),
+        (BreakerState.HALF_OPEN, BreakerState.CLOSED),
+    ]

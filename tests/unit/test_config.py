@@ -636,6 +636,7 @@ def test_librdkafka_settings_plaintext() -> None:
         "batch.num.messages": 500,
         "message.max.bytes": 1048576 + 65536,
         "security.protocol": "PLAINTEXT",
+        "reconnect.backoff.max.ms": 2000,
         "partitioner": "murmur2_random",
         "socket.nagle.disable": True,
         "topic.metadata.refresh.interval.ms": 30000,
