@@ -16,7 +16,14 @@ import time
 from typing import Any
 
 from shipper.batching.backpressure import Pressure
-from shipper.batching.topic import Chunk, DeadLetters, Gate, TopicBatcher, failed_result
+from shipper.batching.topic import (
+    Chunk,
+    DeadLetters,
+    Gate,
+    TopicBatcher,
+    failed_result,
+    probe_failed,
+)
 from shipper.breaker import BreakerState
 from shipper.errors import brief
 from shipper.kafka.client import SendResult
@@ -270,6 +277,8 @@ class BatcherActor:
             ok = self.core.breaker_report(results)
             if ok is not None:
                 self.wiring.supervisor().report.remote(self.broker_set, ok)
+            if probe:
+                results = probe_failed(results)
         elif self.core.parked:
             results = await _failed_parts(
                 self.topic,

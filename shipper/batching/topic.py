@@ -46,7 +46,7 @@ from shipper.packed import Packed
 from shipper.partitioning import HashPartitioner, make_partitioner
 from shipper.telemetry import MetricsRecorder
 
-__all__ = ["Chunk", "DeadLetters", "Gate", "Part", "TopicBatcher", "failed_result"]
+__all__ = ["Chunk", "DeadLetters", "Gate", "Part", "TopicBatcher", "failed_result", "probe_failed"]
 
 log = logging.getLogger("shipper.batcher")
 
@@ -117,6 +117,38 @@ def failed_result(
         Failure(v, keys[i] if keys else None, reason, error) for i, v in enumerate(values)
     ]
     return r
+
+
+def probe_failed(results: list[SendResult]) -> list[SendResult]:
+    """The outcome of the breaker's probe, as its entries should see it. A probe that
+    Kafka failed (timeout, error) says that Kafka is still away, not that something is
+    wrong with those entries: they fail as ``circuit_open``, so a DLQ record that served
+    as the probe spends no retry (a backlog is the probe when no new entries come, and
+    would otherwise be parked after a few probes of a long outage). The breaker still
+    hears a failure (``circuit_open`` from a Producer counts as one)."""
+    out = []
+    for r in results:
+        if any(f.reason.retried and f.reason.from_broker for f in r.failures):
+            r = SendResult(
+                topic=r.topic,
+                sent=r.sent,
+                delivered=r.delivered,
+                failures=[
+                    Failure(
+                        f.value,
+                        f.key,
+                        Reason.CIRCUIT_OPEN,
+                        f"the breaker's probe failed: {f.error}",
+                    )
+                    if f.reason.retried and f.reason.from_broker
+                    else f
+                    for f in r.failures
+                ],
+                started=r.started,
+                finished=r.finished,
+            )
+        out.append(r)
+    return out
 
 
 class TopicBatcher:

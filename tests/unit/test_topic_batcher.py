@@ -365,3 +365,24 @@ def test_a_replay_goes_out_at_once_not_after_batch_timeout() -> None:
     assert c.due() and c.seconds_until_due() == 0.0
     assert sum(ch.size for ch in c.take()) == 5  # the waiting entries go along
     assert not c.due() and c.seconds_until_due() is None
+
+
+def test_a_failed_probe_fails_its_entries_as_circuit_open_and_keeps_data_failures() -> None:
+    from shipper.batching.topic import probe_failed
+    from shipper.kafka.client import Failure, SendResult
+
+    r = SendResult(
+        topic="t",
+        sent=3,
+        delivered=1,
+        failures=[
+            Failure(b"a", None, Reason.TIMEOUT, "Local: Message timed out"),
+            Failure(b"b", None, Reason.MESSAGE_TOO_LARGE, "too big"),
+        ],
+    )
+    (out,) = probe_failed([r])
+    assert [f.reason for f in out.failures] == [Reason.CIRCUIT_OPEN, Reason.MESSAGE_TOO_LARGE]
+    assert out.failures[0].error == "the breaker's probe failed: Local: Message timed out"
+    assert out.delivered == 1 and out.sent == 3
+    ok = SendResult(topic="t", sent=1, delivered=1)
+    assert probe_failed([ok]) == [ok]
