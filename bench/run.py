@@ -386,6 +386,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "below 15%% busy (0: do not wait)",
     )
     p.add_argument("--memory-codec", default="snappy")
+    p.add_argument(
+        "--ray-address",
+        help="join this Ray cluster instead of starting a private one (for smoke runs; "
+        "figures are measured on a private Ray)",
+    )
     args = p.parse_args(argv)
     args.codecs = [x for x in args.codecs.split(",") if x]
     args.contenders = [x for x in args.contenders.split(",") if x]
@@ -436,9 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     import ray
 
-    # A private local Ray: never join another session's cluster by accident.
+    # A private local Ray: never join another session's cluster by accident (unless
+    # --ray-address names one: the test suite's smoke run joins its own).
     ray.init(
-        address="local",
+        address=args.ray_address or "local",
         include_dashboard=False,
         logging_level=logging.WARNING,
         log_to_driver=True,

@@ -31,6 +31,7 @@ __all__ = [
     "create_topic",
     "delete_topic",
     "kafka_local_script",
+    "kill_tree",
     "temporary_topic",
 ]
 
@@ -259,3 +260,31 @@ def consume_all(
         return out
     finally:
         consumer.close()
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process below it (Linux), so a crash is a crash:
+    ``shipper run`` keeps its work in a child of its own session (see
+    ``actors.shield``), which a SIGKILL of the parent alone would let drain."""
+    import signal
+
+    todo, seen = [pid], []
+    while todo:
+        p = todo.pop()
+        seen.append(p)
+        todo += [c for c in _children(p) if c not in seen]
+    for p in reversed(seen):  # the deepest first: nobody is left to react
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            continue

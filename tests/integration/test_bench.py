@@ -18,7 +18,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.ray]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_bench_runs_end_to_end_with_small_parameters(kafka: LocalKafka, tmp_path: Path) -> None:
+def test_bench_runs_end_to_end_with_small_parameters(
+    kafka: LocalKafka, ray_session: None, tmp_path: Path
+) -> None:
+    import ray
+
     out = tmp_path / "bench.json"
     env = {**os.environ}
     env.pop("RAY_ADDRESS", None)
@@ -29,6 +33,7 @@ def test_bench_runs_end_to_end_with_small_parameters(kafka: LocalKafka, tmp_path
             "--contenders", "bare,pipeline",
             "--latency-seconds", "1", "--latency-rate", "2000", "--no-memory",
             "--settle-seconds", "0",
+            "--ray-address", ray.get_runtime_context().gcs_address,
             "--json", str(out),
         ],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT,

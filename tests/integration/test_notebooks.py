@@ -46,12 +46,15 @@ def broker(kafka: LocalKafka) -> Iterator[LocalKafka]:
 
 
 @pytest.fixture
-def small_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The kernel inherits this environment: small parameters, no Ray cluster to join
-    (the notebook starts its own), and jupyter's platformdirs (no deprecation warning)."""
+def small_env(monkeypatch: pytest.MonkeyPatch, ray_session: None) -> None:
+    """The kernel inherits this environment: small parameters, the session's Ray to
+    join (as a notebook on a cluster joins RAY_ADDRESS; it saves a Ray start per
+    notebook), and jupyter's platformdirs (no deprecation warning)."""
+    import ray
+
     monkeypatch.setenv("NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def run_notebook(name: str, timeout: int, out_dir: Path) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 import yaml
 
 from actors.pipeline import Shipper
-from shipper.testing import LocalKafka, consume_all
+from shipper.testing import LocalKafka, consume_all, kill_tree
 from tests.conftest import sink_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.ray]
@@ -222,8 +223,13 @@ def test_a_backlog_of_short_lines_is_read_in_blocks_the_queue_can_take(
 
 
 def test_kill_9_while_tailing_then_restart_loses_nothing(
-    kafka: LocalKafka, topic: str, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
 ) -> None:
+    """The shipper is killed (SIGKILL, the command and its processes; its actors on the
+    session's Ray die with their driver) and started again on the same checkpoints."""
+    import ray
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     n = 60_000
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -245,13 +251,14 @@ def test_kill_9_while_tailing_then_restart_loses_nothing(
             [SHIPPER, "run", "--config", str(path), "--summary-json", str(summary)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=env,
         )
 
     first = run(tmp_path / "first.json")
     try:
         wait_until(lambda: count_in(kafka, topic) >= n // 4, 120, "a quarter of the lines")
     finally:
-        first.kill()  # SIGKILL: no drain, no final checkpoint
+        kill_tree(first.pid)  # SIGKILL, the command and what it started: no drain
         first.communicate(timeout=30)
     before = count_in(kafka, topic)
     assert before < n, "everything was shipped before the kill: nothing was tested"
