@@ -286,8 +286,9 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
             first = None
         if first is not None:
             # Steady state: the lines are appended once the service runs and Ray's
-            # start-up work (worker start, agents) has settled, as a tailed log grows.
-            time.sleep(3)
+            # start-up work (worker start, agents) has settled, as a tailed log grows
+            # (BENCH_SETTLE_SECONDS: the smoke run in the test suite measures nothing).
+            time.sleep(float(os.environ.get("BENCH_SETTLE_SECONDS", "3")))
             # Appended in writes of 5,000 lines, joined off the clock: the file's
             # counterpart of the API's 5,000-line blobs (a log grows write by write; one
             # 64 MB write would hold every line back until it ended).

@@ -58,6 +58,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,8 @@ class Sizes:
 
 SMALL = Sizes(
     rate=300,
-    steady=1.5,
-    outage=3.0,
+    steady=1.0,
+    outage=2.5,
     freeze=5.0,
     sink={
         "timeout": "3s",
@@ -817,23 +818,24 @@ class Run:
 
     # -- faults -------------------------------------------------------------------
 
-    def fault_kill(self) -> None:
-        self.phase = "kill"
+    def _outage(
+        self, fault: str, gone: Callable[[], float], length: float, back: Callable[[], float]
+    ) -> None:
+        """Steady traffic, then the broker away for ``length`` seconds, then back; waits
+        until every path delivers again."""
+        self.phase = fault
         time.sleep(self.sizes.steady)
-        self.kills.append(("kill", self.broker.kill()))
-        time.sleep(self.sizes.outage)
-        back = self.broker.start()
-        self.recoveries.append(("kill", back))
-        self.wait_delivering(back, "kill")
+        self.kills.append((fault, gone()))
+        time.sleep(length)
+        t = back()
+        self.recoveries.append((fault, t))
+        self.wait_delivering(t, fault)
+
+    def fault_kill(self) -> None:
+        self._outage("kill", self.broker.kill, self.sizes.outage, self.broker.start)
 
     def fault_freeze(self) -> None:
-        self.phase = "freeze"
-        time.sleep(self.sizes.steady)
-        self.kills.append(("freeze", self.broker.freeze()))
-        time.sleep(self.sizes.freeze)
-        back = self.broker.thaw()
-        self.recoveries.append(("freeze", back))
-        self.wait_delivering(back, "freeze")
+        self._outage("freeze", self.broker.freeze, self.sizes.freeze, self.broker.thaw)
 
     def begin_down(self) -> None:
         """Before :meth:`start`: the broker is down when the shippers start."""

@@ -83,6 +83,7 @@ def test_the_sources_drain_and_fleet_benches_run_with_small_parameters(
         # The contenders join the session's Ray instead of starting one each: this run
         # checks that every contender works, not its figures (those come from make bench).
         env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        env["BENCH_SETTLE_SECONDS"] = "0"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), "--entries", "3000", "--json", str(out),
          *extra],

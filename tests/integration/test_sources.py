@@ -76,8 +76,10 @@ def count_in(kafka: LocalKafka, topic: str) -> int:
 
 
 def test_a_line_on_a_pipe_that_stays_open_is_in_kafka_within_2s(
-    kafka: LocalKafka, topic: str, tmp_path: Path
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
 ) -> None:
+    import ray
+
     cfg = sink_config(kafka, topic, batch_timeout="200ms")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -86,6 +88,7 @@ def test_a_line_on_a_pipe_that_stays_open_is_in_kafka_within_2s(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address},
     )
     assert proc.stdin is not None
     try:
