@@ -62,6 +62,7 @@ class BatcherActor:
         self._room: asyncio.Condition | None = None
         self._task: asyncio.Task[None] | None = None
         self._chunks: set[asyncio.Task[None]] = set()
+        self._recount: asyncio.Task[None] | None = None  # a partition count on its way
         announce_start(wiring.namespace, "batcher", self.name)
         # The series the alerts read exist from the start, before the first event.
         self.metrics.push_now()
@@ -230,16 +231,26 @@ class BatcherActor:
                 await self._flush_now()
 
     async def _flush_now(self) -> None:
-        if self.core.partitions_stale() and not self.core.parked:
-            try:
-                count = await self.producers[0].partition_count.remote(self.topic)
-            except Exception:
-                count = 0
-            self.core.set_partitions(int(count))
+        # Only while Kafka takes entries: with the breaker open or probing, a metadata
+        # request would wait for a broker that is away. A count known already is
+        # refreshed beside the flush, never in front of it (Kafka may have just gone).
+        if self.core.partitions_stale() and self.core.gate() == Gate.PRODUCE:
+            if self.core.partitions:
+                if self._recount is None or self._recount.done():
+                    self._recount = asyncio.get_running_loop().create_task(self._partitions())
+            else:
+                await self._partitions()
         for chunk in self.core.take():
             task = asyncio.get_running_loop().create_task(self._send(chunk))
             self._chunks.add(task)
             task.add_done_callback(self._chunks.discard)
+
+    async def _partitions(self) -> None:
+        try:
+            count = await self.producers[0].partition_count.remote(self.topic)
+        except Exception:
+            count = 0
+        self.core.set_partitions(int(count))
 
     async def park(self) -> int:
         """The shipper is stopping: what is queued (and what still arrives) goes to

@@ -120,7 +120,12 @@ class ProducerActor:
         self.wiring.supervisor().reachable.remote(self.broker_set)
 
     async def partition_count(self, topic: str) -> int:
-        return await asyncio.to_thread(self._client.partition_count, topic)
+        """The topic's partitions from broker metadata; 0 (unknown) at once while the
+        client takes the broker set for unreachable (a metadata request would wait)."""
+        reach = getattr(self._client, "reachability", None)
+        if reach is not None and reach.unreachable is not None:
+            return 0
+        return await asyncio.to_thread(self._client.partition_count, topic, 5.0)
 
     async def flush(self, timeout: float) -> int:
         return await asyncio.to_thread(self._client.flush, timeout)
