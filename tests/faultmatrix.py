@@ -320,6 +320,7 @@ class ApiDriver(Driver):
         from shipper.errors import BackpressureError
 
         block = b"\n".join(line("api", s) for s in range(first, first + n))
+        offered = time.monotonic()  # the caller waits from here (for room, then the ack)
         while True:
             try:
                 ack = self.shipper.submit_lines(block, timeout=1.0)
@@ -327,7 +328,7 @@ class ApiDriver(Driver):
             except BackpressureError:
                 if self.stop.is_set():
                     return 0
-        self.pending.append((ack, time.monotonic(), range(first, first + n)))
+        self.pending.append((ack, offered, range(first, first + n)))
         self._settle()
         return n
 
@@ -348,9 +349,9 @@ class ApiDriver(Driver):
         return all(b["state"] == 0 for b in self.shipper.breaker_states().values())
 
     def to_dlq(self, gone: float, back: float) -> float | None:
-        """The longest a submission made while the broker was away (from ``gone`` to
-        ``back``) waited for its acknowledgement (None: none of them went to the DLQ):
-        how soon new entries end in the DLQ once Kafka is gone."""
+        """The longest a submission offered while the broker was away (from ``gone`` to
+        ``back``) waited, for room and then for its acknowledgement (None: none of them
+        went to the DLQ): how soon new entries end in the DLQ once Kafka is gone."""
         during = [(t0, settled, dlq) for t0, settled, _n, dlq in self.acks if gone <= t0 < back]
         if not any(dlq for _t0, _s, dlq in during):
             return None
