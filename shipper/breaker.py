@@ -58,6 +58,8 @@ class BreakerState(IntEnum):
     HALF_OPEN = 2
 
 
+_PROBE_FAILED = "the half-open probe failed"
+
 BreakerListener = Callable[[BreakerState, BreakerState], None]
 """Called as ``listener(old, new)`` after every state change."""
 
@@ -191,7 +193,9 @@ class CircuitBreaker:
             if self._failures >= self.failure_threshold:
                 self._open(f"{self._failures} failed batches in a row")
         elif self._state is BreakerState.HALF_OPEN:
-            self._open("the half-open probe failed")
+            # Keep what opened it first: the probe failing says the cause holds.
+            cause = (self._why or "").split(_PROBE_FAILED)[0].rstrip("; ")
+            self._open(f"{cause}; {_PROBE_FAILED}" if cause else _PROBE_FAILED)
         # OPEN: late outcome; ignoring it keeps the retry time where it was.
 
     def trip(self, why: str) -> bool:

@@ -213,7 +213,11 @@ def test_why_names_the_failures_or_the_failed_probe() -> None:
     clock.advance(60)
     assert b.allow()
     b.record_failure()
-    assert b.why == "the half-open probe failed"
+    assert b.why == "3 failed batches in a row; the half-open probe failed"
+    clock.advance(60)
+    assert b.allow()
+    b.record_failure()  # again: the cause is kept, the note not repeated
+    assert b.why == "3 failed batches in a row; the half-open probe failed"
 
 
 def test_reading_state_does_not_transition() -> None:
