@@ -16,7 +16,7 @@ from typing import Any
 
 import ray
 
-from .wiring import SUPERVISOR
+from .names import SUPERVISOR, node_key
 
 log = logging.getLogger("shipper.actors")
 
@@ -40,8 +40,6 @@ def actor_logs(wiring: Any) -> None:
     from shipper.logs import route_shipper_logs
 
     if not wiring.node:  # a fleet-wide actor (supervisor, keeper): its own node's file
-        from .wiring import node_key
-
         node_id = ray.get_runtime_context().get_node_id()
         wiring = wiring.on_node(node_key(node_id), node_id)
     route_shipper_logs(wiring.log_file())

@@ -34,7 +34,7 @@ from shipper.packed import Packed
 from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import BatcherHandle, Order
 from .payload import lost_payload, resolve
-from .telemetry import Reporter
+from .reporter import Reporter
 from .wiring import Wiring
 
 __all__ = ["BatcherActor", "start_batcher"]
@@ -251,6 +251,22 @@ class BatcherActor:
         except Exception:
             count = 0
         self.core.set_partitions(int(count))
+
+    # ------------------------------------------------------------------ stop protocol
+
+    def stop_intake(self) -> None:
+        """Entries that still come are taken (the entrances stop first)."""
+
+    async def drain(self, seconds: float) -> int:
+        """Send what is queued and wait up to ``seconds`` for it; the entries left."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), seconds)
+        return int(self.core.queued)
+
+    def close(self) -> dict[str, Any]:
+        """Final figures; the actor keeps answering what is still in flight."""
+        self.metrics.push_now()
+        return {"counts": self.core.stats()}
 
     async def park(self) -> int:
         """The shipper is stopping: what is queued (and what still arrives) goes to

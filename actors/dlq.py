@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from shipper.dlq import DlqFilter, DlqRecord, DlqStats, DlqStore, LmdbDlqStore
 from shipper.dlq.reprocess import ReplaySummary, Reprocessor, next_retry
@@ -36,7 +37,7 @@ from shipper.outcomes import EntryFailure, Reason
 from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import DlqHandle
 from .payload import store as to_store
-from .telemetry import Reporter
+from .reporter import Reporter
 from .wiring import Wiring
 
 __all__ = ["DlqActor", "failure_to_record", "start_dlq"]
@@ -127,10 +128,11 @@ class DlqActor:
         from shipper.packed import Packed
 
         try:
-            out = await self.wiring.batcher(topic).replay.remote(to_store(Packed.of(values)), keys)
+            batcher = await self.wiring.open_batcher(topic)
+            out = await batcher.replay.remote(to_store(Packed.of(values)), keys)
         except Exception:
-            # Its Batcher is gone (it dies with the Router that made it); the next
-            # pass looks the topic's Batcher up again, or makes one.
+            # Its Batcher is gone (its node is leaving, or it is being made anew): the
+            # next pass looks the topic's Batcher up again, or has one made.
             self.wiring.forget(self.wiring.batcher_name(topic))
             raise
         return [Failure(f.value, f.key, Reason(f.reason), f.error) for f in out.failures]
@@ -208,7 +210,27 @@ class DlqActor:
     def stats(self) -> DlqStats:
         return self.store.stats()
 
-    def close(self) -> None:
+    # ------------------------------------------------------------------ stop protocol
+
+    def stop_intake(self) -> None:
+        """No more reprocessing passes from now on (failures are still stored: ``put``;
+        a pass under way ends on its own, its records stay in the queue until sent)."""
+        self.reprocess_enabled = False
+
+    def drain(self, seconds: float) -> int:
+        """Nothing waits here: every ``put`` is committed before it answers."""
+        return 0
+
+    def park(self) -> int:
+        return 0
+
+    def close(self) -> dict[str, Any]:
+        """Close the store; the figures (records written per reason, replayed)."""
+        counts = dict(self.counts)
+        self._close()
+        return {"counts": counts}
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

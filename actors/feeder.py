@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 from shipper.errors import brief
 from shipper.intake import Prepared
+from shipper.ordering import OrderCounter
 from shipper.outcomes import DropReason, EntryFailure, Reason, SegmentOutcome, SubmissionResult
 from shipper.telemetry import MetricsRecorder
 
@@ -36,43 +36,54 @@ class Feeder:
         self.wiring = wiring
         self.rec = recorder
         self.component = component
-        self.source = uuid.uuid4().hex[:12]
-        self._seq: dict[str, int] = {}
-        self.topics: list[str] = []
+        self.orders = OrderCounter()
+        self._handing = asyncio.Lock()
         self.counts = {"submissions": 0, "entries": 0, "rejected": 0}
         recorder.add("log_capturer_errors_total", 0, {"component": component})
 
-    def next_order(self, topic: str) -> Order:
-        seq = self._seq.get(topic)
-        if seq is None:
-            seq = 0
-            self.topics.append(topic)
-        self._seq[topic] = seq + 1
-        return (self.source, seq)
+    @property
+    def source(self) -> str:
+        """This sender's id in its calls' numbers."""
+        return self.orders.sender
 
-    def hand_over(
+    @property
+    def topics(self) -> list[str]:
+        """The topics this sender has fed, in the order it met them."""
+        return self.orders.receivers()
+
+    def next_order(self, topic: str) -> Order:
+        return self.orders.next(topic)
+
+    async def hand_over(
         self,
         prep: Prepared,
         submitted_at: float,
         stored: Stored | None = None,
         raw: Any = None,
     ) -> list[Ref[SegmentOutcome]]:
-        """Start the Batcher calls (in this sender's order); await :meth:`collect`."""
-        refs = []
-        for t, seg in prep.segments.items():
-            values: Any
-            if stored is not None and t == prep.whole:
-                # The segment is the submitted blob itself: pass the sender's object
-                # on (minus a final newline) rather than store a copy of it.
-                size = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
-                values = stored.sized(len(seg), size)
-            else:
-                values = store(seg.values)
-            refs.append(
-                self.wiring.batcher(t).enqueue.remote(
-                    values, seg.keys, seg.levels, submitted_at, self.next_order(t)
+        """Start the Batcher calls (in this sender's order); await :meth:`collect`.
+
+        A topic met for the first time gets its Batcher first (made by the keeper).
+        Every Batcher is found before the first call goes, so a hand-over that fails
+        sent nothing (its sender may send it again whole); hand-overs run one at a
+        time, in the order they were asked for, so their numbers follow that order."""
+        async with self._handing:
+            batchers = {t: await self.wiring.open_batcher(t) for t in prep.segments}
+            refs = []
+            for t, seg in prep.segments.items():
+                values: Any
+                if stored is not None and t == prep.whole:
+                    # The segment is the submitted blob itself: pass the sender's object
+                    # on (minus a final newline) rather than store a copy of it.
+                    size = len(raw) - 1 if raw.endswith(b"\n") else len(raw)
+                    values = stored.sized(len(seg), size)
+                else:
+                    values = store(seg.values)
+                refs.append(
+                    batchers[t].enqueue.remote(
+                        values, seg.keys, seg.levels, submitted_at, self.next_order(t)
+                    )
                 )
-            )
         return refs
 
     async def collect(

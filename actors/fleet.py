@@ -21,37 +21,23 @@ import logging
 from typing import Any
 
 from ._options import actor_logs
+from .batcher import start_batcher
 from .dlq import start_dlq
+from .file_source import start_file_source
+from .http_source import start_http_source
+from .names import KEEPER
 from .producer import start_producer
 from .router import start_router
-from .sources import start_file_source, start_http_source
 from .wiring import Wiring
 
 __all__ = [
-    "KEEPER",
     "FleetKeeperActor",
-    "node_actor_names",
     "start_keeper",
     "start_node_pipeline",
     "start_node_sources",
 ]
 
-KEEPER = "keeper"
-
 log = logging.getLogger("shipper.fleet")
-
-
-def node_actor_names(names: list[str], key: str) -> list[str]:
-    """Those of ``names`` that belong to node ``key``'s pipeline."""
-    out = []
-    for name in names:
-        parts = name.split(":")
-        if parts[0] in ("router", "batcher", "producer", "dlq") and len(parts) > 1:
-            if parts[1] == key:
-                out.append(name)
-        elif parts[0] == "source" and len(parts) > 2 and parts[2] == key:
-            out.append(name)
-    return out
 
 
 async def start_node_pipeline(w: Wiring) -> dict[str, Any]:
@@ -65,7 +51,7 @@ async def start_node_pipeline(w: Wiring) -> dict[str, Any]:
     router = w.keep(w.router_name(), start_router(w))
     # The default topic's Batcher starts with the pipeline: the first submission or
     # DLQ replay does not wait for a process to start.
-    batcher = w.batcher(w.sink.topic)
+    batcher = w.keep(w.batcher_name(w.sink.topic), start_batcher(w, w.sink.topic))
     for p in producers:
         await p.health.remote()
     await router.stats.remote()
@@ -127,6 +113,18 @@ class FleetKeeperActor:
             if key not in self.sources:
                 self.sources[key] = await start_node_sources(w, env)
         return dict(self.sources)
+
+    def batcher(self, key: str, topic: str) -> Any:
+        """Node ``key``'s Batcher of ``topic``, made now if it has none. Every Batcher
+        is made here, so it has one owner that outlives the entrances feeding it."""
+        w = self.held.get(key)
+        if w is None:
+            raise ValueError(f"no pipeline runs on node {key}")
+        name = w.batcher_name(topic)
+        try:
+            return w._get(name)
+        except ValueError:
+            return w.keep(name, start_batcher(w, topic))
 
     def stop_sources(self) -> None:
         """Pipelines started from now on get no sources (the driver stops the others)."""

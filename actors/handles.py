@@ -32,6 +32,7 @@ __all__ = [
     "Ref",
     "Remote",
     "RouterHandle",
+    "StopHandle",
     "SupervisorHandle",
     "TelemetryHandle",
 ]
@@ -57,7 +58,16 @@ Values = Any  # a list of bytes, a shipper.packed.Packed, or a Stored handle
 Keys = list[bytes | None] | None
 
 
-class RouterHandle(Protocol):
+class StopHandle(Protocol):
+    """The stop protocol every node actor speaks (see :mod:`actors.stopping`)."""
+
+    stop_intake: Remote[[], None]
+    drain: Remote[[float], int]
+    park: Remote[[], int]
+    close: Remote[[], dict[str, Any]]
+
+
+class RouterHandle(StopHandle, Protocol):
     submit_lines: Remote[
         [bytes | list[bytes] | Stored, float, int, Order | None, dict[str, str] | None],
         SubmissionResult,
@@ -68,31 +78,28 @@ class RouterHandle(Protocol):
     stats: Remote[[], dict[str, Any]]
 
 
-class BatcherHandle(Protocol):
+class BatcherHandle(StopHandle, Protocol):
     enqueue: Remote[[Values, Keys, list[str] | None, float, Order | None], SegmentOutcome]
     replay: Remote[[Values, Keys], SegmentOutcome]
     flush: Remote[[Order | None], int]
     set_breaker_state: Remote[[int], None]
-    park: Remote[[], int]
     stats: Remote[[], dict[str, Any]]
     start: Remote[[], dict[str, Any]]
 
 
-class ProducerHandle(Protocol):
+class ProducerHandle(StopHandle, Protocol):
     produce: Remote[[str, list[Any], Order | None, bool], list[SendResult]]
     partition_count: Remote[[str], int]
-    close: Remote[[float], int]
     health: Remote[[], dict[str, Any]]
 
 
-class DlqHandle(Protocol):
+class DlqHandle(StopHandle, Protocol):
     put: Remote[[list[EntryFailure]], int]
     kick: Remote[[], None]
     reprocess: Remote[..., ReplaySummary]
     count: Remote[[], int]
     has_room: Remote[[], bool]
     stats: Remote[[], DlqStats]
-    close: Remote[[], None]
 
 
 class SupervisorHandle(Protocol):

@@ -38,17 +38,21 @@ from shipper.config import ShipperConfig, check_files, load_config
 from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
 from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
-from shipper.fleet import Spreader, node_path, start_line
+from shipper.fleet import node_path, start_line
 from shipper.outcomes import SubmissionResult
 from shipper.sources.http import clear_token_warning
 from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
 
-from .fleet import KEEPER, start_keeper
+from . import names
+from .client import RouterClient
+from .fleet import start_keeper
 from .handles import Order, Ref, RouterHandle
+from .names import KEEPER, node_key
 from .payload import STORE_MIN_BYTES, Stored
+from .stopping import close_shipper
 from .supervisor import start_supervisor
 from .telemetry import start_telemetry
-from .wiring import Wiring, node_key
+from .wiring import Wiring
 
 __all__ = ["Ack", "CloseReport", "RunStats", "Shipper", "join_ray"]
 
@@ -160,10 +164,7 @@ class Shipper:
         self._tracker: SubmissionTracker[Ack] = SubmissionTracker(
             pipe.max_inflight_submissions, self._per_pipeline_budget
         )
-        self._spreader = Spreader()
-        self._pipelines: dict[str, dict[str, Any]] = {}
-        self._fleet_at = 0.0
-        self._routers: dict[str, RouterHandle] = {}
+        self._client = RouterClient(self.wiring)
         self._acks: dict[Any, Ack] = {}
         self._sources_started = False
         #: What the sources did, once stopped (lines, blocks, resends).
@@ -205,7 +206,7 @@ class Shipper:
             if on_progress is not None:
                 on_progress(line)
         self._fleet(ray.get(ref))
-        if not self._pipelines:
+        if not self._client.pipelines:
             errors = ray.get(self._supervisor.start_progress.remote(), timeout=30)["errors"]
             if errors:
                 raise StartError(
@@ -223,21 +224,9 @@ class Shipper:
     # ------------------------------------------------------------------ fleet
 
     def _fleet(self, pipelines: dict[str, dict[str, Any]]) -> None:
-        """Take the supervisor's list of running pipelines."""
-        self._fleet_at = time.monotonic()
-        if not pipelines and self._pipelines:
-            # A restarted supervisor answers with nothing until it has taken the
-            # pipelines over: keep sending to the known ones (a lost one is found out
-            # when its Router cannot be reached).
-            return
-        old = self._pipelines
-        self._pipelines = pipelines
-        self._spreader.set_pipelines(pipelines)
-        for key in list(self._routers):
-            # A node that left and came back under its name has a new Router.
-            if key not in pipelines or pipelines[key]["node_id"] != old.get(key, {}).get("node_id"):
-                del self._routers[key]
-        n = max(1, len(pipelines))
+        """Take the supervisor's list of running pipelines (the budgets grow with it)."""
+        self._client.set_fleet(pipelines)
+        n = max(1, len(self._client.pipelines))
         self._tracker.max_submissions = self.config.pipeline.max_inflight_submissions * n
         self._tracker.entry_budget = self._per_pipeline_budget * n
 
@@ -247,22 +236,15 @@ class Shipper:
         except ray.exceptions.RayError as exc:
             log.warning("could not ask the supervisor for the fleet: %s", brief(exc))
 
+    @property
+    def _pipelines(self) -> dict[str, dict[str, Any]]:
+        return self._client.pipelines
+
     def _wiring(self, key: str) -> Wiring:
-        return self.wiring.on_node(key, self._pipelines[key]["node_id"])
+        return self._client.wiring_of(key)
 
     def _router(self, key: str) -> RouterHandle:
-        handle = self._routers.get(key)
-        if handle is None:
-            handle = self._routers[key] = self._wiring(key).router()
-        return handle
-
-    def _reachable(self, key: str) -> bool:
-        try:
-            self._router(key)
-        except ValueError:  # no such named actor
-            self._routers.pop(key, None)
-            return False
-        return True
+        return self._client.router(key)
 
     def _each(self, get: Callable[[Wiring], list[Any]]) -> list[Any]:
         """``get(wiring)`` for every node pipeline whose actors can be found (a node
@@ -395,14 +377,14 @@ class Shipper:
 
     def _send(self, ack: Ack, avoid: Iterable[str] = ()) -> None:
         """Send ``ack``'s submission to the least loaded pipeline (not one of ``avoid``)."""
-        if time.monotonic() - self._fleet_at >= self.config.fleet.reconcile_interval:
+        if self._client.stale(self.config.fleet.reconcile_interval):
             self._refresh_fleet()  # nodes that joined get work, lost ones none
         banned = set(avoid)
         while True:
-            key = self._spreader.pick(banned)  # one of ``banned`` only if nothing else
+            key = self._client.pick(banned)  # one of ``banned`` only if nothing else
             if key is None:
                 raise ShutdownError("no node pipeline runs; nothing can be shipped")
-            if self._reachable(key):
+            if self._client.reachable(key):
                 break
             if key in banned:
                 raise ShutdownError("no node pipeline answers; nothing can be shipped")
@@ -411,9 +393,9 @@ class Shipper:
             self._refresh_fleet()
         ack.node = key
         ack.attempts += 1
-        ack.ref = ack.call(self._router(key), time.time(), self._tracker.next_order(key))
+        ack.ref = ack.call(self._router(key), time.time(), self._client.next_order(key))
         self._acks[ack.ref] = ack
-        self._spreader.add(key, ack.size)
+        self._client.add(key, ack.size)
 
     def _settle(self, ack: Ack, timeout: float | None) -> None:
         while ack._result is None:
@@ -426,13 +408,13 @@ class Shipper:
                 ) from exc
             except ray.exceptions.RayError as exc:
                 self._acks.pop(ack.ref, None)
-                self._spreader.done(ack.node, ack.size)
+                self._client.done(ack.node, ack.size)
                 result = self._lost(ack, exc)
                 if result is None:
                     continue  # sent again: wait for the new acknowledgement
             else:
                 self._acks.pop(ack.ref, None)
-                self._spreader.done(ack.node, ack.size)
+                self._client.done(ack.node, ack.size)
             assert result is not None
             ack._result = result
             self._tracker.settle(ack, result)
@@ -442,10 +424,7 @@ class Shipper:
         still has the payload) and return None, or, after the last attempt, the result
         that reports every entry failed."""
         failed = ack.node
-        self._routers.pop(failed, None)
-        self.wiring.forget(self.wiring.on_node(failed, "").router_name())
-        # The restarted Router never saw this driver's numbers: start new ones.
-        self._tracker.new_sender()
+        self._client.lost(failed)  # a restarted Router never saw this driver's numbers
         self._refresh_fleet()
         if ack.attempts < SEND_ATTEMPTS and self._pipelines and not self._closed:
             log.warning(
@@ -475,9 +454,9 @@ class Shipper:
 
     def _flush_routers(self, timeout: float | None) -> None:
         refs = [
-            self._router(key).flush.remote(self._tracker.next_order(key))
-            for key in sorted(self._pipelines)
-            if self._reachable(key)
+            self._router(key).flush.remote(self._client.next_order(key))
+            for key in self._client.node_keys()
+            if self._client.reachable(key)
         ]
         try:
             ray.get(refs, timeout=timeout)
@@ -516,8 +495,8 @@ class Shipper:
     def queue_stats(self) -> list[dict[str, Any]]:
         """Per node and topic: Batcher figures (queued entries, utilization, partitions)."""
         out: list[dict[str, Any]] = []
-        for key in sorted(self._pipelines):
-            if not self._reachable(key):
+        for key in self._client.node_keys():
+            if not self._client.reachable(key):
                 continue
             stats: list[dict[str, Any]] = ray.get(self._router(key).batcher_stats.remote())
             out += [{**s, "node": key} for s in stats]
@@ -533,29 +512,11 @@ class Shipper:
         self._closed = True
         self._refresh_fleet()
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        self._stop_reading()
-        self._flush_routers(timeout)
-        self._settle_until(deadline)
-        while self._sources_in_flight() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        parked = 0
-        if self._tracker.in_flight or self._sources_in_flight():
-            parked = self._park()
-        self.source_counts.update(self.stop_sources())
-        self._tracker.finish()
-        report = self._tracker.report(parked)
-        # The sources' lines count like the driver's own submissions (and are shown
-        # apart as well).
-        report.sources = dict(self.source_stats)
-        for stats in report.sources.values():
-            report.stats.merge(stats)
-        self._close_report = report
         try:
-            ray.get([p.close.remote(5.0) for p in self._producers()], timeout=15)
-        except ray.exceptions.RayError:
-            pass
-        self._kill_actors()
+            report = close_shipper(self, timeout)
+        finally:
+            self._kill_actors()
+        self._close_report = report
         if not report.drained:
             log.warning("%s", report)
         return report
@@ -566,29 +527,6 @@ class Shipper:
                 self._settle(ack, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 break
-
-    def _park(self) -> int:
-        """Past the drain timeout: queued entries go to the DLQ (``shutdown``), and the
-        Producers drop what they still hold into it the same way (librdkafka purges
-        on close). Returns the entries parked from the queues."""
-        log.warning(
-            "drain timeout: %d submissions (%d entries) still in flight; parking what is "
-            "queued in the DLQ",
-            self._tracker.in_flight,
-            self._tracker.in_flight_entries,
-        )
-        parked = 0
-        try:
-            batchers = self._each(lambda w: [w.batcher(t) for t in w.topics()])
-            parked = sum(ray.get([b.park.remote() for b in batchers], timeout=30))
-            ray.get([p.close.remote(1.0) for p in self._producers()], timeout=30)
-        except ray.exceptions.RayError as exc:
-            log.warning("parking at shutdown failed: %s", brief(exc))
-        self._settle_until(time.monotonic() + 30)
-        return int(parked)
-
-    def _producers(self) -> list[Any]:
-        return self._each(lambda w: list(w.producers()))
 
     def _dlqs_by_node(self) -> list[tuple[str, Any]]:
         if not self.config.sinks.kafka.dlq_config.enabled:
@@ -622,66 +560,6 @@ class Shipper:
         if warning and self.http_urls:
             started.append(warning)
         return started
-
-    def _source_handles(self, kind: str) -> list[Any]:
-        return [self.wiring._get(name) for name in self.wiring.named(f"source:{kind}:")]
-
-    def _stop_reading(self) -> None:
-        if not self._sources_started:
-            return
-        try:
-            ray.get(self._supervisor.stop_sources.remote(), timeout=10)
-        except ray.exceptions.RayError:
-            pass
-        handles = self._source_handles("files") + self._source_handles("http")
-        try:
-            ray.get([h.stop_reading.remote() for h in handles], timeout=30)
-        except ray.exceptions.RayError as exc:
-            log.warning("stopping the sources failed: %s", brief(exc))
-
-    def _sources_in_flight(self) -> int:
-        if not self._sources_started:
-            return 0
-        try:
-            files = self._source_handles("files")
-            return int(sum(ray.get([h.stop_reading.remote() for h in files], timeout=10)))
-        except ray.exceptions.RayError:
-            return 0
-
-    def stop_sources(self) -> dict[str, int]:
-        """Stop the sources: no more input; the file sources wait for what they handed
-        over and write their positions. Returns what the sources did (also kept in
-        :attr:`source_counts`)."""
-        out: dict[str, int] = {}
-        if not self._sources_started:
-            return out
-        self._stop_reading()
-        try:
-            files = self._source_handles("files")
-            for done in ray.get([h.finish.remote(30.0) for h in files], timeout=60):
-                for k, v in done.items():
-                    if isinstance(v, int):
-                        out[f"file_{k}"] = out.get(f"file_{k}", 0) + v
-            self.source_stats = self._gather_source_stats()
-            ray.get([h.close.remote() for h in files], timeout=10)
-        except ray.exceptions.RayError as exc:
-            log.warning("stopping the file sources failed: %s", brief(exc))
-        self._sources_started = False
-        self.source_counts.update(out)
-        return out
-
-    def _gather_source_stats(self) -> dict[str, RunStats]:
-        """What each kind of source did, summed over the nodes."""
-        out: dict[str, RunStats] = {}
-        for kind in ("files", "http"):
-            handles = self._source_handles(kind)
-            if not handles:
-                continue
-            total = RunStats()
-            for stats in ray.get([h.run_stats.remote() for h in handles], timeout=30):
-                total.merge(stats)
-            out[kind] = total
-        return out
 
     # ------------------------------------------------------------------ reading
 
@@ -725,14 +603,12 @@ class Shipper:
         return {key: st for (key, _), st in zip(pairs, stats, strict=True)}
 
     def _kill_actors(self) -> None:
-        try:
-            ray.get([d.close.remote() for d in self._dlqs()], timeout=10)
-        except ray.exceptions.RayError:
-            pass
         # The supervisor first (it would start pipelines again), the telemetry actor
         # last (it serves the final figures).
-        names = sorted(self.wiring.named(), key=lambda n: (n != "supervisor", n == "telemetry"))
-        for name in names:
+        order = sorted(
+            self.wiring.named(), key=lambda n: (n != names.SUPERVISOR, n == names.TELEMETRY)
+        )
+        for name in order:
             try:
                 ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
             except (ray.exceptions.RayError, ValueError):

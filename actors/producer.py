@@ -26,7 +26,7 @@ from shipper.packed import as_list
 from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .handles import Order, ProducerHandle
 from .payload import lost_payload, resolve
-from .telemetry import Reporter
+from .reporter import Reporter
 from .wiring import Wiring
 
 __all__ = ["ProducerActor", "start_producer"]
@@ -127,11 +127,25 @@ class ProducerActor:
             return 0
         return await asyncio.to_thread(self._client.partition_count, topic, 5.0)
 
-    async def flush(self, timeout: float) -> int:
-        return await asyncio.to_thread(self._client.flush, timeout)
+    # ------------------------------------------------------------------ stop protocol
 
-    async def close(self, timeout: float) -> int:
-        return await asyncio.to_thread(self._client.close, timeout)
+    def stop_intake(self) -> None:
+        """Chunks that still come are produced (the Batchers stop after the entrances)."""
+
+    async def drain(self, seconds: float) -> int:
+        """Wait up to ``seconds`` for Kafka to answer what is outstanding; what is left."""
+        return int(await asyncio.to_thread(self._client.flush, seconds))
+
+    async def park(self) -> int:
+        """Give Kafka one more second, then purge what is left: each purged message
+        comes back to its Batcher failed and goes to the DLQ. The messages purged."""
+        return int(await asyncio.to_thread(self._client.close, 1.0))
+
+    async def close(self, timeout: float = 5.0) -> dict[str, Any]:
+        """Close the client (after ``timeout`` s, what is left is purged the same way)."""
+        purged = await asyncio.to_thread(self._client.close, timeout)
+        self.metrics.push_now()
+        return {"counts": {**self.health(), "purged": int(purged)}}
 
     def health(self) -> dict[str, Any]:
         return {

@@ -24,7 +24,7 @@ from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .feeder import Feeder
 from .handles import Order, Ref, RouterHandle
 from .payload import Stored
-from .telemetry import Reporter
+from .reporter import Reporter
 from .wiring import Wiring
 
 __all__ = ["RouterActor", "start_router"]
@@ -60,7 +60,7 @@ class RouterActor:
         raw = await lines.fetch_bytes() if isinstance(lines, Stored) else lines
         async with self._turn(order):
             prep = self.intake.prepare_lines(raw, first_line, labels)
-            refs = self.feeder.hand_over(prep, submitted_at, stored, raw)
+            refs = await self.feeder.hand_over(prep, submitted_at, stored, raw)
         return await self._finish(prep, refs, submitted_at)
 
     async def submit_objects(
@@ -71,7 +71,7 @@ class RouterActor:
     ) -> SubmissionResult:
         async with self._turn(order):
             prep = self.intake.prepare_objects(objs)
-            refs = self.feeder.hand_over(prep, submitted_at)
+            refs = await self.feeder.hand_over(prep, submitted_at)
         return await self._finish(prep, refs, submitted_at)
 
     async def _finish(
@@ -100,18 +100,42 @@ class RouterActor:
             # Every Batcher of the node, also those this Router has not fed (it may be
             # a restart, or another Router may have created them).
             for t in sorted({*self.feeder.topics, *self.wiring.topics()}):
-                calls.append(self.wiring.batcher(t).flush.remote(self.feeder.next_order(t)))
+                batcher = await self.wiring.open_batcher(t)
+                calls.append(batcher.flush.remote(self.feeder.next_order(t)))
         left = await asyncio.gather(*calls)
         self.metrics.push_now()
         return int(sum(left))
 
     async def batcher_stats(self) -> list[dict[str, Any]]:
         topics = sorted({*self.feeder.topics, *self.wiring.topics()})
-        stats = await asyncio.gather(*(self.wiring.batcher(t).stats.remote() for t in topics))
+        batchers = [await self.wiring.open_batcher(t) for t in topics]
+        stats = await asyncio.gather(*(b.stats.remote() for b in batchers))
         return list(stats)
 
     def stats(self) -> dict[str, Any]:
         return dict(self.feeder.counts)
+
+    # ------------------------------------------------------------------ stop protocol
+
+    def stop_intake(self) -> None:
+        """Submissions that come now are still taken (a sender's last ones may be on
+        their way); the driver and the sources stop sending first."""
+
+    async def drain(self, seconds: float) -> int:
+        """Flush every Batcher of the node (up to ``seconds``); the entries left queued."""
+        try:
+            return await asyncio.wait_for(self.flush(), seconds)
+        except TimeoutError:
+            return int(sum(s["queued"] for s in await self.batcher_stats()))
+
+    def park(self) -> int:
+        """Nothing of its own: what it handed over is queued at the Batchers."""
+        return 0
+
+    def close(self) -> dict[str, Any]:
+        """Final figures (submissions, entries, rejected)."""
+        self.metrics.push_now()
+        return {"counts": self.stats()}
 
 
 def start_router(wiring: Wiring) -> RouterHandle:

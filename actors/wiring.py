@@ -6,16 +6,7 @@ an actor it rebuilds the same object from the same arguments and finds its peers
 again by name. Passing actor handles to a constructor instead would pin them in the
 object store, and a restart would fail once they went out of scope.
 
-Names::
-
-    router:<node>                    the node pipeline's entrance
-    batcher:<node>:<topic>           one per topic
-    producer:<node>:<set>:<replica>  one or more per broker set
-    dlq:<node>                       the node's dead-letter queue
-    source:files:<node>              the node's file source
-    source:http:<node>               the node's HTTP intake
-    supervisor                       cluster-wide: breakers, restarts
-    telemetry                        cluster-wide: the scrape endpoint
+Names are made and read back in :mod:`actors.names`.
 
 ``<node>`` is the node's key: its Ray label ``shipper-node``, else its hostname. The
 same key replaces ``{node}`` in the DLQ, checkpoint and log paths, so a node that
@@ -28,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from shipper.config import KafkaSinkConfig, ShipperConfig
-from shipper.fleet import NodeInfo, node_path
+from shipper.fleet import node_path
+
+from . import names
 
 if TYPE_CHECKING:
     from .handles import (
@@ -40,20 +33,7 @@ if TYPE_CHECKING:
         TelemetryHandle,
     )
 
-__all__ = ["SUPERVISOR", "TELEMETRY", "Wiring", "node_key"]
-
-SUPERVISOR = "supervisor"
-TELEMETRY = "telemetry"
-
-
-def node_key(node_id: str) -> str:
-    """The key of Ray node ``node_id`` (label ``shipper-node``, else its hostname)."""
-    import ray
-
-    for raw in ray.nodes():  # type: ignore[no-untyped-call]
-        if raw.get("NodeID") == node_id:
-            return NodeInfo.from_ray(raw).key
-    return node_id[:12]
+__all__ = ["Wiring"]
 
 
 @dataclass(frozen=True)
@@ -126,39 +106,50 @@ class Wiring:
     # ------------------------------------------------------------------ names
 
     def router_name(self) -> str:
-        return f"router:{self.node}"
+        return names.router(self.node)
 
     def batcher_name(self, topic: str) -> str:
-        return f"batcher:{self.node}:{topic}"
+        return names.batcher(self.node, topic)
 
     def producer_name(self, replica: int) -> str:
-        return f"producer:{self.node}:{self.broker_set}:{replica}"
+        return names.producer(self.node, self.broker_set, replica)
 
     def producer_names(self) -> list[str]:
         return [self.producer_name(i) for i in range(self.config.pipeline.producer_replicas)]
 
     def dlq_name(self) -> str:
-        return f"dlq:{self.node}"
+        return names.dlq(self.node)
 
     def source_name(self, kind: str) -> str:
-        return f"source:{kind}:{self.node}"
+        return names.source(kind, self.node)
 
     # ------------------------------------------------------------------ listing
 
-    def named(self, prefix: str = "") -> list[str]:
-        """Names of this shipper's live actors that start with ``prefix``."""
+    def named(self, role: str | None = None) -> list[str]:
+        """Names of this shipper's live actors (of ``role``, when given)."""
         import ray
 
-        return sorted(
-            a["name"]
-            for a in ray.util.list_named_actors(all_namespaces=True)
-            if a.get("namespace") == self.namespace and a["name"].startswith(prefix)
-        )
+        out = []
+        for a in ray.util.list_named_actors(all_namespaces=True):
+            if a.get("namespace") != self.namespace:
+                continue
+            parsed = names.parse(a["name"])
+            if parsed is not None and (role is None or parsed.role == role):
+                out.append(a["name"])
+        return sorted(out)
+
+    def node_named(self, role: str | None = None) -> list[str]:
+        """Names of this node's live actors (of ``role``, when given)."""
+        return names.of_node(self.named(role), self.node, role)
 
     def topics(self) -> list[str]:
-        """Topics that have a Batcher on this node (whoever created it)."""
-        prefix = f"batcher:{self.node}:"
-        return [n[len(prefix) :] for n in self.named(prefix)]
+        """Topics that have a Batcher on this node."""
+        out = []
+        for n in self.node_named("batcher"):
+            parsed = names.parse(n)
+            assert parsed is not None
+            out.append(parsed.detail)
+        return out
 
     # ------------------------------------------------------------------ handles
 
@@ -189,14 +180,22 @@ class Wiring:
         return [cast("ProducerHandle", self._get(n)) for n in self.producer_names()]
 
     def batcher(self, topic: str) -> BatcherHandle:
-        """The topic's Batcher, created on first use (several callers share it)."""
+        """The topic's Batcher on this node; ``ValueError`` when it has none (yet):
+        :meth:`open_batcher` asks for one."""
+        return cast("BatcherHandle", self._get(self.batcher_name(topic)))
+
+    async def open_batcher(self, topic: str) -> BatcherHandle:
+        """The topic's Batcher on this node, made on first use. The keeper makes it and
+        holds it (its one owner: a Batcher outlives whichever entrance met the topic
+        first), see :meth:`actors.fleet.FleetKeeperActor.batcher`."""
         name = self.batcher_name(topic)
         handle = self._handles.get(name)
         if handle is None:
-            from .batcher import start_batcher
-
-            handle = start_batcher(self, topic)
-            self._handles[name] = handle
+            try:
+                handle = self._get(name)
+            except ValueError:
+                keeper = self._get(names.KEEPER)
+                handle = self.keep(name, await keeper.batcher.remote(self.node, topic))
         return cast("BatcherHandle", handle)
 
     def dlq(self) -> DlqHandle | None:
@@ -205,9 +204,9 @@ class Wiring:
         return cast("DlqHandle", self._get(self.dlq_name()))
 
     def supervisor(self) -> SupervisorHandle:
-        return cast("SupervisorHandle", self._get(SUPERVISOR))
+        return cast("SupervisorHandle", self._get(names.SUPERVISOR))
 
     def telemetry(self) -> TelemetryHandle | None:
         if not self.config.metrics.enabled:
             return None
-        return cast("TelemetryHandle", self._get(TELEMETRY))
+        return cast("TelemetryHandle", self._get(names.TELEMETRY))

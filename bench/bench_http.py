@@ -76,7 +76,7 @@ def serve(kafka: LocalKafka, data: Path, n: int, work: Path) -> dict[str, Any]:
         return {"error": 'Ray Serve is not installed: pip install "ray[serve]==2.60.0"'}
 
     from actors.feeder import Feeder
-    from actors.telemetry import Reporter
+    from actors.reporter import Reporter
     from shipper.intake import Intake
     from shipper.sources import http as rules
 

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = [
     "NODE_LABEL",
     "FleetPlan",
+    "FleetReconciler",
     "NodeInfo",
     "Reconcile",
     "Spreader",
@@ -143,6 +144,66 @@ class FleetPlan:
 
     def up(self) -> list[str]:
         return sorted(k for k in self.running if k not in self.lost)
+
+
+class FleetReconciler:
+    """The supervisor's book of the fleet: a :class:`FleetPlan` plus what each node's
+    start gave (its pipeline's description), which starts are under way and why the
+    last start of a node failed. The supervisor asks Ray for the nodes, calls
+    :meth:`round`, starts what it says, and reports back with :meth:`started` or
+    :meth:`failed`; it makes no decision of its own."""
+
+    def __init__(self, plan: FleetPlan) -> None:
+        self.plan = plan
+        #: key -> what the node's pipeline answered when it started
+        self.pipelines: dict[str, dict[str, Any]] = {}
+        self.starting: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self._held_told: set[str] = set()
+
+    def round(self, nodes: Iterable[NodeInfo]) -> Reconcile:
+        """What to do now: ``start`` (marked as starting), ``lost`` (dropped from the
+        pipelines), and in ``held`` only the nodes not reported before."""
+        todo = self.plan.reconcile(nodes)
+        for key in todo.lost:
+            self.pipelines.pop(key, None)
+        fresh = [n for n in todo.held if n.node_id not in self._held_told]
+        self._held_told.update(n.node_id for n in fresh)
+        todo.held = fresh
+        self.starting = {n.key for n in todo.start}
+        return todo
+
+    def started(self, node: NodeInfo, info: dict[str, Any]) -> None:
+        self.starting.discard(node.key)
+        self.errors.pop(node.key, None)
+        self.plan.started(node)
+        self.pipelines[node.key] = info
+
+    def failed(self, key: str, error: str) -> None:
+        self.starting.discard(key)
+        self.errors[key] = error
+
+    def held_by_keeper(self, held: Mapping[str, Mapping[str, Any]]) -> None:
+        """Take over pipelines that run already (a restarted supervisor's start)."""
+        for key, info in held.items():
+            self.started(NodeInfo(str(info["node_id"]), key, True), dict(info))
+
+    def set_sources(self, by_node: Mapping[str, Mapping[str, str]]) -> None:
+        for key, srcs in by_node.items():
+            if key in self.pipelines:
+                self.pipelines[key] = {**self.pipelines[key], "sources": dict(srcs)}
+
+    def progress(self) -> dict[str, Any]:
+        """The nodes whose pipeline runs, those still starting, and why a start failed."""
+        return {
+            "running": sorted(self.pipelines),
+            "starting": sorted(self.starting),
+            "errors": dict(self.errors),
+        }
+
+    def counts(self) -> tuple[int, int]:
+        """Nodes up and nodes lost."""
+        return len(self.plan.up()), len(self.plan.lost)
 
 
 class Spreader:

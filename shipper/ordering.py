@@ -20,11 +20,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
-__all__ = ["SequenceGate"]
+__all__ = ["OrderCounter", "SequenceGate"]
 
 log = logging.getLogger("shipper.ordering")
+
+
+class OrderCounter:
+    """A sender's call numbers: ``next(receiver)`` is ``(sender, n)`` with ``n`` counting
+    0, 1, 2... per receiver, so each receiver sees a gapless sequence of its own. The
+    one counter every sender uses (the driver, a Router's or a source's feeder, an HTTP
+    intake)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.sender = ""
+        self._seq: dict[str, int] = {}
+        self.renew()
+
+    def renew(self) -> None:
+        """Number the next calls as a new sender (a receiver lost the old sequence)."""
+        self.sender = f"{self.prefix}{uuid.uuid4().hex[:12]}"
+        self._seq.clear()
+
+    def next(self, receiver: str, *, per_receiver_id: bool = False) -> tuple[str, int]:
+        """The number of the next call to ``receiver``. With ``per_receiver_id`` the
+        sender id names the receiver too (a driver that talks to several Routers)."""
+        seq = self._seq.get(receiver, 0)
+        self._seq[receiver] = seq + 1
+        return (f"{self.sender}:{receiver}" if per_receiver_id else self.sender, seq)
+
+    def receivers(self) -> list[str]:
+        """The receivers numbered so far, in the order they were first met."""
+        return list(self._seq)
 
 
 class SequenceGate:

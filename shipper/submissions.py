@@ -11,15 +11,13 @@ submission larger than the budget cannot wedge the caller). Keeping the driver's
 entries under the Batchers' warning band means a small ``queue_size`` slows
 ``submit()`` down instead of filling the queue up to where it sheds to the DLQ.
 
-Calls are numbered per sender (``shipper.ordering``): :meth:`next_order` hands out
-the numbers, and :meth:`new_sender` starts a fresh sequence after the receiver was
-replaced (a Router that died took the numbers it had seen with it).
+The calls' numbers are the sender's :class:`shipper.ordering.OrderCounter`, held by
+its :class:`actors.client.RouterClient`.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -174,14 +172,19 @@ class CloseReport:
     parked: int = 0
     #: What each kind of source did (``files``, ``http``); ``stats`` counts them too.
     sources: dict[str, RunStats] = field(default_factory=dict)
+    #: Actors that did not answer a step of the stop (each a line naming it): what
+    #: they held is not known to be in Kafka or the DLQ, so the close did not drain.
+    problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.drained:
             return "closed: every submission has an outcome"
+        if not self.in_flight_submissions and self.problems:
+            return "closed, but " + "; ".join(self.problems)
         return (
             f"closed with {self.in_flight_submissions} submissions "
             f"({self.in_flight_entries} entries) still in flight after the drain timeout"
-        )
+        ) + ("; " + "; ".join(self.problems) if self.problems else "")
 
 
 class SubmissionTracker(Generic[K]):
@@ -206,8 +209,6 @@ class SubmissionTracker(Generic[K]):
         self._sizes: dict[K, int] = {}
         self._entries = 0
         self.dlq_full = False
-        self.sender = uuid.uuid4().hex[:12]
-        self._seq: dict[str, int] = {}
 
     @property
     def in_flight(self) -> int:
@@ -226,18 +227,6 @@ class SubmissionTracker(Generic[K]):
         if not self._sizes:
             return True
         return len(self._sizes) < self.max_submissions and self._entries + size <= self.entry_budget
-
-    def next_order(self, route: str = "") -> tuple[str, int]:
-        """The number of the next call to receiver ``route`` (each receiver, e.g. each
-        node's Router, sees a gapless sequence of its own)."""
-        seq = self._seq.get(route, 0)
-        self._seq[route] = seq + 1
-        return (f"{self.sender}:{route}", seq)
-
-    def new_sender(self) -> None:
-        """Number the next calls as a new sender (a receiver lost the old sequence)."""
-        self.sender = uuid.uuid4().hex[:12]
-        self._seq.clear()
 
     def add(self, key: K, size: int) -> None:
         self._sizes[key] = size
@@ -258,9 +247,10 @@ class SubmissionTracker(Generic[K]):
     def finish(self) -> None:
         self.stats.finished = self._clock()
 
-    def report(self, parked: int = 0) -> CloseReport:
+    def report(self, parked: int = 0, problems: list[str] | None = None) -> CloseReport:
         return CloseReport(
-            drained=not self._sizes,
+            drained=not self._sizes and not problems,
+            problems=list(problems or []),
             in_flight_submissions=len(self._sizes),
             in_flight_entries=self._entries,
             stats=self.stats,

@@ -14,7 +14,8 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.telemetry import Reporter, TelemetryActor, start_telemetry
+from actors.reporter import Reporter
+from actors.telemetry import TelemetryActor, start_telemetry
 from shipper.telemetry import MetricsRecorder, empty_snapshot
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]

@@ -77,9 +77,8 @@ def test_restarted_actors_are_counted_rewired_and_the_pipeline_goes_on(
         t0 = time.monotonic()
         assert s.submit_lines(lines(100, start=100)).result(30).delivered == 100
         assert time.monotonic() - t0 < 15
-        # The default topic's Batcher belongs to the driver, so it outlives a Router's
-        # restart (Batchers a Router made for other topics die with it and are made
-        # anew by its successor).
+        # Every Batcher belongs to the keeper (whoever met its topic first), so it
+        # outlives a Router's restart.
         kill(w.router_name())
         wait_until(lambda: s.restarts().get("router") == 1, 60, "the Router's restart")
         t0 = time.monotonic()

@@ -8,7 +8,7 @@ import pytest
 
 from shipper.config import load_config
 from shipper.errors import ConfigError
-from shipper.fleet import FleetPlan, NodeInfo, Spreader, node_path
+from shipper.fleet import FleetPlan, FleetReconciler, NodeInfo, Spreader, node_path
 
 
 def raw(node_id: str, alive: bool = True, label: str | None = None, **res: float) -> dict[str, Any]:
@@ -149,3 +149,43 @@ def test_a_slow_start_is_one_line_with_the_nodes_still_waiting_and_why_one_faile
     assert line == (
         "started 0 of 2 node pipelines in 61 s; waiting for node a, b (c: TimeoutError)"
     )
+
+
+def test_the_reconciler_books_starts_failures_losses_and_a_held_node_once() -> None:
+    book = FleetReconciler(FleetPlan("all", "1" * 56))
+    a = NodeInfo.from_ray(raw("1" * 56, label="n1"))
+    b = NodeInfo.from_ray(raw("2" * 56, label="n2"))
+    todo = book.round([a, b])
+    assert [n.key for n in todo.start] == ["n1", "n2"]
+    assert book.progress() == {"running": [], "starting": ["n1", "n2"], "errors": {}}
+    book.started(a, {"node_id": a.node_id})
+    book.failed("n2", "no room for the actors")
+    assert book.progress() == {
+        "running": ["n1"],
+        "starting": [],
+        "errors": {"n2": "no room for the actors"},
+    }
+    # The next round starts n2 again; this time it runs, and its error is gone.
+    todo = book.round([a, b])
+    assert [n.key for n in todo.start] == ["n2"]
+    book.started(b, {"node_id": b.node_id})
+    assert book.progress()["errors"] == {} and book.counts() == (2, 0)
+    book.set_sources({"n1": {"files": "/var/log/*.log"}, "n9": {"files": "x"}})
+    assert book.pipelines["n1"]["sources"] == {"files": "/var/log/*.log"}
+    assert "n9" not in book.pipelines
+    # A namesake of a running node is reported once, not every round.
+    twin = NodeInfo.from_ray(raw("3" * 56, label="n1"))
+    assert [n.node_id for n in book.round([a, b, twin]).held] == ["3" * 56]
+    assert book.round([a, b, twin]).held == []
+    # A lost node leaves the pipelines.
+    gone = NodeInfo.from_ray(raw("2" * 56, alive=False, label="n2"))
+    assert book.round([a, gone]).lost == ["n2"]
+    assert sorted(book.pipelines) == ["n1"] and book.counts() == (1, 1)
+
+
+def test_a_restarted_supervisor_takes_over_what_the_keeper_holds() -> None:
+    book = FleetReconciler(FleetPlan("all", "1" * 56))
+    book.held_by_keeper({"n1": {"node_id": "1" * 56, "router": "router:n1", "sources": {}}})
+    assert book.progress()["running"] == ["n1"]
+    # Ray's nodes match what runs: nothing to start.
+    assert book.round([NodeInfo.from_ray(raw("1" * 56, label="n1"))]).start == []

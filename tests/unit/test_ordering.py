@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from shipper.ordering import SequenceGate
+from shipper.ordering import OrderCounter, SequenceGate
 
 
 def test_calls_run_in_sequence_order_whatever_order_they_arrive_in() -> None:
@@ -43,3 +43,16 @@ def test_a_missing_call_does_not_wedge_the_gate() -> None:
 
     ran, skipped = asyncio.run(scenario())
     assert ran == [0, 2, 3] and skipped == 1
+
+
+def test_one_counter_numbers_each_receiver_from_zero_and_a_renewal_starts_over() -> None:
+    c = OrderCounter()
+    first = c.next("n1")
+    assert first == (c.sender, 0)
+    assert c.next("n1") == (c.sender, 1) and c.next("n2") == (c.sender, 0)
+    assert c.receivers() == ["n1", "n2"]
+    # A driver names the receiver in its sender id (one sequence per Router).
+    assert c.next("n1", per_receiver_id=True) == (f"{c.sender}:n1", 2)
+    old = c.sender
+    c.renew()
+    assert c.sender != old and c.next("n1") == (c.sender, 0) and c.receivers() == ["n1"]

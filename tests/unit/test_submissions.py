@@ -53,14 +53,6 @@ def test_a_refusing_dlq_is_seen_from_the_typed_field() -> None:
     assert t.dlq_full
 
 
-def test_calls_are_numbered_and_a_new_sender_starts_over() -> None:
-    t: SubmissionTracker[int] = SubmissionTracker(8, 1000)
-    first = t.next_order()
-    assert t.next_order() == (first[0], 1)
-    t.new_sender()
-    assert t.next_order()[1] == 0 and t.sender != first[0].split(":")[0]
-
-
 def test_a_lost_submission_reports_every_entry() -> None:
     r = lost_submission(3, "router failed: died")
     assert (r.submitted, r.failed, r.ok) == (3, 3, False)
