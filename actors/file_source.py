@@ -21,6 +21,7 @@ from shipper.outcomes import SubmissionResult
 from shipper.sources.checkpoints import open_checkpoints
 from shipper.sources.files import Block, FileTailer
 from shipper.sources.follow import FileFollower
+from shipper.submissions import RunStats
 
 from ._options import actor_logs, announce_start, named_actor, tune_gc
 from .feeder import Feeder
@@ -91,6 +92,10 @@ class FileSourceActor:
         if self._task is None and not self.follower.stopping:
             self.metrics.start_periodic()
             self._task = asyncio.get_running_loop().create_task(self.follower.run())
+
+    def run_stats(self) -> RunStats:
+        """In, delivered, to the DLQ (by reason), failed: the lines read so far."""
+        return self.follower.stats
 
     # ------------------------------------------------------------------ stop protocol
 

@@ -204,6 +204,10 @@ class HttpSourceActor:
         finally:
             self.client.done(key, n)
 
+    def run_stats(self) -> RunStats:
+        """In, delivered, to the DLQ (by reason), failed: the requests' entries so far."""
+        return self.run
+
     # ------------------------------------------------------------------ stop protocol
 
     async def stop_intake(self) -> None:

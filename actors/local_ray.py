@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["prepare"]
+__all__ = ["join_ray", "prepare"]
 
 
 def prepare(address: str | None = None) -> None:
@@ -27,3 +27,22 @@ def prepare(address: str | None = None) -> None:
         # settings, and a mode set now would contradict them (ray.init then fails).
         return
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def join_ray(address: str | None = None) -> None:
+    """Join the Ray cluster at ``address`` (else ``RAY_ADDRESS``), or start a local Ray
+    of the shipper's own; nothing when this process is connected already."""
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        # "local" starts a Ray of our own; a bare ray.init() would try to join
+        # whatever cluster an earlier session recorded, even a dead one.
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
+        include_dashboard=False,
+        log_to_driver=True,
+        logging_level=logging.WARNING,
+    )

@@ -9,7 +9,7 @@
 
 The supervisor starts a node pipeline on every node ``fleet.nodes`` selects (one on
 the driver's node by default). ``submit`` sends each submission to the pipeline with
-the fewest entries in flight (:class:`shipper.fleet.Spreader`) and returns at once
+the fewest entries in flight (:class:`actors.client.RouterClient`) and returns at once
 with an :class:`Ack`, unless the in-flight budget is used up
 (:class:`shipper.submissions.SubmissionTracker`): then it waits for the oldest, the
 backpressure a caller feels. The driver keeps each payload until its
@@ -18,9 +18,9 @@ Router) is sent again to another pipeline, counted in ``stats().resent`` (possib
 duplicates), never reported twice. ``close`` stops intake, drains for the drain
 timeout, parks what is still queued in the DLQ and reports.
 
-This module is longer than most because it is the whole public API in one class; its
-decisions live in the cores it calls (SubmissionTracker, Spreader), and what is left
-here is Ray plumbing: refs, waits, retries, and the order of a clean stop.
+The parts live apart: the submission path in :mod:`actors.sender`, the client-side
+router in :mod:`actors.client`, the close in :mod:`actors.stopping` (the stop protocol
+every actor speaks), the read-only queries in :mod:`actors.views`.
 """
 
 from __future__ import annotations
@@ -35,84 +35,35 @@ from typing import Any
 import ray
 
 from shipper.config import ShipperConfig, check_files, load_config
-from shipper.dlq import DlqStats
 from shipper.entries import LogEntry
-from shipper.errors import BackpressureError, ConfigError, ShutdownError, StartError, brief
+from shipper.errors import ConfigError, StartError, brief
 from shipper.fleet import node_path, start_line
-from shipper.outcomes import SubmissionResult
 from shipper.sources.http import clear_token_warning
-from shipper.submissions import CloseReport, RunStats, SubmissionTracker, lost_submission
+from shipper.submissions import CloseReport, RunStats
 
 from . import names
 from .client import RouterClient
 from .fleet import start_keeper
-from .handles import Order, Ref, RouterHandle
+from .handles import RouterHandle
+from .local_ray import join_ray
 from .names import KEEPER, node_key
 from .payload import STORE_MIN_BYTES, Stored
-from .stopping import close_shipper
+from .sender import Ack, Sender
+from .stopping import close_fleet
 from .supervisor import start_supervisor
 from .telemetry import start_telemetry
+from .views import ShipperViews
 from .wiring import Wiring
 
 __all__ = ["Ack", "CloseReport", "RunStats", "Shipper", "join_ray"]
 
 log = logging.getLogger("shipper")
 
-#: Attempts at a submission whose pipeline died with it, before it is reported failed.
-SEND_ATTEMPTS = 3
 #: Seconds between two progress reports while the node pipelines start.
 START_REPORT_EVERY = 10.0
 
-Call = Callable[[RouterHandle, float, Order], Ref[SubmissionResult]]
 
-
-class Ack:
-    """The acknowledgement of one submission: resolves when every entry has an outcome."""
-
-    def __init__(self, shipper: Shipper, call: Call, size: int) -> None:
-        self._shipper = shipper
-        self.call = call  # sends it again, to another pipeline, if its own died
-        self.size = size
-        self.ref: Ref[SubmissionResult] | None = None
-        self.node = ""
-        self.attempts = 0
-        self._result: SubmissionResult | None = None
-
-    def done(self) -> bool:
-        if self._result is not None:
-            return True
-        assert self.ref is not None
-        ready, _ = ray.wait([self.ref], timeout=0)
-        return bool(ready)
-
-    def result(self, timeout: float | None = None) -> SubmissionResult:
-        """Block until the outcome is known (``TimeoutError`` after ``timeout``)."""
-        if self._result is None:
-            self._shipper._settle(self, timeout)
-        assert self._result is not None
-        return self._result
-
-    def __repr__(self) -> str:
-        state = self._result.summary() if self._result is not None else "pending"
-        return f"Ack({self.size} entries: {state})"
-
-
-def join_ray(address: str | None = None) -> None:
-    """Join the Ray cluster at ``address`` (else ``RAY_ADDRESS``), or start a local Ray
-    of the shipper's own; nothing when this process is connected already."""
-    if ray.is_initialized():
-        return
-    ray.init(
-        # "local" starts a Ray of our own; a bare ray.init() would try to join
-        # whatever cluster an earlier session recorded, even a dead one.
-        address=address or os.environ.get("RAY_ADDRESS") or "local",
-        include_dashboard=False,
-        log_to_driver=True,
-        logging_level=logging.WARNING,
-    )
-
-
-class Shipper:
+class Shipper(ShipperViews):
     """Ships log entries to Kafka through node pipelines of Ray actors."""
 
     def __init__(
@@ -158,14 +109,8 @@ class Shipper:
         # Up before the pipelines: it tells a restart from a first start by the names
         # it has seen, so it must see every first start (see actors.supervisor).
         ray.get(self._supervisor.states.remote())
-        pipe = self.config.pipeline
-        # Entries in flight from this driver, per pipeline (see SubmissionTracker).
-        self._per_pipeline_budget = pipe.max_inflight_entries or sink.inflight_entries
-        self._tracker: SubmissionTracker[Ack] = SubmissionTracker(
-            pipe.max_inflight_submissions, self._per_pipeline_budget
-        )
         self._client = RouterClient(self.wiring)
-        self._acks: dict[Any, Ack] = {}
+        self._sender = Sender(self.config, self._client, self._refresh_fleet, self._dlqs)
         self._sources_started = False
         #: What the sources did, once stopped (lines, blocks, resends).
         self.source_counts: dict[str, int] = {}
@@ -226,9 +171,7 @@ class Shipper:
     def _fleet(self, pipelines: dict[str, dict[str, Any]]) -> None:
         """Take the supervisor's list of running pipelines (the budgets grow with it)."""
         self._client.set_fleet(pipelines)
-        n = max(1, len(self._client.pipelines))
-        self._tracker.max_submissions = self.config.pipeline.max_inflight_submissions * n
-        self._tracker.entry_budget = self._per_pipeline_budget * n
+        self._sender.set_pipelines(len(self._client.pipelines))
 
     def _refresh_fleet(self) -> None:
         try:
@@ -296,7 +239,7 @@ class Shipper:
         it again. ``overflow`` sends it even so, for a caller that stops and must not
         drop what it already read (the Batchers' own bounds still apply)."""
         batch = list(entries)
-        return self._submit(
+        return self._sender.submit(
             len(batch),
             lambda router, t, order: router.submit_objects.remote(batch, t, order),
             timeout,
@@ -327,7 +270,7 @@ class Shipper:
             # canonical, the Producer reads the very same object (actors.payload).
             payload = Stored.put(lines)
         extra = dict(labels) if labels else None
-        return self._submit(
+        return self._sender.submit(
             size,
             lambda router, t, order: router.submit_lines.remote(
                 payload, t, first_line, order, extra
@@ -336,139 +279,16 @@ class Shipper:
             overflow,
         )
 
-    def _submit(
-        self, size: int, call: Call, timeout: float | None = None, overflow: bool = False
-    ) -> Ack:
-        if self._closed:
-            raise ShutdownError("the shipper is closed; create a new Shipper to submit more")
-        if timeout is None:
-            timeout = self.config.pipeline.submit_timeout
-        deadline = time.monotonic() + timeout
-        tracker = self._tracker
-        while not overflow and not tracker.has_room(size):
-            left = deadline - time.monotonic()
-            ready, _ = ray.wait(list(self._acks), num_returns=1, timeout=max(0.0, left))
-            if not ready:
-                raise BackpressureError(
-                    f"the pipeline took no new submission for {timeout:.0f}s "
-                    f"({tracker.in_flight} in flight); Kafka is slow or down. The entries "
-                    "were not accepted: submit them again later"
-                )
-            self._settle(self._acks[ready[0]], None)
-        if tracker.dlq_full and not overflow:
-            self._wait_for_dlq_room(deadline)
-        ack = Ack(self, call, size)
-        self._send(ack)
-        tracker.add(ack, size)
-        return ack
-
-    def _wait_for_dlq_room(self, deadline: float) -> None:
-        # Kafka refused entries and a DLQ could not take them: accept nothing more
-        # until every DLQ has room again (or the submit timeout passes).
-        while not all(ray.get([d.has_room.remote() for d in self._dlqs()])):
-            if time.monotonic() >= deadline:
-                raise BackpressureError(
-                    "the DLQ's disk budget is used up and Kafka is not taking entries; "
-                    "nothing more is accepted. Free space with `shipper dlq replay` or "
-                    "`shipper dlq purge`, or raise dlq_config.max_disk_bytes"
-                )
-            time.sleep(0.2)
-        self._tracker.dlq_full = False
-
-    def _send(self, ack: Ack, avoid: Iterable[str] = ()) -> None:
-        """Send ``ack``'s submission to the least loaded pipeline (not one of ``avoid``)."""
-        if self._client.stale(self.config.fleet.reconcile_interval):
-            self._refresh_fleet()  # nodes that joined get work, lost ones none
-        banned = set(avoid)
-        while True:
-            key = self._client.pick(banned)  # one of ``banned`` only if nothing else
-            if key is None:
-                raise ShutdownError("no node pipeline runs; nothing can be shipped")
-            if self._client.reachable(key):
-                break
-            if key in banned:
-                raise ShutdownError("no node pipeline answers; nothing can be shipped")
-            # Its Router is gone: the node left and the supervisor has not said so yet.
-            banned.add(key)
-            self._refresh_fleet()
-        ack.node = key
-        ack.attempts += 1
-        ack.ref = ack.call(self._router(key), time.time(), self._client.next_order(key))
-        self._acks[ack.ref] = ack
-        self._client.add(key, ack.size)
-
-    def _settle(self, ack: Ack, timeout: float | None) -> None:
-        while ack._result is None:
-            assert ack.ref is not None
-            try:
-                result: SubmissionResult | None = ray.get(ack.ref, timeout=timeout)
-            except ray.exceptions.GetTimeoutError as exc:
-                raise TimeoutError(
-                    f"submission of {ack.size} entries not settled in {timeout}s"
-                ) from exc
-            except ray.exceptions.RayError as exc:
-                self._acks.pop(ack.ref, None)
-                self._client.done(ack.node, ack.size)
-                result = self._lost(ack, exc)
-                if result is None:
-                    continue  # sent again: wait for the new acknowledgement
-            else:
-                self._acks.pop(ack.ref, None)
-                self._client.done(ack.node, ack.size)
-            assert result is not None
-            ack._result = result
-            self._tracker.settle(ack, result)
-
-    def _lost(self, ack: Ack, exc: BaseException) -> SubmissionResult | None:
-        """``ack``'s pipeline died with it: send it again to another one (the driver
-        still has the payload) and return None, or, after the last attempt, the result
-        that reports every entry failed."""
-        failed = ack.node
-        self._client.lost(failed)  # a restarted Router never saw this driver's numbers
-        self._refresh_fleet()
-        if ack.attempts < SEND_ATTEMPTS and self._pipelines and not self._closed:
-            log.warning(
-                "the pipeline on %s failed with a submission of %d entries (%s); sending it again",
-                failed,
-                ack.size,
-                brief(exc),
-            )
-            try:
-                self._send(ack, avoid=[failed])
-            except ShutdownError as none_left:
-                return lost_submission(ack.size, f"router failed: {brief(exc)}; {none_left}")
-            self._tracker.stats.resent += ack.size
-            return None
-        return lost_submission(ack.size, f"router failed: {brief(exc)}")
-
     # ------------------------------------------------------------------ control
 
     def flush(self, timeout: float | None = None) -> None:
         """Send everything queued now and wait for every outstanding ack."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        # Numbered like a submission, so each Router flushes after every earlier one.
-        self._flush_routers(timeout)
-        for ack in list(self._acks.values()):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._settle(ack, left)
-
-    def _flush_routers(self, timeout: float | None) -> None:
-        refs = [
-            self._router(key).flush.remote(self._client.next_order(key))
-            for key in self._client.node_keys()
-            if self._client.reachable(key)
-        ]
-        try:
-            ray.get(refs, timeout=timeout)
-        except ray.exceptions.GetTimeoutError:
-            pass
-        except ray.exceptions.RayError as exc:
-            log.warning("a flush failed: %s", brief(exc))
+        self._sender.flush(timeout)
 
     @property
     def in_flight_entries(self) -> int:
         """Entries this driver has submitted whose acknowledgement has not come yet."""
-        return self._tracker.in_flight_entries
+        return self._sender.tracker.in_flight_entries
 
     def log_file(self) -> str:
         """The driver node's ``logging.file`` (``{node}`` filled in)."""
@@ -479,18 +299,11 @@ class Shipper:
         """The most lines one submission should hold: the entries this driver keeps in
         flight per pipeline. A larger one could fill a topic's queue into its emergency
         band by itself (and shed entries to the DLQ); callers split larger inputs."""
-        return self._per_pipeline_budget
+        return self._sender.per_pipeline_budget
 
     def stats(self) -> RunStats:
-        # Pick up acks that finished meanwhile, without blocking.
-        refs = list(self._acks)
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            for ref in ready:
-                ack = self._acks.get(ref)
-                if ack is not None:
-                    self._settle(ack, None)
-        return self._tracker.stats
+        self._sender.pick_up()  # acks that finished meanwhile, without blocking
+        return self._sender.tracker.stats
 
     def queue_stats(self) -> list[dict[str, Any]]:
         """Per node and topic: Batcher figures (queued entries, utilization, partitions)."""
@@ -508,33 +321,30 @@ class Shipper:
         ``shutdown``), so a stop leaves every entry in Kafka or the DLQ; then the actors
         stop. The report says whether everything settled and what was parked."""
         if self._closed:
-            return self._close_report or self._tracker.report()
+            return self._close_report or self._sender.tracker.report()
         self._closed = True
+        self._sender.close()
         self._refresh_fleet()
         timeout = self.config.pipeline.drain_timeout if timeout is None else timeout
         try:
-            report = close_shipper(self, timeout)
+            closed = close_fleet(
+                self.wiring, self._supervisor, self._sender, timeout, self._sources_started
+            )
         finally:
             self._kill_actors()
+        self._sources_started = False
+        report = closed.report
+        self.source_stats = closed.sources
+        self.source_counts.update(closed.counts)
         self._close_report = report
         if not report.drained:
             log.warning("%s", report)
         return report
 
-    def _settle_until(self, deadline: float) -> None:
-        for ack in list(self._acks.values()):
-            try:
-                self._settle(ack, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-
     def _dlqs_by_node(self) -> list[tuple[str, Any]]:
         if not self.config.sinks.kafka.dlq_config.enabled:
             return []
         return self._each(lambda w: [(w.node, w.dlq())])
-
-    def _dlqs(self) -> list[Any]:
-        return [d for _, d in self._dlqs_by_node()]
 
     # ------------------------------------------------------------------ sources
 
@@ -560,47 +370,6 @@ class Shipper:
         if warning and self.http_urls:
             started.append(warning)
         return started
-
-    # ------------------------------------------------------------------ reading
-
-    def dlq_count(self) -> int:
-        """Records in the DLQs of every node (0 when the DLQ is disabled)."""
-        return int(sum(ray.get([d.count.remote() for d in self._dlqs()])))
-
-    def reprocess_dlq(self, **kw: Any) -> dict[str, int]:
-        """Run one DLQ reprocessing pass now on every node; the summed counts."""
-        out: dict[str, int] = {}
-        for summary in ray.get([d.reprocess.remote(**kw) for d in self._dlqs()]):
-            for k, v in summary.as_dict().items():
-                out[k] = out.get(k, 0) + v
-        return out
-
-    def breaker_states(self) -> dict[str, dict[str, Any]]:
-        """Per broker set: state (0 closed, 1 open, 2 half-open), opens, retry time."""
-        states: dict[str, dict[str, Any]] = ray.get(self._supervisor.states.remote())
-        return states
-
-    def breaker_history(self) -> list[tuple[float, str, int, int]]:
-        """Every breaker transition so far: (wall time, broker set, old, new)."""
-        history: list[tuple[float, str, int, int]] = ray.get(self._supervisor.history.remote())
-        return history
-
-    def restarts(self) -> dict[str, int]:
-        """Actor restarts the supervisor has seen, by component."""
-        counts: dict[str, int] = ray.get(self._supervisor.restart_counts.remote())
-        return counts
-
-    def dlq_stats(self) -> DlqStats | None:
-        """The DLQ figures of the first node (the driver's, with ``fleet.nodes: driver``),
-        or None without a DLQ; :meth:`dlq_stats_by_node` has every node."""
-        dlqs = self._dlqs()
-        return None if not dlqs else ray.get(dlqs[0].stats.remote())
-
-    def dlq_stats_by_node(self) -> dict[str, DlqStats]:
-        """DLQ figures per node, for the nodes whose DLQ can be found now."""
-        pairs = self._dlqs_by_node()
-        stats = ray.get([d.stats.remote() for _, d in pairs])
-        return {key: st for (key, _), st in zip(pairs, stats, strict=True)}
 
     def _kill_actors(self) -> None:
         # The supervisor first (it would start pipelines again), the telemetry actor

@@ -33,24 +33,22 @@ Ray is imported only when the command runs, so ``shipper`` itself stays light.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import stat
 import sys
 import threading
-import time
 import traceback
 from typing import Any
+
+from .terminal import Progress, Watch, say, summary
 
 __all__ = ["add_run_arguments", "run_command"]
 
 RAY_CONNECT_TIMEOUT = 30.0
 #: Seconds a submission waits for room before the command looks again (and may speak).
 WAIT_STEP = 1.0
-#: Seconds between two looks at the breakers.
-WATCH_EVERY = 2.0
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,41 +84,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def say(msg: str) -> None:
-    sys.stderr.write(f"shipper run: {msg}\n")
-    sys.stderr.flush()
-
-
-class _Progress:
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.last = 0.0
-        self.drawn = False
-
-    def show(self, stats: Any, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.5):
-            return
-        self.last = now
-        self.drawn = True
-        sys.stderr.write(
-            f"\r{stats.entries_in:>12,} in  {stats.delivered:>12,} delivered  "
-            f"{stats.failed:>8,} failed  {stats.rate:>10,.0f} entries/s"
-        )
-        sys.stderr.flush()
-
-    def say(self, msg: str) -> None:
-        """A notice on a line of its own (the progress line is drawn again after it)."""
-        if self.drawn:
-            sys.stderr.write("\n")
-            self.drawn = False
-        say(msg)
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
 class _Stop:
     """SIGTERM / SIGINT / SIGHUP seen: stop reading."""
 
@@ -136,33 +99,6 @@ class _Stop:
 
     def install(self) -> dict[int, Any]:
         return {s: signal.signal(s, self) for s in self.SIGNALS}
-
-
-class _Watch:
-    """Looks at the breakers every few seconds and says when one opens or closes."""
-
-    def __init__(self, shipper: Any, notices: Any, progress: _Progress) -> None:
-        self.shipper = shipper
-        self.notices = notices
-        self.progress = progress
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="run-watch", daemon=True)
-
-    def _run(self) -> None:
-        while not self.done.wait(WATCH_EVERY):
-            try:
-                for line in self.notices.breakers(self.shipper.breaker_states()):
-                    self.progress.say(line)
-            except Exception:  # a look that failed (Ray busy): the next one will do
-                continue
-
-    def __enter__(self) -> _Watch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join(timeout=5)
 
 
 def _watchdog(address: str, timeout: float) -> threading.Timer:
@@ -208,7 +144,8 @@ def _start(args: argparse.Namespace) -> Any:
 
     address = _address(args)
     local_ray.prepare(address)
-    from actors.pipeline import Shipper, join_ray
+    from actors.local_ray import join_ray
+    from actors.pipeline import Shipper
     from shipper.config import load_config
 
     load_config(args.config)  # a bad config is reported before Ray starts
@@ -245,7 +182,7 @@ class _Sender:
     """Submits the CLI's blocks: waits through backpressure (the pipe backs up), says
     why every 10 s, and after a stop signal hands over what it already read anyway."""
 
-    def __init__(self, shipper: Any, stop: _Stop, notices: Any, progress: _Progress) -> None:
+    def __init__(self, shipper: Any, stop: _Stop, notices: Any, progress: Progress) -> None:
         self.shipper = shipper
         self.stop = stop
         self.notices = notices
@@ -275,7 +212,7 @@ class _Sender:
 
 
 def _ship_inputs(
-    shipper: Any, names: list[str], stop: _Stop, progress: _Progress, block: int | None
+    shipper: Any, names: list[str], stop: _Stop, progress: Progress, block: int | None
 ) -> None:
     """Ship each input (a file, or ``-`` for stdin) as its lines arrive."""
     from shipper.cli.notices import RunNotices
@@ -373,14 +310,14 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     # ray.init() puts in its own SIGTERM handler (which ends the process): ours again.
     stop.install()
-    progress = _Progress(
+    progress = Progress(
         args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     )
     from shipper.cli.notices import RunNotices
 
     fatal: str | None = None
     try:
-        with _Watch(shipper, RunNotices(), progress):
+        with Watch(shipper, RunNotices(), progress):
             try:
                 if args.input:
                     _ship_inputs(shipper, args.input, stop, progress, args.block_bytes)
@@ -406,38 +343,4 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return _summary(args, shipper, report, progress, fatal)
-
-
-def _summary(args: argparse.Namespace, shipper: Any, report: Any, progress: _Progress,
-             fatal: str | None) -> int:  # fmt: skip
-    stats = report.stats
-    sources = dict(shipper.source_counts)
-    progress.show(stats, force=True)
-    progress.end()
-    print(stats.table())
-    for kind, run in sorted(report.sources.items()):
-        print(f"  of which from {kind}: {run.brief()}")
-    if sources:
-        print(
-            "sources: " + ", ".join(f"{k} {v:,}" for k, v in sources.items() if isinstance(v, int))
-        )
-    if report.parked:
-        print(f"parked in the DLQ at shutdown: {report.parked:,} entries (reason shutdown)")
-    if not report.drained:
-        say(str(report))
-    if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(
-                {
-                    **stats.as_dict(),
-                    "drained": report.drained,
-                    "parked": report.parked,
-                    "sources": sources,
-                    "by_source": {k: v.as_dict() for k, v in sorted(report.sources.items())},
-                    "fatal": fatal,
-                },
-                f,
-                indent=2,
-            )
-    return 0 if report.drained and stats.failed == 0 and fatal is None else 1
+    return summary(args, shipper, report, progress, fatal)

@@ -19,6 +19,8 @@ from typing import Any
 
 __all__ = ["add_status_arguments", "status_command"]
 
+from . import names
+
 _STATES = {0: "closed", 1: "OPEN", 2: "half-open"}
 
 
@@ -37,7 +39,7 @@ def _shippers(namespace: str | None) -> list[str]:
         {
             a["namespace"]
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"] == "supervisor" and a["namespace"].startswith("shipper-")
+            if a["name"] == names.SUPERVISOR and a["namespace"].startswith("shipper-")
         }
     )
     return [namespace] if namespace else found
@@ -50,41 +52,49 @@ def snapshot(namespace: str) -> dict[str, Any]:
     def get(ref: Any) -> Any:
         return ray.get(ref, timeout=30)
 
-    sup = ray.get_actor("supervisor", namespace=namespace)
+    sup = ray.get_actor(names.SUPERVISOR, namespace=namespace)
     fleet: dict[str, dict[str, Any]] = get(sup.fleet.remote())
     lost: list[str] = get(sup.lost_nodes.remote())
     states: dict[str, dict[str, Any]] = get(sup.states.remote())
-    names = sorted(
+    found = sorted(
         a["name"]
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["namespace"] == namespace
     )
     nodes: dict[str, Any] = {}
     for key in fleet:
-        mine = [n for n in names if key in n.split(":")]
+        mine = names.of_node(found, key)
         row: dict[str, Any] = {"actors": mine, "topics": [], "dlq": None}
         try:
-            router = ray.get_actor(f"router:{key}", namespace=namespace)
+            router = ray.get_actor(names.router(key), namespace=namespace)
             row["topics"] = get(router.batcher_stats.remote())
         except Exception as exc:
             row["error"] = str(exc).splitlines()[-1][:200]
         row["sources"] = {}
         for kind in ("files", "http"):
-            if f"source:{kind}:{key}" in names:
+            if names.source(kind, key) in found:
                 try:
-                    src = ray.get_actor(f"source:{kind}:{key}", namespace=namespace)
+                    src = ray.get_actor(names.source(kind, key), namespace=namespace)
                     row["sources"][kind] = get(src.run_stats.remote())
                 except Exception:
                     continue
-        if f"dlq:{key}" in names:
+        if names.dlq(key) in found:
             try:
-                dlq = ray.get_actor(f"dlq:{key}", namespace=namespace)
+                dlq = ray.get_actor(names.dlq(key), namespace=namespace)
                 row["dlq"] = get(dlq.count.remote())
             except Exception:
                 row["dlq"] = None
         nodes[key] = row
     return {"namespace": namespace, "nodes": nodes, "lost": lost, "breakers": states,
             "at": time.monotonic()}  # fmt: skip
+
+
+def _kind(name: str) -> str:
+    parsed = names.parse(name)
+    if parsed is None:
+        return name
+    # "file source", "http source": the kind of source, not the actor's name.
+    return f"{parsed.detail} source" if parsed.role == "source" else parsed.role
 
 
 def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
@@ -105,8 +115,7 @@ def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
         dlq = "off" if row["dlq"] is None else f"{row['dlq']:,}"
         lines.append(f"  node {key}: {len(row['actors'])} actors, DLQ {dlq}, "
                      f"{delivered:,} delivered{rate}")  # fmt: skip
-        kinds = sorted({n.split(":")[0] + (":" + n.split(":")[1] if n.startswith("source") else "")
-                        for n in row["actors"]})  # fmt: skip
+        kinds = sorted({_kind(n) for n in row["actors"]})
         lines.append(f"    actors: {', '.join(kinds)}")
         for kind, run in sorted(row.get("sources", {}).items()):
             lines.append(f"    from {kind}: {run.brief()}")

@@ -3,7 +3,7 @@
 Every node actor answers ``stop_intake``, ``drain(seconds)``, ``park`` and ``close``;
 :class:`Stopper` calls a step on every live actor of each role, role after role
 (sources, Routers, Batchers, Producers, DLQs), and records each answer, or the lack
-of one as a problem that names the actor. :func:`close_shipper` is the whole close:
+of one as a problem that names the actor. :func:`close_fleet` is the whole close:
 
 1. the sources stop reading (and new nodes get none), every entrance stops taking work;
 2. the driver flushes its Routers and waits for its acknowledgements, and every actor
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -30,9 +31,11 @@ from shipper.submissions import CloseReport, RunStats
 from . import names
 
 if TYPE_CHECKING:
-    from .pipeline import Shipper
+    from .handles import SupervisorHandle
+    from .sender import Sender
+    from .wiring import Wiring
 
-__all__ = ["Stopper", "close_shipper"]
+__all__ = ["Closed", "Stopper", "close_fleet"]
 
 log = logging.getLogger("shipper")
 
@@ -43,8 +46,8 @@ STEP_TIMEOUT = 30.0
 class Stopper:
     """Calls one step of the stop protocol on every live actor of the given roles."""
 
-    def __init__(self, shipper: Shipper) -> None:
-        self.shipper = shipper
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring = wiring
         self.record = StopRecord()
 
     def step(
@@ -56,7 +59,7 @@ class Stopper:
     ) -> None:
         """``step(*args)`` on every actor of ``roles``, one role after the other (its
         actors side by side), each role within ``deadline`` (default: 30 s)."""
-        wiring = self.shipper.wiring
+        wiring = self.wiring
         for role in roles:
             handles: list[tuple[str, Any]] = []
             for name in wiring.named(role):
@@ -84,44 +87,59 @@ class Stopper:
                 log.warning("%s", self.record.failed(step, name, why))
 
 
-def close_shipper(shipper: Shipper, timeout: float) -> CloseReport:
-    """The whole close (see the module's docstring); the report of it."""
-    s = shipper
-    stop = Stopper(s)
+@dataclass
+class Closed:
+    """What a close leaves: the report, and what the sources did (by kind)."""
+
+    report: CloseReport
+    #: in, delivered, to the DLQ, failed per kind of source (``files``, ``http``)
+    sources: dict[str, RunStats] = field(default_factory=dict)
+    #: the sources' own counts (``file_lines``, ``file_resends``...)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def close_fleet(
+    wiring: Wiring,
+    supervisor: SupervisorHandle,
+    sender: Sender,
+    timeout: float,
+    sources_on: bool,
+) -> Closed:
+    """The whole close (see the module's docstring)."""
+    stop = Stopper(wiring)
     deadline = time.monotonic() + timeout
-    if s._sources_started:
+    if sources_on:
         try:  # nodes that join from now on start without sources
-            ray.get(s._supervisor.stop_sources.remote(), timeout=10)
+            ray.get(supervisor.stop_sources.remote(), timeout=10)
         except ray.exceptions.RayError as exc:
             log.warning("could not tell the supervisor to start no more sources: %s", brief(exc))
     stop.step("stop_intake")
-    s._flush_routers(timeout)
-    s._settle_until(deadline)
+    sender.flush_routers(timeout)
+    sender.settle_until(deadline)
     stop.step("drain", max(0.0, deadline - time.monotonic()), deadline=deadline)
     parked = 0
-    if s._tracker.in_flight or not stop.record.settled("drain"):
+    if sender.tracker.in_flight or not stop.record.settled("drain"):
         log.warning(
             "drain timeout: %d submissions (%d entries) still in flight; parking what is "
             "queued in the DLQ",
-            s._tracker.in_flight,
-            s._tracker.in_flight_entries,
+            sender.tracker.in_flight,
+            sender.tracker.in_flight_entries,
         )
         stop.step("park")
         parked = stop.record.total("park", "batcher")
-        s._settle_until(time.monotonic() + STEP_TIMEOUT)
+        sender.settle_until(time.monotonic() + STEP_TIMEOUT)
     stop.step("close", deadline=time.monotonic() + 60.0)
-    _take_source_figures(s, stop.record)
-    s._sources_started = False
-    s._tracker.finish()
-    report = s._tracker.report(parked, stop.record.problems)
+    sender.tracker.finish()
+    closed = Closed(sender.tracker.report(parked, stop.record.problems))
+    _take_source_figures(closed, stop.record)
     # The sources' lines count like the driver's own submissions (and apart as well).
-    report.sources = dict(s.source_stats)
-    for stats in report.sources.values():
-        report.stats.merge(stats)
-    return report
+    closed.report.sources = dict(closed.sources)
+    for stats in closed.sources.values():
+        closed.report.stats.merge(stats)
+    return closed
 
 
-def _take_source_figures(s: Shipper, record: StopRecord) -> None:
+def _take_source_figures(closed: Closed, record: StopRecord) -> None:
     """What each kind of source did, summed over the nodes, from their close answers."""
     for name, (role, answer) in sorted(record.answers.get("close", {}).items()):
         parsed = names.parse(name)
@@ -130,8 +148,8 @@ def _take_source_figures(s: Shipper, record: StopRecord) -> None:
         kind = parsed.detail
         run = answer.get("run")
         if isinstance(run, RunStats):
-            s.source_stats.setdefault(kind, RunStats()).merge(run)
+            closed.sources.setdefault(kind, RunStats()).merge(run)
         prefix = "file" if kind == "files" else kind
         for k, v in (answer.get("counts") or {}).items():
             if isinstance(v, int):
-                s.source_counts[f"{prefix}_{k}"] = s.source_counts.get(f"{prefix}_{k}", 0) + v
+                closed.counts[f"{prefix}_{k}"] = closed.counts.get(f"{prefix}_{k}", 0) + v

@@ -3,7 +3,7 @@
 ::
 
     Batcher / Router / Producer / Supervisor / DLQ           TelemetryActor ("telemetry")
-      Reporter(telemetry, "batcher:logs")                      Aggregator
+      Reporter(telemetry, name)                                Aggregator
         .recorder: MetricsRecorder  --push(snapshot)----->       .update(snapshot)
         (at most every `interval` s, fire and forget)          MetricsServer (own thread)
       supervisor / producer  --report_health(bs, state, t)-->    GET /metrics  merged
