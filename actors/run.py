@@ -217,6 +217,7 @@ def _ship_inputs(
     """Ship each input (a file, or ``-`` for stdin) as its lines arrive."""
     from shipper.cli.notices import RunNotices
     from shipper.sources.lines import LineCutter, split_lines
+    from shipper.sources.multiline import Combiner
     from shipper.sources.stdin import StreamReader
 
     tail = shipper.config.sources.tail
@@ -228,17 +229,29 @@ def _ship_inputs(
         fd = sys.stdin.fileno() if name == "-" else os.open(name, os.O_RDONLY)
         try:
             cutter = LineCutter(tail.max_line_bytes, tail.partial_line_timeout)
-            reader = StreamReader(fd, cutter, read_bytes, stopped=stop.event.is_set)
+            ml = shipper.config.sources.stdin.multiline
+            combiner = Combiner(ml.rule()) if ml is not None else None
+            reader = StreamReader(
+                fd, cutter, read_bytes, stopped=stop.event.is_set, combiner=combiner
+            )
             line = 1
             for blob in reader.blobs():
                 for piece in split_lines(blob, shipper.max_submission_lines):
+                    # With multiline, a piece's first entry starts on its first line
+                    # exactly only for the blob's first piece; the rest are close.
                     sender.send(piece, line)
                     line += piece.count(b"\n")
+                line = reader.lines + 1
                 progress.show(shipper.stats())
             if cutter.cut:
                 progress.say(
                     f"{cutter.cut} lines of {name} were longer than "
                     f"sources.tail.max_line_bytes ({tail.max_line_bytes}) and were cut"
+                )
+            if combiner is not None and combiner.cut:
+                progress.say(
+                    f"{combiner.cut} entries of {name} reached sources.stdin.multiline's "
+                    "max_lines or max_bytes and were cut (the rest went on as the next entry)"
                 )
         finally:
             if name != "-":

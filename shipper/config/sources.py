@@ -21,16 +21,89 @@ Not part of the spec: it names the Kafka sink only. Every key has a default, so
 from __future__ import annotations
 
 import os
-from typing import Literal
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shipper.config.types import MODEL_CONFIG, NonEmptyStr, PositiveDuration
 
-__all__ = ["CheckpointConfig", "FileGroupConfig", "HttpSourceConfig", "SourcesConfig", "TailConfig"]
+__all__ = [
+    "CheckpointConfig",
+    "FileGroupConfig",
+    "HttpSourceConfig",
+    "MultilineConfig",
+    "SourcesConfig",
+    "StdinConfig",
+    "TailConfig",
+]
 
 #: Label that names the file an entry was read from.
 FILE_LABEL = "file"
+
+
+class MultilineConfig(BaseModel):
+    """Lines grouped into entries (a stack trace as one entry): see
+    :mod:`shipper.sources.multiline`. Exactly one of ``start`` and ``continue``."""
+
+    model_config = ConfigDict(**{**MODEL_CONFIG, "populate_by_name": True})
+
+    start: NonEmptyStr | None = Field(
+        default=None, description="A line this pattern finds a match in starts an entry."
+    )
+    continue_: NonEmptyStr | None = Field(
+        default=None,
+        alias="continue",
+        description="A line this pattern finds a match in continues the entry before it.",
+    )
+    negate: bool = Field(
+        default=False, description="Act on the lines the pattern finds no match in instead."
+    )
+    max_lines: int = Field(
+        default=500, ge=1, le=100_000, description="Most lines in one entry; the next starts one."
+    )
+    max_bytes: int = Field(
+        default=1 << 20, ge=256, le=64 << 20, description="Most bytes in one entry."
+    )
+    timeout: PositiveDuration = Field(
+        default=1.0, description="An entry with no next line goes after this long."
+    )
+
+    @field_validator("start", "continue_")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value.encode())
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> MultilineConfig:
+        if (self.start is None) == (self.continue_ is None):
+            raise ValueError("set exactly one of start and continue")
+        return self
+
+    def rule(self) -> Any:
+        """The compiled rule (:class:`shipper.sources.multiline.MultilineRule`)."""
+        from shipper.sources.multiline import MultilineRule
+
+        return MultilineRule.of(
+            self.start, self.continue_, self.negate, self.max_lines, self.max_bytes, self.timeout
+        )
+
+
+def _preset(value: Any) -> Any:
+    """``multiline: java`` (or python, go): the preset's rule."""
+    if isinstance(value, str):
+        from shipper.sources.multiline import PRESETS
+
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; use one of {', '.join(PRESETS)}, "
+                             "or a block with start or continue")  # fmt: skip
+        return dict(PRESETS[value])
+    return value
 
 
 class FileGroupConfig(BaseModel):
@@ -53,6 +126,13 @@ class FileGroupConfig(BaseModel):
         description="Where to start in a file seen for the first time (without a "
         "checkpoint): its beginning, or its end (only new lines).",
     )
+    multiline: MultilineConfig | None = Field(
+        default=None,
+        description="Group lines into entries (stack traces): a block with start or "
+        "continue, or a preset: java, python, go.",
+    )
+
+    _multiline_preset = field_validator("multiline", mode="before")(_preset)
 
     @field_validator("paths")
     @classmethod
@@ -183,6 +263,19 @@ class HttpSourceConfig(BaseModel):
     )
 
 
+class StdinConfig(BaseModel):
+    """How ``shipper run`` reads stdin and ``--input`` files."""
+
+    model_config = MODEL_CONFIG
+
+    multiline: MultilineConfig | None = Field(
+        default=None,
+        description="Group lines into entries, as for files (a block or a preset).",
+    )
+
+    _multiline_preset = field_validator("multiline", mode="before")(_preset)
+
+
 class SourcesConfig(BaseModel):
     """Inputs other than the Python API and ``--input``."""
 
@@ -195,6 +288,9 @@ class SourcesConfig(BaseModel):
         default_factory=lambda: CheckpointConfig(), description="Read positions."
     )
     tail: TailConfig = Field(default_factory=lambda: TailConfig(), description="Reading.")
+    stdin: StdinConfig = Field(
+        default_factory=lambda: StdinConfig(), description="stdin and --input."
+    )
     http: HttpSourceConfig = Field(
         default_factory=lambda: HttpSourceConfig(), description="HTTP intake."
     )

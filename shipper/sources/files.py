@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from shipper.config.sources import FILE_LABEL, FileGroupConfig, TailConfig
 from shipper.sources.checkpoints import AckTracker, Checkpoint, CheckpointError, CheckpointStore
 from shipper.sources.lines import LineCutter, lines_end
+from shipper.sources.multiline import Combiner
 
 __all__ = ["FP_BYTES", "Block", "FileTailer", "Notice"]
 
@@ -100,6 +101,7 @@ class _File:
     checked_binary: bool = False
     gen: int = 0
     ramp: int = 0  # the most bytes the next read may take (see FileTailer.read)
+    combiner: Combiner | None = None  # groups lines into entries (multiline)
 
 
 @dataclass
@@ -141,6 +143,7 @@ class FileTailer:
         self.notices: list[Notice] = []
         self.resent_lines = 0  # lines handed over before a crash and read again
         self.cut_lines = 0
+        self.multiline_cut = 0  # entries cut at multiline.max_lines / max_bytes
         self._checkpoints: dict[str, Checkpoint] = {}
         self._dirty: dict[str, Checkpoint] = {}
         self._gone: set[str] = set()
@@ -250,6 +253,7 @@ class FileTailer:
         f.pos = f.boundary = 0
         f.line = 0
         f.cutter = self._cutter()
+        f.combiner = self._combiner(f.group)
         f.checked_binary = False
         f.ramp = 0
         f.gen += 1
@@ -263,6 +267,10 @@ class FileTailer:
 
     def _cutter(self) -> LineCutter:
         return LineCutter(self.tail.max_line_bytes, self.tail.partial_line_timeout, self.clock)
+
+    def _combiner(self, group: int) -> Combiner | None:
+        ml = self.groups[group].multiline
+        return None if ml is None else Combiner(ml.rule(), self.clock)
 
     def _open(self, path: str, gi: int, st: os.stat_result, now: float) -> None:
         try:
@@ -284,7 +292,8 @@ class FileTailer:
             return
         key = _key(st.st_dev, st.st_ino)
         f = _File(key, path, gi, st.st_dev, st.st_ino, fd, fp_len, fp, 0, 0, 0,
-                  self._cutter(), self._labels(gi, path), now)  # fmt: skip
+                  self._cutter(), self._labels(gi, path), now,
+                  combiner=self._combiner(gi))  # fmt: skip
         cp = self._resume_point(f, st.st_size)
         if cp is None:
             return  # a copy waiting for its original, or a duplicate: not read now
@@ -417,18 +426,37 @@ class FileTailer:
             blob = f.cutter.feed(data)
         elif f.cutter.due():
             blob = f.cutter.flush()
+        elif f.combiner is not None and f.combiner.due():
+            blob = b""
         else:
             return None
         if f.cutter.cut:
             self.cut_lines += f.cutter.cut
             f.cutter.cut = 0
+        held = 0
+        if f.combiner is None:
+            lines = read_lines = blob.count(b"\n")
+        else:
+            # Whole entries only: the one still held stays out of the block and of the
+            # position, so a restart reads it again whole. (Its size counts a line cut
+            # at max_line_bytes as cut, so after such a line the position may land
+            # inside it; the cut is counted.)
+            out = f.combiner.feed(blob)
+            blob, read_lines = out.data, out.lines
+            if f.combiner.due():
+                rest = f.combiner.flush()
+                blob, read_lines = blob + rest.data, read_lines + rest.lines
+            if f.combiner.cut:
+                self.multiline_cut += f.combiner.cut
+                f.combiner.cut = 0
+            held = f.combiner.pending_bytes
+            lines = blob.count(b"\n")
         if not blob:
             return None
-        end = f.pos - f.cutter.pending
-        lines = blob.count(b"\n")
+        end = f.pos - f.cutter.pending - held
         start, first = f.boundary, f.line + 1
         f.boundary = end
-        f.line += lines
+        f.line += read_lines
         if f.fp_len < FP_BYTES:
             self._refingerprint(f)  # still short: the fingerprint grows with the file
         seq = self.acks.sent(f.key, end, f.line)

@@ -229,6 +229,13 @@ class FileFollower:
         if self.tailer.cut_lines:
             rec.add("log_capturer_source_problems_total", self.tailer.cut_lines, _kind("line_cut"))
             self.tailer.cut_lines = 0
+        if self.tailer.multiline_cut:
+            rec.add(
+                "log_capturer_source_problems_total",
+                self.tailer.multiline_cut,
+                _kind("multiline_cut"),
+            )
+            self.tailer.multiline_cut = 0
 
     # ------------------------------------------------------------------ stopping
 

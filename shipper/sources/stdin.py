@@ -6,7 +6,9 @@ open. :class:`StreamReader` instead waits for the descriptor to be readable (wit
 short timeout, so a stop request is seen at once), takes whatever is there, keeps
 taking while more is immediately available (up to ``read_bytes``), and hands out the
 whole lines of it. A line reaches the pipeline as soon as its newline has been
-read; a last line without a newline goes after ``partial_timeout``.
+read; a last line without a newline goes after ``partial_timeout``. With a
+:class:`~shipper.sources.multiline.Combiner` the lines are grouped into entries first
+(a held entry goes after its ``timeout``, and at the end of input).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import select
 from collections.abc import Callable, Iterator
 
 from shipper.sources.lines import LineCutter
+from shipper.sources.multiline import Combiner
 
 __all__ = ["StreamReader"]
 
@@ -34,13 +37,31 @@ class StreamReader:
         read_bytes: int = 1 << 20,
         stopped: Callable[[], bool] = lambda: False,
         poll: float = 0.1,
+        combiner: Combiner | None = None,
     ) -> None:
         self.fd = fd
         self.cutter = cutter
         self.read_bytes = read_bytes
         self.stopped = stopped
         self.poll = poll
+        self.combiner = combiner
         self.bytes_read = 0
+        #: input lines handed out so far (with multiline, an entry holds several)
+        self.lines = 0
+
+    def _entries(self, blob: bytes, end: bool = False) -> bytes:
+        """``blob``'s whole lines as entries (grouped when there is a combiner)."""
+        c = self.combiner
+        if c is None:
+            self.lines += blob.count(b"\n")
+            return blob
+        out = c.feed(blob)
+        data, lines = out.data, out.lines
+        if end or c.due():
+            rest = c.flush()
+            data, lines = data + rest.data, lines + rest.lines
+        self.lines += lines
+        return data
 
     def _readable(self, timeout: float) -> bool:
         try:
@@ -53,8 +74,11 @@ class StreamReader:
         """Yield whole-line blobs as they become available."""
         while not self.stopped():
             if not self._readable(self.poll):
-                if self.cutter.due():
-                    yield self.cutter.flush()
+                idle = self.cutter.flush() if self.cutter.due() else b""
+                if idle or (self.combiner is not None and self.combiner.due()):
+                    out = self._entries(idle)
+                    if out:
+                        yield out
                 continue
             chunks: list[bytes] = []
             size = 0
@@ -76,10 +100,11 @@ class StreamReader:
             blob = self.cutter.feed(b"".join(chunks)) if chunks else b""
             if eof:
                 blob += self.cutter.flush()
+            blob = self._entries(blob, end=eof)
             if blob:
                 yield blob
             if eof:
                 return
-        rest = self.cutter.flush()
+        rest = self._entries(self.cutter.flush(), end=True)
         if rest:
             yield rest

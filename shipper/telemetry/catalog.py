@@ -111,6 +111,8 @@ PROBLEM_KINDS: Final = (
     "checkpoint_error",
     "line_cut",
     "resend",
+    "multiline_cut",
+    "watch_unavailable",
 )
 
 # Entries per produced batch: from single entries up to the largest sensible batch.
@@ -411,7 +413,9 @@ _SPECS: tuple[MetricSpec, ...] = (
             "Trouble a source met and went on after, by kind: no_match (a glob matches "
             "nothing), permission_denied, unreadable, binary, truncated, duplicate (a "
             "copy of a followed file), checkpoint_error, line_cut (lines longer than "
-            "max_line_bytes, cut), resend (a block sent again after a refusal)."
+            "max_line_bytes, cut), resend (a block sent again after a refusal), "
+            "multiline_cut (an entry cut at multiline.max_lines or max_bytes; the rest "
+            "went on as the next entry)."
         ),
         labels=("source", "kind"),
         label_values={"source": SOURCES, "kind": PROBLEM_KINDS},

@@ -72,6 +72,35 @@ def test_run_from_stdin_prints_a_summary_and_fails_on_bad_lines(
     assert len(consume_all(kafka.client_config(), topic, expected=1001)) == 1001
 
 
+def test_stdin_multiline_python_ships_a_traceback_as_one_entry(
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
+) -> None:
+    tb = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/job.py", line 3, in <module>\n'
+        "    run()\n"
+        "ValueError: bad input\n"
+    )
+    data = "".join(f"2026-01-01 10:00:0{i} ERROR job {i} failed\n{tb}" for i in range(5))
+    cfg = sink_config(kafka, topic)
+    cfg["sources"] = {"stdin": {"multiline": "python"}}
+    path = tmp_path / "shipper.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [SHIPPER, "run", "--config", str(path), "--summary-json", str(tmp_path / "s.json")],
+        input=data,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env(join=True),
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "s.json").read_text())["delivered"] == 5
+    msgs = consume_all(kafka.client_config(), topic, expected=5)
+    got = sorted(json.loads(m.value())["message"] for m in msgs)
+    assert got == [f"2026-01-01 10:00:0{i} ERROR job {i} failed\n{tb}".rstrip() for i in range(5)]
+
+
 def test_sigterm_mid_stream_drains_and_loses_nothing_acknowledged(
     kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
 ) -> None:

@@ -121,10 +121,13 @@ def file_shipper(
 ) -> Iterator[Callable[..., Shipper]]:
     made: list[Shipper] = []
 
-    def make(sink: dict[str, Any] | None = None, **tail: Any) -> Shipper:
+    def make(
+        sink: dict[str, Any] | None = None, group: dict[str, Any] | None = None, **tail: Any
+    ) -> Shipper:
         cfg = sink_config(kafka, topic, **{"batch_timeout": "100ms", **(sink or {})})
+        files = {"paths": [str(tmp_path / "logs" / "app.log*")], "labels": {"svc": "t"}}
         cfg["sources"] = {
-            "files": [{"paths": [str(tmp_path / "logs" / "app.log*")], "labels": {"svc": "t"}}],
+            "files": [{**files, **(group or {})}],
             "checkpoints": {"path": str(tmp_path / "cp")},
             "tail": {"poll_interval": "50ms", "close_inactive": "2s", **tail},
         }
@@ -206,6 +209,34 @@ def test_file_events_wake_the_source_between_polls(
     s.close()
     assert s.source_counts["file_lines"] == 3
     assert sorted(seqs_in(kafka, topic, 3)) == [0, 1, 2]
+
+
+def java_entry(i: int, frames: int) -> str:
+    head = f"2026-01-01 10:00:{i % 60:02d} ERROR request {i} failed\n"
+    trace = f"java.lang.IllegalStateException: boom {i}\n" + "".join(
+        f"\tat com.example.Handler.step{k}(Handler.java:{k})\n" for k in range(frames)
+    )
+    return head + trace + "Caused by: java.io.IOException: disk\n\t... 3 more\n"
+
+
+def test_multiline_java_ships_each_stack_trace_as_one_entry(
+    kafka: LocalKafka, topic: str, tmp_path: Path, file_shipper: Callable[..., Shipper]
+) -> None:
+    log = tmp_path / "logs" / "app.log"
+    log.write_text("".join(java_entry(i, 3 + i % 5) for i in range(50)))
+    s = file_shipper(group={"multiline": "java"})
+    # The last trace is held until a next entry starts or its timeout (1 s) passes; a
+    # frame appended meanwhile still joins it.
+    with log.open("a") as fh:
+        fh.write("\tat com.example.Late.run(Late.java:1)\n")
+    wait_until(lambda: count_in(kafka, topic) >= 50, 60, "50 entries")
+    s.close()
+    msgs = consume_all(kafka.client_config(), topic, expected=50, timeout=30)
+    got = [json.loads(m.value())["message"] for m in msgs]
+    assert len(got) == 50
+    assert got[0] == java_entry(0, 3).rstrip("\n")
+    assert got[-1] == java_entry(49, 3 + 49 % 5) + "\tat com.example.Late.run(Late.java:1)"
+    assert s.source_counts["file_lines"] == 50  # entries, not physical lines
 
 
 def test_a_backlog_of_short_lines_is_read_in_blocks_the_queue_can_take(

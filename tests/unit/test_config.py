@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import string
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,11 @@ def test_every_field_has_a_description() -> None:
         seen.add(model)
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
             assert field.description, f"{model.__name__}.{name} has no description"
-            ann = field.annotation
-            if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            for ann in _models(field.annotation):
                 walk(ann)
 
     walk(ShipperConfig)
-    assert len(seen) == 22
+    assert len(seen) == 25
 
 
 def test_reference_doc_names_every_option() -> None:
@@ -151,11 +151,18 @@ def test_reference_doc_names_every_option() -> None:
     while stack:
         model = stack.pop()
         for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+            name = field.alias or name
             if not any(f in doc for f in (f"`{name}`", f".{name}`", f"`{name}.")):
                 missing.append(f"{model.__name__}.{name}")
-            if isinstance(field.annotation, type) and hasattr(field.annotation, "model_fields"):
-                stack.append(field.annotation)
+            stack.extend(_models(field.annotation))
     assert missing == []
+
+
+def _models(annotation: object) -> list[type]:
+    """The config models an annotation names (``X``, ``X | None``, ``list[X]``...)."""
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
 
 
 def test_models_are_frozen_and_picklable() -> None:

@@ -1,0 +1,168 @@
+"""Lines into entries: a stack trace, a traceback or a panic becomes one entry.
+
+A :class:`Combiner` takes whole lines (what :class:`~shipper.sources.lines.LineCutter`
+hands out) and groups them by a rule (:class:`shipper.config.sources.MultilineConfig`):
+
+- ``start: REGEX``: a line the pattern finds a match in starts an entry; any other
+  line continues the one before it;
+- ``continue: REGEX``: a line the pattern finds a match in continues the entry before
+  it; any other line starts one;
+- ``negate: true`` turns "finds a match" into "finds none", for either rule.
+
+An entry is held until the next one starts, or ``timeout`` passes with no new line
+(:meth:`Combiner.due`, then :meth:`Combiner.flush`). It is never longer than
+``max_lines`` lines or ``max_bytes`` bytes: the line that would pass a limit starts a
+new entry, and the entry cut that way is counted (:attr:`Combiner.cut`). Nothing is
+dropped.
+
+An entry of one line goes on unchanged (a JSON line stays JSON). An entry of several
+lines goes on as one JSON line whose ``message`` is those lines joined by newlines
+(invalid UTF-8 replaced by U+FFFD), so the intake sees one entry.
+
+The bytes and lines of the held entry are :attr:`Combiner.pending_bytes` and
+:attr:`Combiner.pending_lines`: a file's acknowledged position stops before them, so a
+restart reads the held entry again whole, never half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["PRESETS", "Combined", "Combiner", "MultilineRule"]
+
+#: Rules for the stack traces of common runtimes (``multiline: java``).
+PRESETS: dict[str, dict[str, object]] = {
+    # "	at com.x.Y.z(Y.java:10)", "	... 12 more", "Caused by: ...", "Suppressed: ...",
+    # and the exception's own line ("java.lang.IllegalStateException: boom").
+    "java": {
+        "continue": r"^(\s+at\s|\s+\.\.\.\s+\d+\s+more|\s*(Caused by|Suppressed):|"
+        r"[\w$.]*(Exception|Error|Throwable)(:|\s*$))"
+    },
+    # "Traceback (most recent call last):", indented frames and code, the exception's
+    # line, blank lines and the "During handling ..." / "The above exception ..." joins
+    # of a chained traceback.
+    "python": {
+        "continue": r"^(Traceback \(most recent call last\):|\s|$|"
+        r"[\w.]*(Error|Exception|Warning|Exit|Interrupt|Iteration)\b|"
+        r"During handling of the above exception|The above exception was the direct cause)"
+    },
+    # "panic: ...", then a blank line, "goroutine 1 [running]:", frames ("main.f(...)")
+    # and their tab-indented file lines, "created by ...", "exit status 2".
+    "go": {
+        "continue": r"^(\s|$|goroutine \d+ \[|created by |exit status \d+|\[signal |"
+        r"[\w./*()\[\]-]+\(.*\)$)"
+    },
+}
+
+
+@dataclass(frozen=True)
+class MultilineRule:
+    """A compiled rule."""
+
+    pattern: re.Pattern[bytes]
+    starts: bool  # True: a match starts an entry; False: a match continues one
+    negate: bool = False
+    max_lines: int = 500
+    max_bytes: int = 1 << 20
+    timeout: float = 1.0
+
+    @classmethod
+    def of(
+        cls,
+        start: str | None,
+        cont: str | None,
+        negate: bool = False,
+        max_lines: int = 500,
+        max_bytes: int = 1 << 20,
+        timeout: float = 1.0,
+    ) -> MultilineRule:
+        text = start if start is not None else cont
+        assert text is not None, "a rule needs start or continue"
+        return cls(
+            re.compile(text.encode()), start is not None, negate, max_lines, max_bytes, timeout
+        )
+
+    def begins(self, line: bytes) -> bool:
+        """Whether ``line`` starts a new entry."""
+        found = (self.pattern.search(line) is not None) != self.negate
+        return found if self.starts else not found
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """What :meth:`Combiner.feed` hands out: entries, one per line of ``data``, made of
+    ``lines`` input lines."""
+
+    data: bytes
+    lines: int
+
+    @property
+    def entries(self) -> int:
+        return self.data.count(b"\n")
+
+
+def _entry(group: list[bytes]) -> bytes:
+    if len(group) == 1:
+        return group[0] + b"\n"
+    text = b"\n".join(group).decode("utf-8", "replace")
+    return json.dumps({"message": text}, ensure_ascii=False).encode() + b"\n"
+
+
+class Combiner:
+    """Groups whole lines into entries by a :class:`MultilineRule`. Not thread-safe."""
+
+    def __init__(self, rule: MultilineRule, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rule = rule
+        self.clock = clock
+        self._group: list[bytes] = []
+        self._size = 0  # bytes of the held entry's lines, newlines included
+        self._last = 0.0
+        #: entries cut at max_lines or max_bytes (the rest went on as a new entry)
+        self.cut = 0
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._size
+
+    @property
+    def pending_lines(self) -> int:
+        return len(self._group)
+
+    def feed(self, blob: bytes) -> Combined:
+        """Take whole lines (``blob`` ends with a newline); the entries they complete."""
+        if not blob:
+            return Combined(b"", 0)
+        out: list[bytes] = []
+        done = 0
+        rule = self.rule
+        group = self._group
+        for line in blob.split(b"\n")[:-1]:
+            size = len(line) + 1
+            if group and not rule.begins(line):
+                if len(group) < rule.max_lines and self._size + size <= rule.max_bytes:
+                    group.append(line)
+                    self._size += size
+                    continue
+                self.cut += 1  # too long: this line starts the next entry
+            if group:
+                out.append(_entry(group))
+                done += len(group)
+            group = self._group = [line]
+            self._size = size
+        self._last = self.clock()
+        return Combined(b"".join(out), done)
+
+    def due(self) -> bool:
+        """Whether the held entry has waited ``timeout`` for a next line."""
+        return bool(self._group) and self.clock() - self._last >= self.rule.timeout
+
+    def flush(self) -> Combined:
+        """The held entry, now."""
+        if not self._group:
+            return Combined(b"", 0)
+        group, self._group, self._size = self._group, [], 0
+        return Combined(_entry(group), len(group))
