@@ -93,6 +93,8 @@ class Feeder:
         self.counts["submissions"] += 1
         self.counts["entries"] += prep.submitted
         self.counts["rejected"] += len(prep.rejected)
+        for why, n in prep.topic_fallbacks.items():
+            self.rec.add("log_capturer_topic_fallbacks_total", n, {"reason": why})
         result = SubmissionResult(submitted=prep.submitted, submitted_at=submitted_at)
         await self.reject(prep.rejected, result)
         topics = list(prep.segments)

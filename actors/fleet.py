@@ -51,7 +51,8 @@ async def start_node_pipeline(w: Wiring) -> dict[str, Any]:
     router = w.keep(w.router_name(), start_router(w))
     # The default topic's Batcher starts with the pipeline: the first submission or
     # DLQ replay does not wait for a process to start.
-    batcher = w.keep(w.batcher_name(w.sink.topic), start_batcher(w, w.sink.topic))
+    first = w.sink.first_topic
+    batcher = w.keep(w.batcher_name(first), start_batcher(w, first))
     for p in producers:
         await p.health.remote()
     await router.stats.remote()

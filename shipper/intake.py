@@ -63,6 +63,8 @@ class Prepared:
     #: The topic whose segment is the input itself, byte for byte (every line
     #: canonical, one topic): the caller may pass the input on instead of the copy.
     whole: str | None = None
+    #: Entries a topic template sent to topic_default, by why (see shipper.routing).
+    topic_fallbacks: dict[str, int] = field(default_factory=dict)
 
 
 def _failure(err: EntryError, value: bytes | None = None, topic: str | None = None) -> EntryFailure:
@@ -80,6 +82,8 @@ class Intake:
             high_levels=r.high_priority_levels,
             low_levels=r.low_priority_levels,
             topic_label=r.topic_label,
+            topic_default=sink.topic_default,
+            max_topics=sink.max_topics,
         )
         self.max_bytes = sink.max_message_bytes
         part = sink.partitioning
@@ -99,6 +103,11 @@ class Intake:
         # Labels that decide an entry's topic or key: a source label of these names
         # needs the entries' labels merged (see _spliced).
         self._routing_keys = {k for k in (r.topic_label, self.key_field) if k}
+        template = self.router.template
+        self._fields_template = template is not None and template.uses_fields
+        if template is not None:
+            # Labels a template names decide the topic too.
+            self._routing_keys |= template.label_names()
 
     def prepare_lines(
         self,
@@ -158,8 +167,8 @@ class Intake:
         path then handles the whole blob.
         """
         body = blob[:-1] if blob[-1:] == b"\n" else blob
-        if not body or b"\r" in body:
-            return None
+        if not body or b"\r" in body or self._fields_template:
+            return None  # (a template that reads fields needs them decoded)
         if not body.isascii():
             try:
                 body.decode()
@@ -230,7 +239,7 @@ class Intake:
         whole = next(iter(segments)) if len(segments) == 1 and not rejected and not labels else None
         if whole is not None and len(segments[whole]) != n:
             whole = None
-        return Prepared(n, segments, rejected, whole)
+        return Prepared(n, segments, rejected, whole, dict(self.router.fallbacks))
 
     def _relabeled(self, body: bytes, labels: Mapping[str, str]) -> list[Any] | None:
         """Canonical lines decoded once with everything but level and labels kept as
@@ -354,7 +363,9 @@ class Intake:
             rejected.append(
                 EntryFailure(e.reason, str(e), value=encode_entries([entries[i]])[0], line=line)
             )
-        return Prepared(len(entries) + len(errors), segments, rejected)
+        return Prepared(
+            len(entries) + len(errors), segments, rejected, None, dict(self.router.fallbacks)
+        )
 
 
 class _RawEntry(msgspec.Struct, forbid_unknown_fields=True, gc=False):

@@ -7,7 +7,14 @@ Precedence, first match wins:
 2. level routing, when enabled: ``error``/``fatal``/``critical`` go to the high-priority
    topic (``logs-high-priority``), ``debug``/``trace`` to the low-priority topic
    (``logs-low-priority``); both lists and both names are configurable;
-3. the default topic.
+3. the default topic, or, when ``topic`` is a template (``logs-{labels.service}``),
+   the name rendered from the entry; ``topic_default`` when a placeholder has no
+   value in the entry, when the rendered name is not a legal topic, or when this
+   router has met ``max_topics`` distinct rendered names already (each case counted,
+   never dropped).
+
+A template's placeholders are ``{level}``, ``{labels.NAME}`` and ``{fields.NAME}``
+(:class:`TopicTemplate`); ``{{`` and ``}}`` are literal braces.
 
 Topic names follow Kafka's rules: 1 to 249 characters from ``[a-zA-Z0-9._-]``, and not
 ``.`` or ``..``. A ``kafka_topic`` label that breaks them is not silently redirected
@@ -21,8 +28,9 @@ when the router is built.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from shipper.entries import LogEntry, normalize_level
 from shipper.errors import ConfigError, EntryError
@@ -36,6 +44,8 @@ __all__ = [
     "INVALID_TOPIC",
     "MAX_TOPIC_LENGTH",
     "TopicRouter",
+    "TopicTemplate",
+    "is_template",
     "topic_problem",
 ]
 
@@ -65,6 +75,73 @@ def topic_problem(name: str) -> str | None:
     return None
 
 
+_PLACEHOLDER: Final = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def is_template(topic: str) -> bool:
+    """Whether ``topic`` has placeholders (``{...}``)."""
+    return "{" in topic or "}" in topic
+
+
+class TopicTemplate:
+    """A topic name with placeholders, rendered per entry (see the module docstring)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        #: literal text, or (source, name): ("level", ""), ("labels", NAME), ("fields", NAME)
+        self.parts: list[str | tuple[str, str]] = []
+        pos = 0
+        for m in _PLACEHOLDER.finditer(text):
+            self.parts.append(text[pos : m.start()])
+            pos = m.end()
+            token = m.group(0)
+            if token in ("{{", "}}"):
+                self.parts.append(token[0])
+                continue
+            if m.group(1) is None:
+                raise ValueError(f"unbalanced {token!r} in topic template {text!r}")
+            self.parts.append(_placeholder(m.group(1).strip(), text))
+        self.parts.append(text[pos:])
+        self.parts = [p for p in self.parts if p != ""]
+        self.uses_fields = any(isinstance(p, tuple) and p[0] == "fields" for p in self.parts)
+
+    def label_names(self) -> set[str]:
+        """The labels the template reads."""
+        return {p[1] for p in self.parts if isinstance(p, tuple) and p[0] == "labels"}
+
+    def render(self, entry: Any) -> str | None:
+        """The name for ``entry``; None when a placeholder has no value in it."""
+        out: list[str] = []
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            where, name = p
+            if where == "level":
+                value: Any = entry.level
+            elif where == "labels":
+                value = entry.labels.get(name) if entry.labels else None
+            else:
+                fields = entry.fields
+                value = fields.get(name) if isinstance(fields, dict) else None
+            if value is None or value == "" or isinstance(value, dict | list):
+                return None
+            out.append(value if isinstance(value, str) else str(value))
+        return "".join(out)
+
+
+def _placeholder(body: str, text: str) -> tuple[str, str]:
+    if body == "level":
+        return ("level", "")
+    where, _, name = body.partition(".")
+    if where in ("labels", "fields") and name:
+        return (where, name)
+    raise ValueError(
+        f"unknown placeholder {{{body}}} in topic template {text!r}; use {{level}}, "
+        "{labels.NAME} or {fields.NAME}"
+    )
+
+
 class TopicRouter:
     """Picks a topic per entry; :meth:`route` does a whole batch.
 
@@ -81,9 +158,16 @@ class TopicRouter:
         high_levels: Iterable[str] = DEFAULT_HIGH_LEVELS,
         low_levels: Iterable[str] = DEFAULT_LOW_LEVELS,
         topic_label: str = "kafka_topic",
+        topic_default: str | None = None,
+        max_topics: int = 100,
     ) -> None:
         problems = []
-        names = [("topic", default_topic)]
+        self.template = TopicTemplate(default_topic) if is_template(default_topic) else None
+        if self.template is not None:
+            if topic_default is None:
+                problems.append("topic_default: is required when topic is a template")
+            default_topic = topic_default or "logs"
+        names = [("topic_default" if self.template else "topic", default_topic)]
         if routing_enabled:
             names += [("high_priority_topic", high_topic), ("low_priority_topic", low_topic)]
         for what, name in names:
@@ -108,6 +192,35 @@ class TopicRouter:
                 self._by_level[lvl] = high_topic
         self._label_ok: dict[str, str | None] = {}
         self.rejected: list[EntryError] = []
+        self.max_topics = max_topics
+        #: distinct names rendered from the template so far (at most max_topics)
+        self.rendered: set[str] = set()
+        self._render_ok: dict[str, str | None] = {}
+        #: entries of the last route call sent to topic_default, by why
+        self.fallbacks: Counter[str] = Counter()
+
+    def _from_template(self, entry: Any) -> str:
+        assert self.template is not None
+        name = self.template.render(entry)
+        if name is None:
+            self.fallbacks["missing_field"] += 1
+            return self.default_topic
+        if name in self.rendered:
+            return name
+        why = self._render_ok.get(name, "")
+        if why == "":
+            why = topic_problem(name)
+            if len(self._render_ok) >= _CACHE_LIMIT:
+                self._render_ok.clear()
+            self._render_ok[name] = why
+        if why is not None:
+            self.fallbacks["invalid_name"] += 1
+            return self.default_topic
+        if len(self.rendered) >= self.max_topics:
+            self.fallbacks["max_topics"] += 1
+            return self.default_topic
+        self.rendered.add(name)
+        return name
 
     def _check_label(self, name: str) -> str | None:
         why = self._label_ok.get(name, "")
@@ -132,7 +245,10 @@ class TopicRouter:
             if why is not None:
                 raise self._invalid(name, why)
             return name
-        return self._by_level.get(entry.level, self.default_topic)
+        topic = self._by_level.get(entry.level)
+        if topic is not None:
+            return topic
+        return self._from_template(entry) if self.template else self.default_topic
 
     def route(self, entries: Sequence[LogEntry]) -> dict[str, list[int]]:
         """Group ``entries`` by topic: topic -> indices into ``entries``, in order.
@@ -146,6 +262,8 @@ class TopicRouter:
         by_level = self._by_level.get
         default = self.default_topic
         checked = self._label_ok
+        template = self.template
+        self.fallbacks = Counter()
         for i, entry in enumerate(entries):
             labels = entry.labels
             name = labels.get(label) if labels else None
@@ -157,8 +275,10 @@ class TopicRouter:
                     rejected.append(self._invalid(name, why))
                     continue
                 topic = name
-            else:
+            elif template is None:
                 topic = by_level(entry.level, default)
+            else:
+                topic = by_level(entry.level) or self._from_template(entry)
             group = groups.get(topic)
             if group is None:
                 groups[topic] = [i]

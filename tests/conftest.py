@@ -61,11 +61,14 @@ def broker(kafka: LocalKafka) -> Iterator[BrokerSwitch]:
 
 @pytest.fixture
 def make_topic(kafka: LocalKafka) -> Iterator[Callable[..., str]]:
-    """Factory: ``make_topic(partitions=3, config={...}) -> name``; deleted after the test."""
+    """Factory: ``make_topic(name=None, partitions=3, config={...}) -> name``; deleted after
+    the test."""
     made: list[str] = []
 
-    def factory(partitions: int = 1, config: dict[str, str] | None = None) -> str:
-        name = create_topic(kafka.client_config(), partitions=partitions, config=config)
+    def factory(
+        name: str | None = None, partitions: int = 1, config: dict[str, str] | None = None
+    ) -> str:
+        name = create_topic(kafka.client_config(), name, partitions=partitions, config=config)
         made.append(name)
         return name
 

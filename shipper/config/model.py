@@ -48,6 +48,7 @@ from shipper.config.types import (
     RequiredAcks,
     Strategy,
     Topic,
+    TopicOrTemplate,
     at_least,
     rules,
 )
@@ -347,7 +348,24 @@ class KafkaSinkConfig(BaseModel):
         description="Bootstrap brokers as host:port; KAFKA_BROKERS (comma-separated) "
         "replaces this list when set.",
     )
-    topic: Topic = Field(description="Topic for entries that no label or level routes elsewhere.")
+    topic: TopicOrTemplate = Field(
+        description="Topic for entries that no label or level routes elsewhere; or a "
+        "template such as logs-{labels.service} ({level}, {labels.NAME}, {fields.NAME}) "
+        "rendered per entry."
+    )
+    topic_default: Topic | None = Field(
+        default=None,
+        description="With a topic template: the topic of an entry that lacks a "
+        "placeholder's value, whose rendered name is not a legal topic, or that would "
+        "make more than max_topics topics (each counted).",
+    )
+    max_topics: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="With a topic template: most distinct rendered topics per entrance "
+        "(each has a Batcher); entries past it go to topic_default.",
+    )
     compression: Compression = Field(default="none", description="Codec for produced batches.")
     batch_size: int = Field(
         default=1000, ge=1, le=1_000_000, description="Entries per batch handed to the producer."
@@ -398,7 +416,24 @@ class KafkaSinkConfig(BaseModel):
     @model_validator(mode="after")
     def _cross_fields(self) -> KafkaSinkConfig:
         rules(kafka_rules(self.batch_size, self.queue_size))
+        from shipper.routing import is_template
+
+        if is_template(self.topic) and self.topic_default is None:
+            raise ValueError(
+                "topic is a template: set topic_default, the topic of entries it cannot "
+                "name (a placeholder without a value, an illegal name, past max_topics)"
+            )
         return self
+
+    @property
+    def first_topic(self) -> str:
+        """The topic every pipeline has a Batcher for from the start: ``topic``, or
+        ``topic_default`` when ``topic`` is a template."""
+        return (
+            self.topic_default
+            if self.topic_default is not None and "{" in self.topic
+            else self.topic
+        )
 
     @property
     def security_protocol(self) -> str:

@@ -111,8 +111,21 @@ def _check_topic(value: str) -> str:
     return value
 
 
+def _check_topic_or_template(value: str) -> str:
+    from shipper.routing import TopicTemplate, is_template
+
+    if not is_template(value):
+        return _check_topic(value)
+    try:
+        TopicTemplate(value)
+    except ValueError as exc:
+        raise PydanticCustomError("topic_template", str(exc)) from None
+    return value
+
+
 Broker: TypeAlias = Annotated[str, AfterValidator(_check_broker)]
 Topic: TypeAlias = Annotated[str, AfterValidator(_check_topic)]
+TopicOrTemplate: TypeAlias = Annotated[str, AfterValidator(_check_topic_or_template)]
 NonEmptyStr: TypeAlias = Annotated[str, Field(min_length=1)]
 
 

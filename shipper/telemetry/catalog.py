@@ -70,6 +70,8 @@ MetricName = Literal[
     # backpressure
     "log_capturer_kafka_backpressure_total",
     "log_capturer_kafka_dropped_total",
+    # routing
+    "log_capturer_topic_fallbacks_total",
     # circuit breaker
     "log_capturer_kafka_circuit_breaker_state",
     "log_capturer_circuit_breaker_opens_total",
@@ -98,6 +100,9 @@ MetricName = Literal[
 BREAKER_STATE_CODES: Final[Mapping[str, int]] = MappingProxyType(
     {"closed": 0, "open": 1, "half_open": 2}
 )
+
+# Why a topic template sent an entry to topic_default.
+TOPIC_FALLBACKS: Final = ("missing_field", "invalid_name", "max_topics")
 
 # Where lines come from, and what a source may run into.
 SOURCES: Final = ("file", "stdin", "http")
@@ -311,6 +316,18 @@ _SPECS: tuple[MetricSpec, ...] = (
         ),
         labels=("reason",),
         label_values={"reason": tuple(str(r) for r in DropReason)},
+    ),
+    MetricSpec(
+        name="log_capturer_topic_fallbacks_total",
+        kind="counter",
+        unit="{entry}",
+        description=(
+            "Entries a topic template sent to topic_default, by reason: missing_field (a "
+            "placeholder had no value), invalid_name (the rendered name is not a legal "
+            "topic), max_topics (the entrance had max_topics topics already)."
+        ),
+        labels=("reason",),
+        label_values={"reason": TOPIC_FALLBACKS},
     ),
     # -- circuit breaker --------------------------------------------------------
     MetricSpec(

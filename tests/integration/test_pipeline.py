@@ -125,6 +125,30 @@ def test_label_override_and_priority_routing(
     assert [e["message"] for e in values_of(kafka, custom, 1)] == ["x"]
 
 
+def test_a_topic_template_routes_each_service_and_falls_back_to_the_default(
+    kafka: LocalKafka, make_topic: Callable[..., str]
+) -> None:
+    base = make_topic()
+    billing, search, fallback = (
+        make_topic(f"{base}-billing"),
+        make_topic(f"{base}-search"),
+        make_topic(),
+    )
+    cfg = sink_config(kafka, f"{base}-{{labels.service}}", topic_default=fallback, max_topics=2)
+    batch = [
+        {"message": f"m{i}", "level": "info", "labels": {"service": svc}}
+        for i, svc in enumerate(["billing", "search", "billing", "", "bad name", "third"])
+    ] + [{"message": "none", "level": "info"}]
+    with Shipper(cfg) as s:
+        r = s.submit(batch).result(60)
+        s.flush(30)
+    assert r.ok, r.summary()
+    assert r.delivered_by_topic == {billing: 2, search: 1, fallback: 4}
+    assert sorted(e["message"] for e in values_of(kafka, billing, 2)) == ["m0", "m2"]
+    assert [e["message"] for e in values_of(kafka, search, 1)] == ["m1"]
+    assert sorted(e["message"] for e in values_of(kafka, fallback, 4)) == ["m3", "m4", "m5", "none"]
+
+
 @pytest.mark.parametrize(
     ("listener", "mechanism"),
     [

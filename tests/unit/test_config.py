@@ -445,9 +445,9 @@ def test_auth_requires_credentials_when_enabled() -> None:
         (
             {"compresion": "gzip"},
             "sinks.kafka.compresion: unknown key (allowed: preset, enabled, brokers, topic, "
-            "compression, batch_size, batch_timeout, queue_size, max_message_bytes, "
-            "required_acks, timeout, retry_max, partitioning, auth, tls, dlq_config, "
-            "backpressure_config, routing, circuit_breaker)",
+            "topic_default, max_topics, compression, batch_size, batch_timeout, queue_size, "
+            "max_message_bytes, required_acks, timeout, retry_max, partitioning, auth, tls, "
+            "dlq_config, backpressure_config, routing, circuit_breaker)",
         ),
     ],
 )

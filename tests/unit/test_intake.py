@@ -361,3 +361,37 @@ def test_spliced_and_rewritten_labels_give_the_same_entries(
 def test_a_source_label_can_route_a_whole_file() -> None:
     p = intake().prepare_lines(b"\n".join(CANONICAL[:2]), labels={"kafka_topic": "nginx"})
     assert list(p.segments) == ["nginx"]
+
+
+def test_a_topic_template_routes_on_both_paths_and_reports_its_fallbacks() -> None:
+    import json
+
+    lines = [
+        json.dumps(
+            {
+                "message": f"m{i}",
+                "level": "info",
+                "timestamp": None,
+                "fields": {"t": i % 2},
+                "labels": {"service": ["a", "b", ""][i % 3]},
+            }
+        ).encode()
+        for i in range(6)
+    ]
+    blob = b"\n".join(lines) + b"\n"
+    for topic in ("logs-{labels.service}", "logs-{fields.t}"):
+        ik = intake(topic=topic, topic_default="misc", routing={"enabled": False})
+        fast = ik.prepare_lines(blob)
+        slow = general(ik, lines)
+        assert summary(fast) == summary(slow)
+        assert fast.topic_fallbacks == slow.topic_fallbacks
+    by_label = intake(topic="logs-{labels.service}", topic_default="misc").prepare_lines(blob)
+    assert {t: len(s) for t, s in by_label.segments.items()} == {
+        "logs-a": 2, "logs-b": 2, "misc": 2
+    }  # fmt: skip
+    assert by_label.topic_fallbacks == {"missing_field": 2}
+    # A source label the template reads decides the topic too.
+    labelled = intake(topic="logs-{labels.svc}", topic_default="misc").prepare_lines(
+        blob, labels={"svc": "files"}
+    )
+    assert list(labelled.segments) == ["logs-files"]

@@ -51,6 +51,7 @@ REQUIRED_LABELS = {
     "log_capturer_source_lines_total": {"source"},
     "log_capturer_source_resent_total": {"source"},
     "log_capturer_source_problems_total": {"source", "kind"},
+    "log_capturer_topic_fallbacks_total": {"reason"},
     "log_capturer_source_files": {"source"},
     "log_capturer_http_requests_total": {"code"},
     "log_capturer_fleet_nodes": {"state"},

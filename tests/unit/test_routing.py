@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from shipper.entries import LogEntry
 from shipper.errors import ConfigError, EntryError
-from shipper.routing import TopicRouter, topic_problem
+from shipper.routing import TopicRouter, TopicTemplate, topic_problem
 
 LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "critical", "notice"]
 
@@ -181,3 +181,81 @@ def test_topic_problem_matches_kafka_rules(name: str) -> None:
         and all(c.isascii() and (c.isalnum() or c in "._-") for c in name)
     )
     assert (topic_problem(name) is None) == legal
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def test_a_template_names_the_topic_from_level_labels_and_fields() -> None:
+    r = TopicRouter("logs-{labels.service}-{level}", routing_enabled=False, topic_default="misc")
+    e = LogEntry("x", level="warn", labels={"service": "billing"})
+    assert r.topic_for(e) == "logs-billing-warn"
+    f = TopicRouter("t.{fields.tenant}", routing_enabled=False, topic_default="misc")
+    assert f.topic_for(LogEntry("x", fields={"tenant": 42})) == "t.42"
+    braces = TopicTemplate("a{{b}}-{level}")
+    assert braces.render(LogEntry("x", level="info")) == "a{b}-info"
+
+
+def test_entries_a_template_cannot_name_go_to_the_default_and_are_counted() -> None:
+    r = TopicRouter(
+        "logs-{labels.service}", routing_enabled=False, topic_default="misc", max_topics=2
+    )
+    entries = [
+        LogEntry("a", labels={"service": "one"}),
+        LogEntry("b"),  # no label: missing_field
+        LogEntry("c", labels={"service": ""}),  # empty: missing_field
+        LogEntry("d", labels={"service": "bad name!"}),  # invalid_name
+        LogEntry("e", labels={"service": "two"}),
+        LogEntry("f", labels={"service": "three"}),  # a third topic: max_topics
+        LogEntry("g", labels={"service": "one"}),  # known: fine
+    ]
+    groups = r.route(entries)
+    assert groups == {"logs-one": [0, 6], "misc": [1, 2, 3, 5], "logs-two": [4]}
+    assert r.fallbacks == {"missing_field": 2, "invalid_name": 1, "max_topics": 1}
+    assert r.rejected == []
+    # Counted per call.
+    r.route([LogEntry("h", labels={"service": "one"})])
+    assert r.fallbacks == {}
+
+
+def test_the_label_and_level_routing_win_over_the_template() -> None:
+    r = TopicRouter("logs-{labels.service}", topic_default="misc")
+    labelled = LogEntry("x", labels={"service": "s", "kafka_topic": "explicit"})
+    assert r.topic_for(labelled) == "explicit"
+    assert r.topic_for(LogEntry("x", level="error", labels={"service": "s"})) == (
+        "logs-high-priority"
+    )
+    assert r.topic_for(LogEntry("x", level="info", labels={"service": "s"})) == "logs-s"
+
+
+@pytest.mark.parametrize(
+    ("topic", "problem"),
+    [
+        ("logs-{label.service}", "unknown placeholder {label.service}"),
+        ("logs-{level", "unbalanced '{'"),
+        ("logs-}", "unbalanced '}'"),
+        ("logs-{labels.}", "unknown placeholder {labels.}"),
+    ],
+)
+def test_bad_templates_are_config_errors_naming_the_topic(topic: str, problem: str) -> None:
+    from shipper.config import load_config
+
+    cfg = {"sinks": {"kafka": {"brokers": ["k:9092"], "topic": topic, "topic_default": "m"}}}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, env={})
+    assert any(p.startswith("sinks.kafka.topic:") and problem in p for p in err.value.problems), (
+        err.value.problems
+    )
+
+
+def test_a_template_needs_a_default_topic() -> None:
+    from shipper.config import load_config
+
+    with pytest.raises(ConfigError) as err:
+        load_config({"sinks": {"kafka": {"brokers": ["k:9092"], "topic": "l-{level}"}}}, env={})
+    assert "topic_default" in str(err.value)
+    ok = load_config(
+        {"sinks": {"kafka": {"brokers": ["k:9092"], "topic": "l-{level}", "topic_default": "l"}}},
+        env={},
+    )
+    assert ok.sinks.kafka.first_topic == "l"
