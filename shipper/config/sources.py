@@ -132,6 +132,13 @@ class FileGroupConfig(BaseModel):
         "continue, or a preset: java, python, go.",
     )
 
+    format: Literal["lines", "cri", "docker", "auto"] = Field(
+        default="lines",
+        description="How lines are written: plain lines; cri (containerd, CRI-O) or "
+        "docker (json-file) container logs, whose prefix gives each entry its timestamp "
+        "and a stream label and whose partial lines are joined; auto: either, per line.",
+    )
+
     _multiline_preset = field_validator("multiline", mode="before")(_preset)
 
     @field_validator("paths")

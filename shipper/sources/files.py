@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from shipper.config.sources import FILE_LABEL, FileGroupConfig, TailConfig
 from shipper.sources.checkpoints import AckTracker, Checkpoint, CheckpointError, CheckpointStore
+from shipper.sources.container import ContainerDecoder, pod_labels, record_line
 from shipper.sources.lines import LineCutter, lines_end
 from shipper.sources.multiline import Combiner
 
@@ -102,6 +103,7 @@ class _File:
     gen: int = 0
     ramp: int = 0  # the most bytes the next read may take (see FileTailer.read)
     combiner: Combiner | None = None  # groups lines into entries (multiline)
+    decoder: ContainerDecoder | None = None  # container log lines (format: cri, docker)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class FileTailer:
         self.resent_lines = 0  # lines handed over before a crash and read again
         self.cut_lines = 0
         self.multiline_cut = 0  # entries cut at multiline.max_lines / max_bytes
+        self.bad_format = 0  # container lines not in their format (shipped as plain lines)
         self._checkpoints: dict[str, Checkpoint] = {}
         self._dirty: dict[str, Checkpoint] = {}
         self._gone: set[str] = set()
@@ -227,7 +230,9 @@ class FileTailer:
         self._expire(now)
 
     def _labels(self, group: int, path: str) -> dict[str, str]:
-        return {**self.groups[group].labels, FILE_LABEL: path}
+        # A Kubernetes log file's name says its namespace, pod and container; the
+        # group's own labels win.
+        return {**pod_labels(path), **self.groups[group].labels, FILE_LABEL: path}
 
     def _check_truncation(self, f: _File, now: float) -> None:
         try:
@@ -254,6 +259,7 @@ class FileTailer:
         f.line = 0
         f.cutter = self._cutter()
         f.combiner = self._combiner(f.group)
+        f.decoder = self._decoder(f.group)
         f.checked_binary = False
         f.ramp = 0
         f.gen += 1
@@ -267,6 +273,10 @@ class FileTailer:
 
     def _cutter(self) -> LineCutter:
         return LineCutter(self.tail.max_line_bytes, self.tail.partial_line_timeout, self.clock)
+
+    def _decoder(self, group: int) -> ContainerDecoder | None:
+        fmt = self.groups[group].format
+        return None if fmt == "lines" else ContainerDecoder(fmt)
 
     def _combiner(self, group: int) -> Combiner | None:
         ml = self.groups[group].multiline
@@ -293,7 +303,7 @@ class FileTailer:
         key = _key(st.st_dev, st.st_ino)
         f = _File(key, path, gi, st.st_dev, st.st_ino, fd, fp_len, fp, 0, 0, 0,
                   self._cutter(), self._labels(gi, path), now,
-                  combiner=self._combiner(gi))  # fmt: skip
+                  combiner=self._combiner(gi), decoder=self._decoder(gi))  # fmt: skip
         cp = self._resume_point(f, st.st_size)
         if cp is None:
             return  # a copy waiting for its original, or a duplicate: not read now
@@ -426,33 +436,21 @@ class FileTailer:
             blob = f.cutter.feed(data)
         elif f.cutter.due():
             blob = f.cutter.flush()
-        elif f.combiner is not None and f.combiner.due():
+        elif (f.combiner is not None and f.combiner.due()) or (
+            f.decoder is not None
+            and f.decoder.pending_lines
+            and now - f.last_data >= self.tail.partial_line_timeout
+        ):
             blob = b""
         else:
             return None
         if f.cutter.cut:
             self.cut_lines += f.cutter.cut
             f.cutter.cut = 0
-        held = 0
-        if f.combiner is None:
-            lines = read_lines = blob.count(b"\n")
-        else:
-            # Whole entries only: the one still held stays out of the block and of the
-            # position, so a restart reads it again whole. (Its size counts a line cut
-            # at max_line_bytes as cut, so after such a line the position may land
-            # inside it; the cut is counted.)
-            out = f.combiner.feed(blob)
-            blob, read_lines = out.data, out.lines
-            if f.combiner.due():
-                rest = f.combiner.flush()
-                blob, read_lines = blob + rest.data, read_lines + rest.lines
-            if f.combiner.cut:
-                self.multiline_cut += f.combiner.cut
-                f.combiner.cut = 0
-            held = f.combiner.pending_bytes
-            lines = blob.count(b"\n")
+        blob, read_lines, held = self._entries(f, blob, idle=not data, now=now)
         if not blob:
             return None
+        lines = blob.count(b"\n")
         end = f.pos - f.cutter.pending - held
         start, first = f.boundary, f.line + 1
         f.boundary = end
@@ -462,6 +460,42 @@ class FileTailer:
         seq = self.acks.sent(f.key, end, f.line)
         self._record(f, sent=(end, f.line))
         return Block(f.key, f.path, start, end, first, lines, blob, f.labels, seq, f.gen)
+
+    def _entries(self, f: _File, blob: bytes, idle: bool, now: float) -> tuple[bytes, int, int]:
+        """Whole lines into the entries the block carries: container lines decoded
+        (partial lines joined), lines grouped (multiline). Returns the entries, the
+        file lines they came from, and the file bytes held back: partial container
+        lines and the entry still being gathered stay out of the block and of the
+        position, so a restart reads them again whole. (A line cut at max_line_bytes
+        counts as cut in the held size, so after one the position may land inside it;
+        the cut is counted.)"""
+        dec, comb = f.decoder, f.combiner
+        if dec is None and comb is None:
+            return blob, blob.count(b"\n"), 0
+        held = 0
+        if dec is not None:
+            records = dec.feed(blob)
+            if idle and dec.pending_lines and now - f.last_data >= self.tail.partial_line_timeout:
+                records += dec.flush()  # the line that ends them never came
+            if dec.bad:
+                self.bad_format += dec.bad
+                dec.bad = 0
+            held = dec.pending_bytes
+            if comb is None:
+                out = b"".join(record_line(r) for r in records)
+                return out, sum(r.lines for r in records), held
+            got = comb.feed_records(records)
+        else:
+            assert comb is not None
+            got = comb.feed(blob)
+        blob, read_lines = got.data, got.lines
+        if comb.due():
+            rest = comb.flush()
+            blob, read_lines = blob + rest.data, read_lines + rest.lines
+        if comb.cut:
+            self.multiline_cut += comb.cut
+            comb.cut = 0
+        return blob, read_lines, held + comb.pending_bytes
 
     # ------------------------------------------------------------------ positions
 

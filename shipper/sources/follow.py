@@ -236,6 +236,11 @@ class FileFollower:
                 _kind("multiline_cut"),
             )
             self.tailer.multiline_cut = 0
+        if self.tailer.bad_format:
+            rec.add(
+                "log_capturer_source_problems_total", self.tailer.bad_format, _kind("bad_format")
+            )
+            self.tailer.bad_format = 0
 
     # ------------------------------------------------------------------ stopping
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["PRESETS", "Combined", "Combiner", "MultilineRule"]
 
@@ -105,7 +106,11 @@ class Combined:
         return self.data.count(b"\n")
 
 
-def _entry(group: list[bytes]) -> bytes:
+def _entry(group: list[bytes], rec: Any = None) -> bytes:
+    if rec is not None:
+        from shipper.sources.container import record_line
+
+        return record_line(rec, b"\n".join(group))
     if len(group) == 1:
         return group[0] + b"\n"
     text = b"\n".join(group).decode("utf-8", "replace")
@@ -119,7 +124,10 @@ class Combiner:
         self.rule = rule
         self.clock = clock
         self._group: list[bytes] = []
-        self._size = 0  # bytes of the held entry's lines, newlines included
+        self._size = 0  # file bytes of the held entry's lines, newlines included
+        self._lines = 0  # file lines of the held entry
+        self._text = 0  # bytes of the held entry's text (what max_bytes bounds)
+        self._rec: Any = None  # the held entry's first container record, if any
         self._last = 0.0
         #: entries cut at max_lines or max_bytes (the rest went on as a new entry)
         self.cut = 0
@@ -130,29 +138,41 @@ class Combiner:
 
     @property
     def pending_lines(self) -> int:
-        return len(self._group)
+        return self._lines
 
     def feed(self, blob: bytes) -> Combined:
         """Take whole lines (``blob`` ends with a newline); the entries they complete."""
         if not blob:
             return Combined(b"", 0)
+        return self._take((line, len(line) + 1, 1, None) for line in blob.split(b"\n")[:-1])
+
+    def feed_records(self, records: Iterable[Any]) -> Combined:
+        """Take container records (:class:`shipper.sources.container.Record`): their
+        messages are grouped, and an entry keeps its first record's timestamp and
+        stream."""
+        return self._take((r.message, r.size, r.lines, r) for r in records)
+
+    def _take(self, items: Iterable[tuple[bytes, int, int, Any]]) -> Combined:
         out: list[bytes] = []
         done = 0
         rule = self.rule
-        group = self._group
-        for line in blob.split(b"\n")[:-1]:
-            size = len(line) + 1
-            if group and not rule.begins(line):
-                if len(group) < rule.max_lines and self._size + size <= rule.max_bytes:
-                    group.append(line)
+        for text, size, lines, rec in items:
+            if self._group and not rule.begins(text):
+                if (
+                    len(self._group) < rule.max_lines
+                    and self._text + len(text) + 1 <= rule.max_bytes
+                ):
+                    self._group.append(text)
                     self._size += size
+                    self._lines += lines
+                    self._text += len(text) + 1
                     continue
                 self.cut += 1  # too long: this line starts the next entry
-            if group:
-                out.append(_entry(group))
-                done += len(group)
-            group = self._group = [line]
-            self._size = size
+            if self._group:
+                out.append(_entry(self._group, self._rec))
+                done += self._lines
+            self._group = [text]
+            self._size, self._lines, self._text, self._rec = size, lines, len(text) + 1, rec
         self._last = self.clock()
         return Combined(b"".join(out), done)
 
@@ -164,5 +184,6 @@ class Combiner:
         """The held entry, now."""
         if not self._group:
             return Combined(b"", 0)
-        group, self._group, self._size = self._group, [], 0
-        return Combined(_entry(group), len(group))
+        out = Combined(_entry(self._group, self._rec), self._lines)
+        self._group, self._size, self._lines, self._text, self._rec = [], 0, 0, 0, None
+        return out

@@ -118,6 +118,7 @@ PROBLEM_KINDS: Final = (
     "resend",
     "multiline_cut",
     "watch_unavailable",
+    "bad_format",
 )
 
 # Entries per produced batch: from single entries up to the largest sensible batch.
@@ -432,7 +433,8 @@ _SPECS: tuple[MetricSpec, ...] = (
             "copy of a followed file), checkpoint_error, line_cut (lines longer than "
             "max_line_bytes, cut), resend (a block sent again after a refusal), "
             "multiline_cut (an entry cut at multiline.max_lines or max_bytes; the rest "
-            "went on as the next entry)."
+            "went on as the next entry), watch_unavailable (no inotify: polling only), "
+            "bad_format (a container log line not in its format, shipped as a plain line)."
         ),
         labels=("source", "kind"),
         label_values={"source": SOURCES, "kind": PROBLEM_KINDS},
