@@ -128,7 +128,7 @@ def test_docker_files_with_multiline_group_the_messages(tmp_path: Path) -> None:
         "".join(
             json.dumps({"log": x, "stream": "stderr", "time": f"t{i}"}) + "\n"
             for i, x in enumerate(lines)
-        )  # fmt: skip
+        )
     )
     t = tailer(tmp_path, MemoryCheckpoints(), Clock(), format="docker", multiline="java")
     t.scan()
