@@ -232,11 +232,43 @@ def test_multiline_java_ships_each_stack_trace_as_one_entry(
     wait_until(lambda: count_in(kafka, topic) >= 50, 60, "50 entries")
     s.close()
     msgs = consume_all(kafka.client_config(), topic, expected=50, timeout=30)
-    got = [json.loads(m.value())["message"] for m in msgs]
-    assert len(got) == 50
-    assert got[0] == java_entry(0, 3).rstrip("\n")
-    assert got[-1] == java_entry(49, 3 + 49 % 5) + "\tat com.example.Late.run(Late.java:1)"
+    got = sorted(json.loads(m.value())["message"] for m in msgs)  # 3 partitions: any order
+    want = [java_entry(i, 3 + i % 5).rstrip("\n") for i in range(49)]
+    want.append(java_entry(49, 3 + 49 % 5) + "\tat com.example.Late.run(Late.java:1)")
+    assert got == sorted(want)
     assert s.source_counts["file_lines"] == 50  # entries, not physical lines
+
+
+def test_cri_container_logs_arrive_with_pod_labels_stream_and_joined_lines(
+    kafka: LocalKafka, topic: str, tmp_path: Path, file_shipper: Callable[..., Shipper]
+) -> None:
+    d = tmp_path / "containers"
+    d.mkdir()
+    log = d / f"web-1_shop_app-{'ab' * 32}.log"
+    log.write_text(
+        "".join(f"2026-01-01T00:00:{i:02d}.5Z stdout F line {i}\n" for i in range(20))
+        + "2026-01-01T00:01:00Z stderr P first half, \n"
+        + "2026-01-01T00:01:01Z stderr F second half\n"
+        + "not a cri line\n"
+    )
+    s = file_shipper(group={"paths": [str(d / "*.log")], "format": "cri"})
+    wait_until(lambda: count_in(kafka, topic) >= 22, 60, "22 entries")
+    s.close()
+    got = [json.loads(m.value()) for m in consume_all(kafka.client_config(), topic, expected=22)]
+    by_msg = {e["message"]: e for e in got}
+    assert len(got) == 22 and set(by_msg) == {
+        *(f"line {i}" for i in range(20)),
+        "first half, second half",
+        "not a cri line",
+    }
+    joined = by_msg["first half, second half"]
+    assert joined["labels"]["stream"] == "stderr"
+    assert joined["timestamp"] == "2026-01-01T00:01:00Z"
+    for e in got:
+        assert (e["labels"]["namespace"], e["labels"]["pod"], e["labels"]["container"]) == (
+            "shop", "web-1", "app"
+        )  # fmt: skip
+    assert "stream" not in by_msg["not a cri line"]["labels"]
 
 
 def test_a_backlog_of_short_lines_is_read_in_blocks_the_queue_can_take(
