@@ -48,7 +48,7 @@ def strict(schema: Any) -> Any:
 @cache
 def validator(kind: str) -> jsonschema.Draft7Validator:
     with gzip.open(KUBERAY / CRDS[kind], "rt") as fh:
-        crd = yaml.safe_load(fh)
+        crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema = strict(v1["schema"]["openAPIV3Schema"])
     # metadata is the API server's (ObjectMeta): the CRD leaves it open.
