@@ -243,15 +243,63 @@ def api(
             "delivered": delivered, "topics_hold": held}  # fmt: skip
 
 
-def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
+def java_log(values: list[bytes]) -> list[bytes]:
+    """The entries as a Java service writes them: 20 % stack traces of 10-40 lines
+    (text), the rest one JSON line each."""
+    out = []
+    for i, v in enumerate(values):
+        if i % 5:
+            out.append(v + b"\n")
+            continue
+        frames = 10 + (i * 7) % 31
+        out.append(
+            b"2026-01-01 10:00:00 ERROR request %d failed\n" % i
+            + b"java.lang.IllegalStateException: boom\n"
+            + b"".join(
+                b"\tat com.example.Handler.step%d(Handler.java:%d)\n" % (k, k)
+                for k in range(frames - 1)
+            )
+        )
+    return out
+
+
+def cri_log(values: list[bytes]) -> list[bytes]:
+    """The entries as containerd writes them: a CRI prefix each, 10 % split in two
+    partial lines."""
+    ts = b"2026-01-01T00:00:00.123456789Z stdout "
+    out = []
+    for i, v in enumerate(values):
+        if i % 10:
+            out.append(ts + b"F " + v + b"\n")
+        else:
+            half = len(v) // 2
+            out.append(ts + b"P " + v[:half] + b"\n" + ts + b"F " + v[half:] + b"\n")
+    return out
+
+
+def file_source(
+    kafka: LocalKafka, values: list[bytes], work: Path, variant: str = "plain"
+) -> dict[str, Any]:
+    """The file source; ``variant`` java (multiline: java on java_log) or cri (format:
+    cri on cri_log) ships the same number of entries from more lines."""
     topics = Topics(kafka, "file")
     logs = work / "logs"
     logs.mkdir()
     log_file = logs / "app.log"
-    log_file.write_bytes(WARM_UP + b"\n")
+    group: dict[str, Any] = {"paths": [str(logs / "*.log")]}
+    entries = [v + b"\n" for v in values]
+    warm = WARM_UP + b"\n"
+    if variant == "java":
+        entries = java_log(values)
+        group["multiline"] = "java"
+    elif variant == "cri":
+        entries = cri_log(values)
+        warm = b"".join(b"2026-01-01T00:00:00Z stdout F " + w + b"\n" for w in WARM_UP.split(b"\n"))
+        group["format"] = "cri"
+    log_file.write_bytes(warm)
     cfg = config(kafka, topics.base, str(work / "dlq"))
     cfg["sources"] = {
-        "files": [{"paths": [str(logs / "*.log")]}],
+        "files": [group],
         "checkpoints": {"path": str(work / "cp")},
     }
     if os.environ.get("BENCH_READ_BYTES"):  # to compare sizes; else the default
@@ -292,7 +340,7 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
             # Appended in writes of 5,000 lines, joined off the clock: the file's
             # counterpart of the API's 5,000-line blobs (a log grows write by write; one
             # 64 MB write would hold every line back until it ended).
-            writes = [b"\n".join(values[i : i + 5000]) + b"\n" for i in range(0, n, 5000)]
+            writes = [b"".join(entries[i : i + 5000]) for i in range(0, n, 5000)]
             sampler = Sampler(topics)
             with log_file.open("ab", buffering=0) as fh:
                 appended = time.monotonic()
@@ -310,8 +358,11 @@ def file_source(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str,
     if first is None or last is None or appended is None:
         raise RuntimeError(f"the file source shipped {held} of {n}: {err.decode()[-2000:]}")
     took = last - appended
+    lines = sum(e.count(b"\n") for e in entries)
     return {
         "lines_per_s": round(n / took) if took > 0 else None,
+        "file_lines": lines,
+        "file_lines_per_s": round(lines / took) if took > 0 else None,
         "start_to_first_entry_s": round(first - t0, 3),
         "append_to_last_s": round(took, 3),
         **steady_rate(samples, WARMED, n, appended),
@@ -393,7 +444,7 @@ def kcat(kafka: LocalKafka, values: list[bytes], work: Path) -> dict[str, Any]:
             "topics_hold": held}  # fmt: skip
 
 
-CONTENDERS = ("file", "api", "api_labels", "http")
+CONTENDERS = ("file", "file_java", "file_cri", "api", "api_labels", "http")
 
 
 def one(name: str, entries: int, work: Path) -> dict[str, Any]:
@@ -402,6 +453,10 @@ def one(name: str, entries: int, work: Path) -> dict[str, Any]:
     values = generate(entries)
     if name == "file":
         return file_source(kafka, values, work)
+    if name == "file_java":
+        return file_source(kafka, values, work, "java")
+    if name == "file_cri":
+        return file_source(kafka, values, work, "cri")
     if name == "api":
         return api(kafka, values)
     if name == "api_labels":
@@ -489,7 +544,13 @@ def main() -> int:
             "in_kafka_lines_per_s": round(median(in_kafka)) if in_kafka else None,
             "steady_lines_per_s": round(median(steady)) if steady else None,
         }
-    for name, base in (("file", "api"), ("file", "api_labels"), ("http", "api")):
+    for name, base in (
+        ("file", "api"),
+        ("file", "api_labels"),
+        ("http", "api"),
+        ("file_java", "file"),
+        ("file_cri", "file"),
+    ):
         for key, label in (
             ("lines_per_s", "whole"),
             ("in_kafka_lines_per_s", "in_kafka"),
@@ -514,6 +575,10 @@ def main() -> int:
                 f"{f['in_kafka_lines_per_s'] or 0:>8,} in Kafka, "
                 f"{f['steady_lines_per_s'] or 0:>8,} steady")  # fmt: skip
 
+    def fl(name: str) -> str:
+        got = figures(name, "file_lines_per_s")
+        return f"{round(median(got)):,}" if got else "-"
+
     def ratio(name: str, base: str) -> str:
         out = []
         for label in ("whole", "in_kafka", "steady"):
@@ -534,6 +599,12 @@ def main() -> int:
     print(f"                 against api + label: {ratio('file', 'api_labels')}")
     print(f"                 start to first entry {min(starts):.1f}-{max(starts):.1f} s, "
           f"append to first entry {min(firsts):.2f}-{max(firsts):.2f} s")  # fmt: skip
+    print(f"  file, java     {rate('file_java')} (entries: 20 % traces of 10-40 lines)")
+    print(f"                 against file: {ratio('file_java', 'file')}; file lines/s: "
+          f"{fl('file_java')} against {fl('file')}")  # fmt: skip
+    print(f"  file, cri      {rate('file_cri')} (10 % partial lines joined)")
+    print(f"                 against file: {ratio('file_cri', 'file')}; file lines/s: "
+          f"{fl('file_cri')} against {fl('file')}")  # fmt: skip
     print(f"  http intake    {rate('http')}")
     print(f"                 against api: {ratio('http', 'api')}")
     kc = results["kcat"]

@@ -27,7 +27,6 @@ import msgspec
 
 __all__ = ["ContainerDecoder", "Record", "pod_labels", "record_line"]
 
-_CRI = re.compile(rb"^(\S+) (stdout|stderr) ([PF])(?: (.*))?$", re.S)
 # /var/log/containers/<pod>_<namespace>_<container>-<64 hex id>.log
 _CONTAINERS = re.compile(r"/containers/([^/_]+)_([^/_]+)_(.+)-[0-9a-f]{64}\.log$")
 # /var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log
@@ -117,16 +116,20 @@ class ContainerDecoder:
             self._parts, self._size = [], 0
 
 
+_STREAMS = {b"stdout": "stdout", b"stderr": "stderr"}
+
+
 def _cri(line: bytes) -> tuple[bytes, str, str, bool] | None:
-    m = _CRI.match(line)
-    if m is None:
+    # "<time> <stream> <P|F> <message>": split, not a regex (this runs per line).
+    parts = line.split(b" ", 3)
+    if len(parts) < 3:
         return None
-    return (
-        m.group(4) or b"",
-        m.group(1).decode("ascii", "replace"),
-        m.group(2).decode(),
-        (m.group(3) == b"P"),
-    )
+    stream = _STREAMS.get(parts[1])
+    tag = parts[2]
+    if stream is None or tag not in (b"P", b"F") or not parts[0][:1].isdigit():
+        return None
+    text = parts[3] if len(parts) == 4 else b""
+    return text, parts[0].decode("ascii", "replace"), stream, tag == b"P"
 
 
 def _docker_line(line: bytes) -> tuple[bytes, str | None, str | None, bool] | None:

@@ -95,5 +95,12 @@ def test_the_sources_drain_and_fleet_benches_run_with_small_parameters(
     for key in keys:
         assert report[key], (key, report)
     if script == "bench_sources.py":
-        assert set(report["summary"]) == {"api", "api_labels", "file", "http"}
+        assert set(report["summary"]) == {
+            "api",
+            "api_labels",
+            "file",
+            "file_java",
+            "file_cri",
+            "http",
+        }
         assert all(report["summary"][k]["lines_per_s"] > 0 for k in report["summary"])
