@@ -479,23 +479,32 @@ def main() -> int:
     ap.add_argument("--entries", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every contender")
     ap.add_argument("--json", help="also write the figures as JSON to this file")
+    ap.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, of {', '.join(CONTENDERS)} (default: all)",
+    )
     ap.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.entries, Path(args.work))))
         return 0
+    chosen = tuple(c for c in CONTENDERS if c in args.contenders.split(","))
+    unknown = set(args.contenders.split(",")) - set(CONTENDERS)
+    if unknown or not chosen:
+        ap.error(f"--contenders: unknown {sorted(unknown)}; use some of {', '.join(CONTENDERS)}")
     kafka = LocalKafka.ensure_up()
     n = args.entries
-    results: dict[str, Any] = {"entries": n, "rounds": []}
+    results: dict[str, Any] = {"entries": n, "rounds": [], "contenders": list(chosen)}
     with tempfile.TemporaryDirectory(prefix="bench-sources-") as tmp:
         work = Path(tmp)
         results["kcat"] = kcat(kafka, generate(n), work)
         for r in range(args.rounds):
             # Each contender in a process of its own (an idle Ray left by one would take
             # some of the two cores from the next), in an order that turns each round.
-            turn = r % len(CONTENDERS)
-            order = CONTENDERS[turn:] + CONTENDERS[:turn]
+            turn = r % len(chosen)
+            order = chosen[turn:] + chosen[:turn]
             rnd: dict[str, Any] = {}
             for name in order:
                 sub = work / f"r{r}-{name}"
@@ -521,7 +530,7 @@ def main() -> int:
             results["rounds"].append(rnd)
     rounds = results["rounds"]
     ok = results["kcat"].get("topics_hold", n) == n and all(
-        rnd[k].get("topics_hold") == n for rnd in rounds for k in CONTENDERS
+        rnd[k].get("topics_hold") == n for rnd in rounds for k in chosen
     )
 
     def figures(name: str, key: str) -> list[float]:
@@ -535,7 +544,7 @@ def main() -> int:
         ]
 
     summary: dict[str, Any] = {}
-    for name in CONTENDERS:
+    for name in chosen:
         whole, steady = figures(name, "lines_per_s"), figures(name, "steady_lines_per_s")
         in_kafka = figures(name, "in_kafka_lines_per_s")
         summary[name] = {
@@ -556,16 +565,17 @@ def main() -> int:
             ("in_kafka_lines_per_s", "in_kafka"),
             ("steady_lines_per_s", "steady"),
         ):
-            rs = ratios(name, base, key)
+            rs = ratios(name, base, key) if {name, base} <= set(chosen) else []
             if rs:
                 summary[name][f"{label}_over_{base}"] = {
                     "median": round(median(rs), 2), "min": round(min(rs), 2),
                     "max": round(max(rs), 2)}  # fmt: skip
-    starts = figures("file", "start_to_first_entry_s")
-    firsts = figures("file", "to_first_s")
+    starts = figures("file", "start_to_first_entry_s") if "file" in chosen else []
+    firsts = figures("file", "to_first_s") if "file" in chosen else []
     starts, firsts = starts or [0.0], firsts or [0.0]
-    summary["file"]["start_to_first_entry_s"] = [min(starts), max(starts)]
-    summary["file"]["append_to_first_entry_s"] = [min(firsts), max(firsts)]
+    if "file" in chosen:
+        summary["file"]["start_to_first_entry_s"] = [min(starts), max(starts)]
+        summary["file"]["append_to_first_entry_s"] = [min(firsts), max(firsts)]
     results["summary"] = summary
 
     def rate(name: str) -> str:
@@ -592,21 +602,34 @@ def main() -> int:
     print("(whole: first line in to last ack, or last line seen in Kafka for the file;")
     print(" in Kafka: the same, timed for every path by the 50 ms looks at the topics;")
     print(" steady: the rate between 10 % and 90 % of the lines in Kafka)")
-    print(f"  api pipeline   {rate('api')}")
-    print(f"  api + label    {rate('api_labels')} (the file label)")
-    print(f"  file source    {rate('file')}")
-    print(f"                 against api: {ratio('file', 'api')}")
-    print(f"                 against api + label: {ratio('file', 'api_labels')}")
-    print(f"                 start to first entry {min(starts):.1f}-{max(starts):.1f} s, "
-          f"append to first entry {min(firsts):.2f}-{max(firsts):.2f} s")  # fmt: skip
-    print(f"  file, java     {rate('file_java')} (entries: 20 % traces of 10-40 lines)")
-    print(f"                 against file: {ratio('file_java', 'file')}; file lines/s: "
-          f"{fl('file_java')} against {fl('file')}")  # fmt: skip
-    print(f"  file, cri      {rate('file_cri')} (10 % partial lines joined)")
-    print(f"                 against file: {ratio('file_cri', 'file')}; file lines/s: "
-          f"{fl('file_cri')} against {fl('file')}")  # fmt: skip
-    print(f"  http intake    {rate('http')}")
-    print(f"                 against api: {ratio('http', 'api')}")
+    lines: dict[str, Any] = {
+        "api": lambda: [f"  api pipeline   {rate('api')}"],
+        "api_labels": lambda: [f"  api + label    {rate('api_labels')} (the file label)"],
+        "file": lambda: [
+            f"  file source    {rate('file')}",
+            f"                 against api: {ratio('file', 'api')}",
+            f"                 against api + label: {ratio('file', 'api_labels')}",
+            f"                 start to first entry {min(starts):.1f}-{max(starts):.1f} s, "
+            f"append to first entry {min(firsts):.2f}-{max(firsts):.2f} s",
+        ],
+        "file_java": lambda: [
+            f"  file, java     {rate('file_java')} (entries: 20 % traces of 10-40 lines)",
+            f"                 against file: {ratio('file_java', 'file')}; file lines/s: "
+            f"{fl('file_java')} against {fl('file')}",
+        ],
+        "file_cri": lambda: [
+            f"  file, cri      {rate('file_cri')} (10 % partial lines joined)",
+            f"                 against file: {ratio('file_cri', 'file')}; file lines/s: "
+            f"{fl('file_cri')} against {fl('file')}",
+        ],
+        "http": lambda: [
+            f"  http intake    {rate('http')}",
+            f"                 against api: {ratio('http', 'api')}",
+        ],
+    }
+    for name in CONTENDERS:
+        if name in chosen:
+            print("\n".join(lines[name]()))
     kc = results["kcat"]
     if "error" in kc:
         print(f"  kcat           {kc['error']}")
