@@ -40,22 +40,12 @@ test-unit: venv system-deps
 system-deps:
 	@if [ -x scripts/install-test-tools ]; then scripts/install-test-tools; fi
 
-# The whole suite against a real broker. Kafka is stopped afterwards if this run
-# started it; a broker that was already running is left alone. The unit tests (no
-# Ray, no Kafka, CPU-bound) run beside the others (Ray and Kafka, mostly waiting on
-# timers and the broker), in a process of their own; their report follows. The exit
-# code is the first non-zero of the two pytest runs (5 when one ran no test).
+# The whole suite against real brokers: scripts/run-tests runs the unit tests, the
+# tests that break the broker (on a second broker of their own) and the rest side by
+# side, then the tests that need the machine's Ray alone. A broker it started is
+# stopped afterwards. The exit code is the first non-zero pytest's (5: no test ran).
 test: venv system-deps
-	@if scripts/kafka-local status >/dev/null 2>&1; then started=no; else started=yes; fi; \
-	scripts/kafka-local up || exit $$?; \
-	$(PY) -m pytest tests/unit -p no:cacheprovider $(PYTEST_ARGS) > .unit-tests.log 2>&1 & unit=$$!; \
-	$(PY) -m pytest tests/actors tests/integration $(PYTEST_ARGS); rc=$$?; \
-	wait $$unit; urc=$$?; \
-	echo "---------------- tests/unit (run beside the above) ----------------"; \
-	cat .unit-tests.log; \
-	if [ $$started = yes ]; then scripts/kafka-local down; fi; \
-	if [ $$rc -eq 0 ]; then rc=$$urc; fi; \
-	exit $$rc
+	PY=$(PY) PYTEST_ARGS="$(PYTEST_ARGS)" scripts/run-tests
 
 demo: venv
 	scripts/kafka-local up
