@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,9 @@ def cluster() -> Iterator[Cluster]:
             "num_cpus": 1,
             "labels": {"shipper-node": "head"},
             "include_dashboard": True,
+            # A free port, not Ray's 8265: another Ray on the machine (a lane of
+            # scripts/run-tests, a bench) may hold that one.
+            "dashboard_port": _free_port(),
         },
     )
     for key in ("n1", "n2", "n3"):
@@ -74,6 +78,12 @@ def cluster() -> Iterator[Cluster]:
     ray.shutdown()
     c.shutdown()
     mp.undo()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def scrape(url: str) -> str:

@@ -3,6 +3,7 @@ contract, plus what only a real broker does (authentication failures)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -156,7 +157,9 @@ def test_a_broker_that_accepts_but_never_answers_is_reported_after_the_message_t
         deadline = time.monotonic() + 5
         while not told and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert told and "no broker answered for 2s (messages timed out)" in told[0], told
+        # The time said is how long the messages waited: 2 s or a little more on a
+        # loaded machine.
+        assert told and re.search(r"no broker answered for \d+s \(messages timed out\)", told[0])
         assert send_and_wait(c, "t", [b"c"]).failures[0].reason == "circuit_open"
     finally:
         c.close(1)
