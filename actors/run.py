@@ -217,7 +217,7 @@ def _ship_inputs(
     """Ship each input (a file, or ``-`` for stdin) as its lines arrive."""
     from shipper.cli.notices import RunNotices
     from shipper.sources.lines import LineCutter, split_lines
-    from shipper.sources.multiline import Combiner
+    from shipper.sources.multiline import Combiner, rule_of
     from shipper.sources.stdin import StreamReader
 
     tail = shipper.config.sources.tail
@@ -230,7 +230,7 @@ def _ship_inputs(
         try:
             cutter = LineCutter(tail.max_line_bytes, tail.partial_line_timeout)
             ml = shipper.config.sources.stdin.multiline
-            combiner = Combiner(ml.rule()) if ml is not None else None
+            combiner = Combiner(rule_of(ml)) if ml is not None else None
             reader = StreamReader(
                 fd, cutter, read_bytes, stopped=stop.event.is_set, combiner=combiner
             )

@@ -42,6 +42,32 @@ __all__ = [
 FILE_LABEL = "file"
 
 
+#: Rules for the stack traces of common runtimes (``multiline: java``); see
+#: shipper.sources.multiline.
+MULTILINE_PRESETS: dict[str, dict[str, str]] = {
+    # "	at com.x.Y.z(Y.java:10)", "	... 12 more", "Caused by: ...", "Suppressed: ...",
+    # and the exception's own line ("java.lang.IllegalStateException: boom").
+    "java": {
+        "continue": r"^(\s+at\s|\s+\.\.\.\s+\d+\s+more|\s*(Caused by|Suppressed):|"
+        r"[\w$.]*(Exception|Error|Throwable)(:|\s*$))"
+    },
+    # "Traceback (most recent call last):", indented frames and code, the exception's
+    # line, blank lines and the "During handling ..." / "The above exception ..." joins
+    # of a chained traceback.
+    "python": {
+        "continue": r"^(Traceback \(most recent call last\):|\s|$|"
+        r"[\w.]*(Error|Exception|Warning|Exit|Interrupt|Iteration)\b|"
+        r"During handling of the above exception|The above exception was the direct cause)"
+    },
+    # "panic: ...", then a blank line, "goroutine 1 [running]:", frames ("main.f(...)")
+    # and their tab-indented file lines, "created by ...", "exit status 2".
+    "go": {
+        "continue": r"^(\s|$|goroutine \d+ \[|created by |exit status \d+|\[signal |"
+        r"[\w./*()\[\]-]+\(.*\)$)"
+    },
+}
+
+
 class MultilineConfig(BaseModel):
     """Lines grouped into entries (a stack trace as one entry): see
     :mod:`shipper.sources.multiline`. Exactly one of ``start`` and ``continue``."""
@@ -85,24 +111,15 @@ class MultilineConfig(BaseModel):
             raise ValueError("set exactly one of start and continue")
         return self
 
-    def rule(self) -> Any:
-        """The compiled rule (:class:`shipper.sources.multiline.MultilineRule`)."""
-        from shipper.sources.multiline import MultilineRule
-
-        return MultilineRule.of(
-            self.start, self.continue_, self.negate, self.max_lines, self.max_bytes, self.timeout
-        )
-
 
 def _preset(value: Any) -> Any:
     """``multiline: java`` (or python, go): the preset's rule."""
     if isinstance(value, str):
-        from shipper.sources.multiline import PRESETS
-
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; use one of {', '.join(PRESETS)}, "
-                             "or a block with start or continue")  # fmt: skip
-        return dict(PRESETS[value])
+        if value not in MULTILINE_PRESETS:
+            raise ValueError(f"unknown preset {value!r}; use one of "
+                             f"{', '.join(MULTILINE_PRESETS)}, or a block with start or "
+                             "continue")  # fmt: skip
+        return dict(MULTILINE_PRESETS[value])
     return value
 
 

@@ -41,7 +41,7 @@ from shipper.config.sources import FILE_LABEL, FileGroupConfig, TailConfig
 from shipper.sources.checkpoints import AckTracker, Checkpoint, CheckpointError, CheckpointStore
 from shipper.sources.container import ContainerDecoder, pod_labels, record_line
 from shipper.sources.lines import LineCutter, lines_end
-from shipper.sources.multiline import Combiner
+from shipper.sources.multiline import Combiner, rule_of
 
 __all__ = ["FP_BYTES", "Block", "FileTailer", "Notice"]
 
@@ -280,7 +280,7 @@ class FileTailer:
 
     def _combiner(self, group: int) -> Combiner | None:
         ml = self.groups[group].multiline
-        return None if ml is None else Combiner(ml.rule(), self.clock)
+        return None if ml is None else Combiner(rule_of(ml), self.clock)
 
     def _open(self, path: str, gi: int, st: os.stat_result, now: float) -> None:
         try:

@@ -33,31 +33,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PRESETS", "Combined", "Combiner", "MultilineRule"]
+from shipper.config.sources import MULTILINE_PRESETS as PRESETS
+from shipper.config.sources import MultilineConfig
 
-#: Rules for the stack traces of common runtimes (``multiline: java``).
-PRESETS: dict[str, dict[str, object]] = {
-    # "	at com.x.Y.z(Y.java:10)", "	... 12 more", "Caused by: ...", "Suppressed: ...",
-    # and the exception's own line ("java.lang.IllegalStateException: boom").
-    "java": {
-        "continue": r"^(\s+at\s|\s+\.\.\.\s+\d+\s+more|\s*(Caused by|Suppressed):|"
-        r"[\w$.]*(Exception|Error|Throwable)(:|\s*$))"
-    },
-    # "Traceback (most recent call last):", indented frames and code, the exception's
-    # line, blank lines and the "During handling ..." / "The above exception ..." joins
-    # of a chained traceback.
-    "python": {
-        "continue": r"^(Traceback \(most recent call last\):|\s|$|"
-        r"[\w.]*(Error|Exception|Warning|Exit|Interrupt|Iteration)\b|"
-        r"During handling of the above exception|The above exception was the direct cause)"
-    },
-    # "panic: ...", then a blank line, "goroutine 1 [running]:", frames ("main.f(...)")
-    # and their tab-indented file lines, "created by ...", "exit status 2".
-    "go": {
-        "continue": r"^(\s|$|goroutine \d+ \[|created by |exit status \d+|\[signal |"
-        r"[\w./*()\[\]-]+\(.*\)$)"
-    },
-}
+__all__ = ["PRESETS", "Combined", "Combiner", "MultilineRule", "rule_of"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +70,13 @@ class MultilineRule:
         """Whether ``line`` starts a new entry."""
         found = (self.pattern.search(line) is not None) != self.negate
         return found if self.starts else not found
+
+
+def rule_of(cfg: MultilineConfig) -> MultilineRule:
+    """The compiled rule of a ``multiline`` config block."""
+    return MultilineRule.of(
+        cfg.start, cfg.continue_, cfg.negate, cfg.max_lines, cfg.max_bytes, cfg.timeout
+    )
 
 
 @dataclass(frozen=True, slots=True)
