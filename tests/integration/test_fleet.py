@@ -357,12 +357,20 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
     env.pop("RAY_ADDRESS", None)
     dash = ray.get_runtime_context().gcs_address  # the GCS; the job API is on the dashboard
     url = _dashboard_url()
-    submit = _ray(
-        ["job", "submit", "--address", url, "--no-wait",
-         "--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "90"}}),
-         "--", "shipper", "run", "--config", str(path), "--summary-json", str(summary)],
-        env,
-    )  # fmt: skip
+    stop_wait = json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "90"}})
+    command = ["shipper", "run", "--config", str(path), "--summary-json", str(summary)]
+    argv = ["job", "submit", "--address", url, "--no-wait", "--runtime-env-json", stop_wait]
+    argv += ["--", *command]
+    # The head's job agent registers a while after the dashboard answers (longer on a
+    # loaded machine); until then Ray answers "No available agent ... try again later".
+    deadline = time.monotonic() + 90
+    while True:
+        submit = _ray(argv, env, check=False)
+        if submit.returncode == 0 or "No available agent" not in submit.stderr:
+            break
+        assert time.monotonic() < deadline, submit.stderr[-2000:]
+        time.sleep(2)
+    assert submit.returncode == 0, (submit.stdout[-2000:], submit.stderr[-3000:])
     job = next(
         w.strip("'\"") for w in submit.stdout.split() if w.strip("'\"").startswith("raysubmit_")
     )
