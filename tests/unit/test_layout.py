@@ -121,3 +121,34 @@ def test_every_node_actor_speaks_the_stop_protocol() -> None:
         }
         missing = {"stop_intake", "drain", "park", "close"} - methods
         assert not missing, f"{cls} lacks {sorted(missing)}"
+
+
+# Test files that stop, kill or freeze the broker, start clusters of their own, or stop
+# every Ray on the machine: they must not run beside the others on the shared broker.
+_DISRUPTS = re.compile(
+    r"BrokerSwitch|broker: |cluster_utils|kafka_local_script|SIGSTOP|faultmatrix|"
+    r"\"stop\", \"--force\""
+)
+
+
+def _lanes() -> set[str]:
+    """The test files scripts/run-tests keeps apart (FAULT_TESTS and LAST_TESTS)."""
+    text = (ROOT / "scripts" / "run-tests").read_text()
+    found: set[str] = set()
+    for name in ("FAULT_TESTS", "LAST_TESTS"):
+        m = re.search(rf"^{name}=\(([^)]*)\)", text, re.M)
+        assert m, f"scripts/run-tests has no {name}"
+        found |= set(m.group(1).split())
+    return found
+
+
+def test_every_test_that_disrupts_the_broker_or_ray_runs_apart() -> None:
+    apart = _lanes()
+    disrupting = {
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "tests" / "integration").glob("test_*.py"))
+        if _DISRUPTS.search(p.read_text())
+    }
+    assert disrupting, "the scan found nothing: it would pass whatever the lanes hold"
+    assert disrupting <= apart, sorted(disrupting - apart)
+    assert all((ROOT / t).exists() for t in apart), sorted(apart)
