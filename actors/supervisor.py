@@ -143,8 +143,16 @@ class SupervisorActor:
         if self.telemetry is not None:
             self.channel.send(names.TELEMETRY, "report_node", key, up)
 
+    def _on_board(self, change: Callable[[], Any]) -> Any:
+        """``change()`` on the board; the alarm loop looks again only when the next
+        alarm moved (a chunk's report that changed nothing wakes nothing)."""
+        before = self.board.next_alarm()
+        out = change()
+        if self._alarm is None or self.board.next_alarm() != before:
+            self._woken()
+        return out
+
     def _woken(self) -> None:
-        """After a board change: the alarm loop looks at the next alarm again."""
         if self._alarm is None:
             self._alarm = asyncio.Event()
             self._alarm_task = asyncio.get_running_loop().create_task(self._alarms())
@@ -352,26 +360,21 @@ class SupervisorActor:
             if now - self._last_ok_report >= 1.0:
                 self._last_ok_report = now
                 self._health(broker_set, None, now)
-        self.board.report(broker_set, ok)
-        self._woken()
+        self._on_board(lambda: self.board.report(broker_set, ok))
 
     async def reachable(self, broker_set: str) -> None:
         """A Producer sees a broker of ``broker_set`` answer again after it reported the
         set unreachable: an open breaker turns half-open now (the probe decides)."""
-        self.board.reachable(broker_set)
-        self._woken()
+        self._on_board(lambda: self.board.reachable(broker_set))
 
     async def trip(self, broker_set: str, why: str) -> None:
         """A Producer found ``broker_set`` unreachable: open its breaker now (new entries
         go straight to the DLQ until the half-open probe finds Kafka back)."""
-        self.board.trip(broker_set, why)
-        self._woken()
+        self._on_board(lambda: self.board.trip(broker_set, why))
 
     async def acquire_probe(self, broker_set: str) -> bool:
         """True for exactly one caller while the breaker admits a probe."""
-        allowed = self.board.acquire_probe(broker_set)
-        self._woken()
-        return allowed
+        return bool(self._on_board(lambda: self.board.acquire_probe(broker_set)))
 
     def states(self) -> dict[str, dict[str, Any]]:
         return self.board.states()

@@ -178,6 +178,18 @@ def test_every_node_runs_its_own_pipeline_and_api_work_is_spread(
         assert sum(a.result().delivered for a in acks) == n
         spread = Counter(a.node for a in acks)
         assert set(spread) == {"n1", "n2", "n3"}, spread
+        # A topic met for the first time gets its Batcher on each node from the keeper,
+        # pinned to that node like the rest of its pipeline.
+        other = make_topic(partitions=1)
+        extra = [
+            s.submit([{"message": f"x{i}", "labels": {"kafka_topic": other}}] * 100)
+            for i in range(3)
+        ]
+        assert {a.node for a in extra} == {"n1", "n2", "n3"}
+        assert sum(a.result(60).delivered for a in extra) == 300
+        where = actor_nodes(s.namespace)
+        for key in ("n1", "n2", "n3"):
+            assert where[f"batcher:{key}:{other}"] == by_key[key], key
         # Each node's files go through that node's own pipeline.
         before = delivered_by_node(s)
         for k, key in enumerate(("n1", "n2", "n3")):
