@@ -140,8 +140,9 @@ class FileGroupConfig(BaseModel):
     )
     start_at: Literal["beginning", "end"] = Field(
         default="beginning",
-        description="Where to start in a file seen for the first time (without a "
-        "checkpoint): its beginning, or its end (only new lines).",
+        description="Where to start in a file there when the source starts (without a "
+        "checkpoint): its beginning, or its end (only new lines). A file that appears "
+        "later is read from its beginning.",
     )
     multiline: MultilineConfig | None = Field(
         default=None,

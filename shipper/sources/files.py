@@ -6,15 +6,20 @@ reused inode or a file truncated under us is recognised. :class:`FileTailer` is 
 by the source actor:
 
 - :meth:`FileTailer.scan` expands the globs. A file that starts to match is picked
-  up: at its checkpoint when one exists for its identity, else at its beginning (or
-  end, by ``start_at``). A known identity under a new name is the same file renamed
+  up: at its checkpoint when one exists for its identity, else at its beginning (or,
+  for the files there at the first scan, at the end, by ``start_at``). The identity
+  is the opened file's own (a rotation between the stat and the open cannot pair a
+  name with another file), and an empty file waits until it has bytes. A known
+  identity under a new name is the same file renamed
   (rotation by rename): it goes on where it was, and a file that is renamed away from
   every glob, or deleted, is still read to its end and released once idle.
 - A file shorter than the position read is truncated (rotation by copy and
   truncate): it starts over at 0. A new file whose first bytes are those of a
   truncated file is its copy and continues where the original was; a copy found
   before its original was truncated waits for that, and is skipped as a duplicate if
-  the original is never truncated.
+  the original is never truncated; a copy still being written (a prefix of those
+  bytes, or shorter than what was read) waits for the rest. Every read checks the
+  first bytes again, so new content is never read as the rest of the old.
 - :meth:`FileTailer.read` reads what was appended, cut into whole lines
   (:class:`~shipper.sources.lines.LineCutter`), as :class:`Block` s: the bytes, the
   file offsets they cover and their first line number. The caller hands a block over,
@@ -55,6 +60,7 @@ _BINARY_PROBE = 4096
 #: soon, and a long backlog still goes in large blocks (few Ray calls). 1 MiB of
 #: typical lines fills a batch per topic; 256 KiB measured no sooner to Kafka.
 RAMP_FIRST_BYTES = 1 << 20
+_REWRITTEN = "starts with other bytes than it did (truncated and written again)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +98,7 @@ class _File:
     fd: int
     fp_len: int
     fp: str
+    head: bytes  # the first fp_len bytes (a copy being written is a prefix of them)
     pos: int  # bytes read from the file (the cutter may hold some back)
     line: int  # lines handed out
     boundary: int  # end of the last block handed out
@@ -108,15 +115,29 @@ class _File:
 
 @dataclass
 class _Truncated:
-    fp_len: int
-    fp: str
+    head: bytes  # the first bytes the file had before it was truncated
     pos: int
     line: int
     since: float
 
 
+def _digest(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()[:32]
+
+
 def _fingerprint(fd: int, length: int) -> str:
-    return hashlib.sha256(os.pread(fd, length, 0)).hexdigest()[:32]
+    return _digest(os.pread(fd, length, 0))
+
+
+def _count_lines(fd: int, end: int) -> int:
+    n = off = 0
+    while off < end:
+        chunk = os.pread(fd, min(1 << 20, end - off), off)
+        if not chunk:
+            break
+        n += chunk.count(b"\n")
+        off += len(chunk)
+    return n
 
 
 def _key(dev: int, ino: int) -> str:
@@ -155,6 +176,7 @@ class FileTailer:
         self._skipped: set[tuple[int, int]] = set()  # duplicates, binaries
         self._warned: dict[str, str] = {}  # path -> last notice kind (no repeats)
         self._empty_globs: set[str] = set()
+        self._scanned = False  # start_at: end applies to the files of the first scan only
         try:
             self._checkpoints = store.load()
         except CheckpointError as exc:
@@ -205,7 +227,7 @@ class FileTailer:
         by_ident = {(f.dev, f.ino): f for f in self.files.values()}
         for f in self.files.values():
             f.matched = False
-        new: list[tuple[str, int, os.stat_result]] = []
+        new: list[tuple[str, int]] = []
         for path, gi in self._matches().items():
             try:
                 st = os.stat(path)
@@ -222,11 +244,12 @@ class FileTailer:
                 continue
             if (st.st_dev, st.st_ino) in self._skipped:
                 continue
-            new.append((path, gi, st))
+            new.append((path, gi))
         for f in list(self.files.values()):
             self._check_truncation(f, now)
-        for path, gi, st in new:
-            self._open(path, gi, st, now)
+        for path, gi in new:
+            self._open(path, gi, now)
+        self._scanned = True
         self._expire(now)
 
     def _labels(self, group: int, path: str) -> dict[str, str]:
@@ -242,18 +265,23 @@ class FileTailer:
         if size >= f.pos:
             # Not shorter; but truncated and written again past the position between
             # two looks (a busy machine, a fast writer) shows in its first bytes.
-            try:
-                same = f.fp_len < _MIN_FP or _fingerprint(f.fd, f.fp_len) == f.fp
-            except OSError:
+            if self._same_head(f):
                 return
-            if same:
-                return
-            how = f"{f.path} starts with other bytes than it did (truncated and written again)"
+            self._truncate(f, now, f"{f.path} {_REWRITTEN}")
         else:
-            how = f"{f.path} shrank from {f.pos} to {size} bytes (truncated)"
-        # Truncated (copy and truncate). Remember what the old content was, for its
-        # copy, then start over.
-        self._truncated[f"{f.key}/{f.gen}"] = _Truncated(f.fp_len, f.fp, f.boundary, f.line, now)
+            self._truncate(f, now, f"{f.path} shrank from {f.pos} to {size} bytes (truncated)")
+
+    def _same_head(self, f: _File) -> bool:
+        """Whether ``f`` still starts with the bytes it did (True when it cannot tell)."""
+        try:
+            return f.fp_len < _MIN_FP or _fingerprint(f.fd, f.fp_len) == f.fp
+        except OSError:
+            return True
+
+    def _truncate(self, f: _File, now: float, how: str) -> None:
+        """``f`` was truncated (copy and truncate): remember what its old content was,
+        for its copy, then start over."""
+        self._truncated[f"{f.key}/{f.gen}"] = _Truncated(f.head, f.boundary, f.line, now)
         self._notice("truncated", f.path, f"{how}; reading it from its beginning")
         f.pos = f.boundary = 0
         f.line = 0
@@ -268,8 +296,8 @@ class FileTailer:
         self._record(f, offset=0, line=0, sent=(0, 0))
 
     def _refingerprint(self, f: _File) -> None:
-        f.fp_len = min(FP_BYTES, os.fstat(f.fd).st_size)
-        f.fp = _fingerprint(f.fd, f.fp_len)
+        f.head = os.pread(f.fd, min(FP_BYTES, os.fstat(f.fd).st_size), 0)
+        f.fp_len, f.fp = len(f.head), _digest(f.head)
 
     def _cutter(self) -> LineCutter:
         return LineCutter(self.tail.max_line_bytes, self.tail.partial_line_timeout, self.clock)
@@ -282,7 +310,7 @@ class FileTailer:
         ml = self.groups[group].multiline
         return None if ml is None else Combiner(rule_of(ml), self.clock)
 
-    def _open(self, path: str, gi: int, st: os.stat_result, now: float) -> None:
+    def _open(self, path: str, gi: int, now: float) -> None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except PermissionError as exc:
@@ -292,28 +320,47 @@ class FileTailer:
         except OSError as exc:
             self._notice("unreadable", path, f"cannot open {path}: {exc.strerror}", once=True)
             return
-        self._warned.pop(path, None)
-        fp_len = min(FP_BYTES, st.st_size)
         try:
-            fp = _fingerprint(fd, fp_len)
+            # The identity and size of the file the descriptor reads, not of the one
+            # the name meant at the scan's stat: a rotation in between swaps them.
+            st = os.fstat(fd)
+            ident = (st.st_dev, st.st_ino)
+            known = any((g.dev, g.ino) == ident for g in self.files.values())
+            # An empty file has nothing to read yet and may be a copy about to be
+            # written: it is looked at again once it has bytes.
+            if known or ident in self._skipped or not stat.S_ISREG(st.st_mode) or not st.st_size:
+                os.close(fd)
+                return
+            head = os.pread(fd, min(FP_BYTES, st.st_size), 0)
         except OSError as exc:
             os.close(fd)
             self._notice("unreadable", path, f"cannot read {path}: {exc.strerror}", once=True)
             return
-        key = _key(st.st_dev, st.st_ino)
-        f = _File(key, path, gi, st.st_dev, st.st_ino, fd, fp_len, fp, 0, 0, 0,
-                  self._cutter(), self._labels(gi, path), now,
+        self._warned.pop(path, None)
+        f = _File(_key(*ident), path, gi, st.st_dev, st.st_ino, fd, len(head), _digest(head),
+                  head, 0, 0, 0, self._cutter(), self._labels(gi, path), now,
                   combiner=self._combiner(gi), decoder=self._decoder(gi))  # fmt: skip
-        cp = self._resume_point(f, st.st_size)
+        try:
+            cp = self._resume_point(f, st.st_size)
+        except OSError as exc:
+            cp = None
+            self._notice("unreadable", path, f"cannot read {path}: {exc.strerror}", once=True)
         if cp is None:
+            os.close(fd)
             return  # a copy waiting for its original, or a duplicate: not read now
+        self._copies.pop(ident, None)
         f.pos = f.boundary = cp[0]
         f.line = cp[1]
-        self.files[key] = f
+        self.files[f.key] = f
         self._record(f, offset=cp[0], line=cp[1], sent=(cp[0], cp[1]))
 
+    def _waited(self, f: _File) -> bool:
+        """Whether a file held back as a possible copy has waited ``close_inactive``."""
+        first = self._copies.setdefault((f.dev, f.ino), self.clock())
+        return self.clock() - first > self.tail.close_inactive
+
     def _resume_point(self, f: _File, size: int) -> tuple[int, int] | None:
-        ident = (f.dev, f.ino)
+        """Where to start reading a file met for the first time; None: not now."""
         # 1. A checkpoint of this very file (same inode, same first bytes).
         cp = self._checkpoints.get(f.key)
         if cp is not None and cp.fp_len <= size and _fingerprint(f.fd, cp.fp_len) == cp.fp:
@@ -328,39 +375,51 @@ class FileTailer:
                 )
                 return 0, 0
             return cp.offset, cp.line
-        # 2. The copy of a file that was truncated (copy and truncate rotation).
+        # 2. The copy of a file that was truncated (copy and truncate rotation): it goes
+        # on where the original was. Shorter than that, or only a prefix of the
+        # original's first bytes, it is still being written: it waits for a while.
         for tkey, t in list(self._truncated.items()):
-            if t.fp_len >= _MIN_FP and t.fp_len <= size and _fingerprint(f.fd, t.fp_len) == t.fp:
-                del self._truncated[tkey]
-                self._copies.pop(ident, None)
-                if t.pos > size:
-                    return 0, 0
-                return t.pos, t.line
-        # 3. The copy of a live file whose truncation has not happened (yet).
+            if len(t.head) < _MIN_FP or not t.head.startswith(f.head[: len(t.head)]):
+                continue
+            if len(f.head) < len(t.head) or t.pos > size:
+                if not self._waited(f):
+                    return None
+                if len(f.head) < len(t.head):
+                    break  # stayed a prefix: a file of its own after all
+            del self._truncated[tkey]
+            if t.pos > size:  # a copy of less than was read: only what comes after
+                return size, _count_lines(f.fd, size)
+            return t.pos, t.line
+        # 3. The copy of a live file whose truncation has not happened (yet): it waits
+        # for that, and is skipped as a duplicate if it never comes.
         for other in self.files.values():
-            if (
-                other.fp_len >= _MIN_FP
-                and other.fp_len <= size
-                and _fingerprint(f.fd, other.fp_len) == other.fp
-            ):
-                first = self._copies.setdefault(ident, self.clock())
-                os.close(f.fd)
-                if self.clock() - first > self.tail.close_inactive:
-                    self._copies.pop(ident, None)
-                    self._skipped.add(ident)
-                    self._notice(
-                        "duplicate",
-                        f.path,
-                        f"{f.path} holds the same data as {other.path} and is skipped",
-                    )
+            if other.fp_len < _MIN_FP or not other.head.startswith(f.head[: other.fp_len]):
+                continue
+            if len(f.head) < other.fp_len:
+                # A prefix of its first bytes: maybe a copy that is being written.
+                if self._waited(f):
+                    break
                 return None
-        self._copies.pop(ident, None)
-        if self.groups[f.group].start_at == "end":
+            if self._waited(f):
+                self._copies.pop((f.dev, f.ino), None)
+                self._skipped.add((f.dev, f.ino))
+                self._notice(
+                    "duplicate",
+                    f.path,
+                    f"{f.path} holds the same data as {other.path} and is skipped",
+                )
+            return None
+        if self.groups[f.group].start_at == "end" and not self._scanned:
+            # Only the files there at the start; a file that comes later is all new.
             return size, 0
         return 0, 0
 
     def _expire(self, now: float) -> None:
-        """Release files renamed away or deleted, once read to their end and idle."""
+        """Release files renamed away or deleted, once read to their end and idle;
+        forget truncated content whose copy did not turn up."""
+        for tkey, t in list(self._truncated.items()):
+            if now - t.since > self.tail.close_inactive:
+                del self._truncated[tkey]
         for f in list(self.files.values()):
             if f.matched:
                 continue
@@ -428,6 +487,11 @@ class FileTailer:
                     self._skipped.add((f.dev, f.ino))
                     self._release(f)
                     return None
+            if not self._same_head(f):
+                # Truncated and written again past the position since the last look:
+                # these bytes are the new content, not the rest of the old one.
+                self._truncate(f, now, f"{f.path} {_REWRITTEN}")
+                return None
             f.pos += len(data)
             f.last_data = now
             # A full read: more is probably waiting, so the next one may take twice as

@@ -178,7 +178,14 @@ def test_rotation_by_rename_and_copy_truncate_while_writing_delivers_each_line_o
     got = seqs_in(kafka, topic, n, timeout=180)
     missing = sorted(set(range(n)) - set(got))
     twice = {k: v for k, v in got.items() if v > 1}
-    assert not missing, f"{len(missing)} lines missing, e.g. {missing[:5]}"
+    if missing:
+        # Say where they went: the DLQ, counted failures, or nowhere (a loss).
+        dlq = s.dlq_count()
+        s.close()
+        pytest.fail(
+            f"{len(missing)} lines missing ({missing[0]}-{missing[-1]}); the DLQ holds "
+            f"{dlq}; the file source's lines: {s.source_stats}, counts: {s.source_counts}"
+        )
     assert not twice, f"{len(twice)} lines more than once, e.g. {list(twice)[:5]}"
     first = consume_all(kafka.client_config(), topic, expected=1, timeout=30)[0]
     labels = json.loads(first.value())["labels"]

@@ -310,6 +310,111 @@ def test_a_truncation_refilled_past_the_position_before_a_look_is_still_seen(
     assert "truncated" in [n.kind for n in t.take_notices()]
 
 
+def test_a_rotation_between_the_scans_stat_and_its_open_reads_both_files_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seen in a fresh-clone run under load: the scan stat'ed app.log (the old inode),
+    # the writer renamed it and made a new app.log, then the scan opened the name. The
+    # file was keyed by the old inode and read the new one, so the old one, found
+    # under its new name, passed for known: 999 lines never left.
+    t = tailer(tmp_path, pattern="app.log*")
+    assert drain(t) == []
+    log = tmp_path / "app.log"
+    old = [f"old {i:04d}" for i in range(300)]
+    write(log, *old)
+    real_open = os.open
+
+    def rotate_then_open(path: Any, *args: Any) -> int:
+        if str(path) == str(log) and not (tmp_path / "app.log.1").exists():
+            log.rename(tmp_path / "app.log.1")
+            write(log, "new 0000")
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", rotate_then_open)
+    got = lines_of(drain(t))
+    monkeypatch.undo()
+    write(log, "new 0001")
+    got += lines_of(drain(t))
+    want = [*old, "new 0000", "new 0001"]
+    assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
+    keys = {f.key for f in t.files.values()}
+    assert keys == {
+        f"{os.stat(p).st_dev}:{os.stat(p).st_ino}" for p in (log, tmp_path / "app.log.1")
+    }
+
+
+def test_a_copy_still_being_written_waits_and_goes_on_where_the_original_was(
+    tmp_path: Path,
+) -> None:
+    # copytruncate copies in chunks: a scan may meet the copy empty, as a prefix of
+    # the original's first bytes, or shorter than what was read. Read from 0 then, it
+    # would ship the whole original again.
+    clock = Clock()
+    t = tailer(tmp_path, clock=clock, pattern="app.log*")
+    log = tmp_path / "app.log"
+    old = [f"line {i:04d} of the first generation, long enough" for i in range(100)]
+    write(log, *old)
+    got = lines_of(drain(t))
+    data = log.read_bytes()
+    copy = tmp_path / "app.log.1"
+    for part in (b"", data[:100], data[:3000]):  # empty, a prefix, shorter than read
+        copy.write_bytes(part)
+        if part == data[:3000]:  # the original truncated meanwhile
+            with log.open("r+b") as fh:
+                fh.truncate(0)
+            write(log, "after the truncation")
+        got += lines_of(drain(t))
+        clock.t += 1
+    copy.write_bytes(data)  # the copy is complete
+    write(copy, "appended to the copy")
+    got += lines_of(drain(t))
+    want = [*old, "after the truncation", "appended to the copy"]
+    assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
+
+
+def test_a_prefix_of_another_file_that_stays_one_is_read_after_a_while(tmp_path: Path) -> None:
+    clock = Clock()
+    t = tailer(tmp_path, clock=clock)
+    write(tmp_path / "a.log", *[f"a shared header line, long enough {i}" for i in range(10)])
+    drain(t)
+    write(tmp_path / "b.log", "a shared header line, long enough 0")  # a.log's first line
+    assert drain(t) == []  # maybe a copy being written: it waits
+    clock.t += 61  # close_inactive
+    assert lines_of(drain(t)) == [b"a shared header line, long enough 0"]
+
+
+def test_start_at_end_applies_to_the_files_there_at_the_start_only(tmp_path: Path) -> None:
+    write(tmp_path / "a.log", "old")
+    t = tailer(tmp_path, start_at="end")
+    assert drain(t) == []
+    write(tmp_path / "b.log", "written after the start")  # e.g. a rotation's new file
+    assert lines_of(drain(t)) == [b"written after the start"]
+
+
+def test_a_read_after_a_truncation_refilled_past_the_position_takes_no_new_bytes_as_old(
+    tmp_path: Path,
+) -> None:
+    # Reads go on between scans: one that meets a file truncated and written again
+    # past its position would ship the new content's tail as the old content's rest
+    # (and the copy would then resume after it). The file's first bytes tell.
+    t = tailer(tmp_path, pattern="app.log*")
+    log = tmp_path / "app.log"
+    old = [f"old line {i:04d}, long enough to matter" for i in range(40)]
+    write(log, *old)
+    got = lines_of(drain(t))
+    write(log, "old, not read before the copy")
+    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
+    with log.open("r+b") as fh:
+        fh.truncate(0)
+    new = [f"new line {i:04d}, long enough to matter too" for i in range(60)]
+    write(log, *new)
+    assert t.read(1 << 20) == []  # no scan: the read itself sees it
+    assert "truncated" in [n.kind for n in t.take_notices()]
+    got += lines_of(drain(t))
+    want = [*old, "old, not read before the copy", *new]
+    assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
+
+
 def test_a_restart_resumes_at_the_acknowledged_position_and_counts_resends(
     tmp_path: Path,
 ) -> None:
