@@ -26,6 +26,7 @@ from shipper.batching.topic import (
 )
 from shipper.breaker import BreakerState
 from shipper.errors import brief
+from shipper.headers import Headers
 from shipper.kafka.client import SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import Reason, SegmentOutcome
@@ -99,6 +100,7 @@ class BatcherActor:
         levels: list[str] | None,
         submitted_at: float,
         order: Order | None = None,
+        headers: list[Headers] | None = None,
     ) -> SegmentOutcome:
         await self._start()
         turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
@@ -109,19 +111,26 @@ class BatcherActor:
             if pressure == Pressure.CRITICAL:
                 await self._relief()
             if self.core.oversized(len(values)):
-                await self._offer_pieces(ticket, values, keys, levels)
+                await self._offer_pieces(ticket, values, keys, levels, headers)
             elif self.core.must_shed(len(values)):
                 resolved = await resolve(values)
-                values, keys, levels, shed = self.core.shed(ticket, resolved, keys, levels)
+                values, keys, levels, headers, shed = self.core.shed(
+                    ticket, resolved, keys, levels, headers
+                )
                 await self._dead_letter(shed)
-                await self._offer(ticket, values, keys, levels)
+                await self._offer(ticket, values, keys, levels, headers)
             else:
-                await self._offer(ticket, values, keys, levels)
+                await self._offer(ticket, values, keys, levels, headers)
         self._complete()
         return await fut
 
     async def _offer_pieces(
-        self, ticket: int, values: Any, keys: list[bytes | None] | None, levels: list[str] | None
+        self,
+        ticket: int,
+        values: Any,
+        keys: list[bytes | None] | None,
+        levels: list[str] | None,
+        headers: list[Headers] | None = None,
     ) -> None:
         """A call larger than the in-flight budget, in pieces that each wait until the
         queue can take them below its emergency band: its sender waits, and nothing of
@@ -148,11 +157,17 @@ class BatcherActor:
                     piece,
                     keys[i : i + size] if keys is not None else None,
                     levels[i : i + size] if levels is not None else None,
+                    headers[i : i + size] if headers is not None else None,
                 )
             if wake:
                 self._wakeup.set()
 
-    async def replay(self, values: Any, keys: list[bytes | None] | None) -> SegmentOutcome:
+    async def replay(
+        self,
+        values: Any,
+        keys: list[bytes | None] | None,
+        headers: list[Headers] | None = None,
+    ) -> SegmentOutcome:
         """Re-send DLQ records: same queue and breaker, but failures come back to the
         caller (the DLQ actor) instead of being dead-lettered again."""
         await self._start()
@@ -166,10 +181,11 @@ class BatcherActor:
                 keys,
                 Reason.CIRCUIT_OPEN,
                 self.core.open_text(self.broker_set),
+                headers,
             )
             self.core.answer(ticket, result)
         else:
-            await self._offer(ticket, values, keys, None)
+            await self._offer(ticket, values, keys, None, headers)
         self._complete()
         return await fut
 
@@ -188,7 +204,12 @@ class BatcherActor:
                 )
 
     async def _offer(
-        self, ticket: int, values: Any, keys: list[bytes | None] | None, levels: list[str] | None
+        self,
+        ticket: int,
+        values: Any,
+        keys: list[bytes | None] | None,
+        levels: list[str] | None,
+        headers: list[Headers] | None = None,
     ) -> None:
         assert self._room is not None and self._wakeup is not None
         n = len(values)
@@ -196,7 +217,7 @@ class BatcherActor:
             return
         async with self._room:
             await self._room.wait_for(lambda: self.core.has_room(n))
-        if self.core.offer(ticket, values, keys, levels):
+        if self.core.offer(ticket, values, keys, levels, headers):
             self._wakeup.set()
 
     def _complete(self) -> None:
@@ -348,14 +369,14 @@ class BatcherActor:
 
 async def _failed_parts(topic: str, chunk: Chunk, reason: Reason, error: str) -> list[SendResult]:
     out = []
-    for values, keys, _p in chunk.parts:
+    for values, keys, _p, headers in chunk.parts:
         try:
             vals = await resolve(values)
         except Exception as exc:
             # The payload's owner is gone (see actors.payload): nothing left to re-send.
             out.append(lost_payload(topic, len(values), keys, exc))
             continue
-        out.append(failed_result(topic, vals, keys, reason, error))
+        out.append(failed_result(topic, vals, keys, reason, error, headers))
     return out
 
 

@@ -52,7 +52,7 @@ def failure_to_record(f: EntryFailure, now: float) -> DlqRecord:
         value=f.value if f.value is not None else b"",
         topic=f.topic or "",
         key=f.key,
-        headers=[],
+        headers=list(f.headers) if f.headers else [],
         reason=reason,
         error=f.error,
         attempts=0,
@@ -123,19 +123,23 @@ class DlqActor:
     # ------------------------------------------------------------------ replay
 
     async def _resend(
-        self, topic: str, values: list[bytes], keys: list[bytes | None]
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: list[list[tuple[str, bytes]]] | None = None,
     ) -> Sequence[Failure]:
         from shipper.packed import Packed
 
         try:
             batcher = await self.wiring.open_batcher(topic)
-            out = await batcher.replay.remote(to_store(Packed.of(values)), keys)
+            out = await batcher.replay.remote(to_store(Packed.of(values)), keys, headers)
         except Exception:
             # Its Batcher is gone (its node is leaving, or it is being made anew): the
             # next pass looks the topic's Batcher up again, or has one made.
             self.wiring.forget(self.wiring.batcher_name(topic))
             raise
-        return [Failure(f.value, f.key, Reason(f.reason), f.error) for f in out.failures]
+        return [Failure(f.value, f.key, Reason(f.reason), f.error, f.headers) for f in out.failures]
 
     def _ensure_loop(self) -> None:
         if self._closed:

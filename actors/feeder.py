@@ -81,7 +81,7 @@ class Feeder:
                     values = store(seg.values)
                 refs.append(
                     batchers[t].enqueue.remote(
-                        values, seg.keys, seg.levels, submitted_at, self.next_order(t)
+                        values, seg.keys, seg.levels, submitted_at, self.next_order(t), seg.headers
                     )
                 )
         return refs
@@ -114,6 +114,7 @@ class Feeder:
                     topic=topic,
                     value=value,
                     key=seg.keys[i] if seg.keys else None,
+                    headers=seg.headers[i] if seg.headers else None,
                 )
                 for i, value in enumerate(seg.values)
             ]
@@ -144,7 +145,7 @@ class Feeder:
                 note = f" (not dead-lettered: {brief(exc)})"
                 result.dlq_refused += len(rejected)
         result.failures.extend(
-            EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line, dropped=why)
+            EntryFailure(f.reason, f.error + note, f.topic, f.value, f.key, f.line, why, f.headers)
             for f in rejected
         )
         rec.add("log_capturer_kafka_dropped_total", len(rejected), {"reason": str(why)})

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from shipper.fleet import node_path
+from shipper.headers import file_entry_ids
 from shipper.intake import Intake
 from shipper.outcomes import SubmissionResult
 from shipper.sources.checkpoints import open_checkpoints
@@ -57,6 +58,7 @@ class FileSourceActor:
         ]
         tailer = FileTailer(groups, store, cfg.sources.tail)
         self.intake = Intake(wiring.sink)
+        self._ids = wiring.sink.entry_id_header is not None  # stable ids per file line
         self.feeder = Feeder(wiring, self.metrics.recorder, "source")
         self.follower = FileFollower(
             tailer,
@@ -83,7 +85,8 @@ class FileSourceActor:
 
     async def _send(self, b: Block) -> SubmissionResult:
         now = time.time()
-        prep = self.intake.prepare_lines(b.data, b.first_line, b.labels)
+        ids = file_entry_ids(b.key, b.start, b.data, b.sizes) if self._ids else None
+        prep = self.intake.prepare_lines(b.data, b.first_line, b.labels, ids)
         refs = await self.feeder.hand_over(prep, now)
         return await self.feeder.collect(prep, refs, now)
 

@@ -56,6 +56,7 @@ class Remote(Protocol, Generic[P, T]):
 
 Values = Any  # a list of bytes, a shipper.packed.Packed, or a Stored handle
 Keys = list[bytes | None] | None
+HeaderLists = list[list[tuple[str, bytes]]] | None  # each message's Kafka headers
 
 
 class StopHandle(Protocol):
@@ -79,8 +80,10 @@ class RouterHandle(StopHandle, Protocol):
 
 
 class BatcherHandle(StopHandle, Protocol):
-    enqueue: Remote[[Values, Keys, list[str] | None, float, Order | None], SegmentOutcome]
-    replay: Remote[[Values, Keys], SegmentOutcome]
+    enqueue: Remote[
+        [Values, Keys, list[str] | None, float, Order | None, HeaderLists], SegmentOutcome
+    ]
+    replay: Remote[[Values, Keys, HeaderLists], SegmentOutcome]
     flush: Remote[[Order | None], int]
     set_breaker_state: Remote[[int], None]
     stats: Remote[[], dict[str, Any]]

@@ -81,9 +81,9 @@ class ProducerActor:
             # Read every stored payload first (concurrently), then produce in order. A
             # payload that cannot be read (its owner is gone) fails its own part only.
             payloads = await asyncio.gather(
-                *(resolve(v) for v, _k, _p in parts), return_exceptions=True
+                *(resolve(part[0]) for part in parts), return_exceptions=True
             )
-            for payload, (raw, keys, partitions) in zip(payloads, parts, strict=True):
+            for payload, (raw, keys, partitions, headers) in zip(payloads, parts, strict=True):
                 fut: asyncio.Future[SendResult] = loop.create_future()
                 futures.append(fut)
                 if isinstance(payload, BaseException):
@@ -93,7 +93,7 @@ class ProducerActor:
                 def done(r: SendResult, fut: asyncio.Future[SendResult] = fut) -> None:
                     loop.call_soon_threadsafe(fut.set_result, r)
 
-                self._client.send(topic, as_list(payload), keys, partitions, done, probe)
+                self._client.send(topic, as_list(payload), keys, partitions, done, probe, headers)
         results = list(await asyncio.gather(*futures))
         for r in results:
             self._produced += r.delivered

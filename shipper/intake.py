@@ -33,6 +33,7 @@ from shipper.entries import (
     from_objects,
 )
 from shipper.errors import EntryError, MessageTooLargeError
+from shipper.headers import HeaderMaker, Headers
 from shipper.outcomes import EntryFailure
 from shipper.packed import Packed
 from shipper.partitioning import make_partitioner
@@ -48,6 +49,7 @@ class TopicSegment:
     values: Sequence[bytes] = field(default_factory=list)  # a Packed on the way out
     keys: list[bytes | None] | None = None
     levels: list[str] = field(default_factory=list)
+    headers: list[Headers] | None = None  # per entry, when the sink sets any
 
     def __len__(self) -> int:
         return len(self.values)
@@ -86,6 +88,7 @@ class Intake:
             max_topics=sink.max_topics,
         )
         self.max_bytes = sink.max_message_bytes
+        self.headers = HeaderMaker.of(sink)
         part = sink.partitioning
         # Keys are extracted here, next to the decoded entry; partitions are assigned
         # by the Batcher, which knows the topic's partition count.
@@ -114,12 +117,16 @@ class Intake:
         lines: bytes | Iterable[bytes | str],
         first_line: int = 1,
         labels: Mapping[str, str] | None = None,
+        ids: Sequence[bytes] | None = None,
     ) -> Prepared:
         """Decode, validate, route and encode input lines. ``labels`` (from a source,
         e.g. a file's path) are added to every entry; an entry's own label of the
-        same name wins."""
+        same name wins. ``ids``: the entry id of each input line (a file source's,
+        see :mod:`shipper.headers`), used when the sink sets ``entry_id_header``."""
+        if not self.headers.id_header:
+            ids = None
         if isinstance(lines, bytes | bytearray):
-            fast = self._canonical_lines(bytes(lines), first_line, labels or None)
+            fast = self._canonical_lines(bytes(lines), first_line, labels or None, ids)
             if fast is not None:
                 return fast
             lines = bytes(lines).split(b"\n")
@@ -148,13 +155,24 @@ class Intake:
                         return ln
             return None
 
+        entry_ids = None
+        if ids is not None and len(ids) == len(lines):
+            # decode_lines skips blank lines and turns the bad ones into errors.
+            bad = {e.line for e in errors}
+            entry_ids = [
+                ids[i] for i, item in enumerate(lines) if item.strip() and first_line + i not in bad
+            ]
         if labels:
             for e in entries:
                 e.labels = {**labels, **e.labels}
-        return self._prepare(entries, errors, raw, entry_line)
+        return self._prepare(entries, errors, raw, entry_line, entry_ids, labels)
 
     def _canonical_lines(
-        self, blob: bytes, first_line: int = 1, labels: Mapping[str, str] | None = None
+        self,
+        blob: bytes,
+        first_line: int = 1,
+        labels: Mapping[str, str] | None = None,
+        ids: Sequence[bytes] | None = None,
     ) -> Prepared | None:
         """The fast path for a blob whose every line is already a canonical entry.
 
@@ -211,6 +229,7 @@ class Intake:
         lines: list[bytes] | None = None
         routed, bad = self.router.route_with_errors(entries)
         segments: dict[str, TopicSegment] = {}
+        hm = self.headers
         for topic, idx in routed.items():
             if len(idx) == n:
                 group = entries
@@ -222,10 +241,21 @@ class Intake:
                 group = [entries[i] for i in idx]
                 values = Packed.of([lines[i] for i in idx])
                 lvls = [levels[i] for i in idx]
+            headers = None
+            if hm.enabled:
+                if lines is None:
+                    lines = body.split(b"\n")
+                headers = hm.make(
+                    [e.labels for e in group],
+                    [lines[i] for i in idx],
+                    [ids[i] for i in idx] if ids is not None and len(ids) == n else None,
+                    source,
+                )
             segments[topic] = TopicSegment(
                 values=values,
                 keys=self._canonical_keys(group) if self.key_field else None,
                 levels=lvls,
+                headers=headers,
             )
         rejected: list[EntryFailure] = []
         if bad:
@@ -331,11 +361,14 @@ class Intake:
         errors: list[EntryError],
         raw: Callable[[EntryError], bytes | None],
         entry_line: Callable[[int], int | None] | None = None,
+        ids: Sequence[bytes] | None = None,
+        source: Mapping[str, str] | None = None,
     ) -> Prepared:
         rejected = [_failure(e, raw(e)) for e in errors]
         segments: dict[str, TopicSegment] = {}
         routed, unroutable = self.router.route_with_errors(entries)
         limit = self.max_bytes
+        hm = self.headers
         for topic, idx in routed.items():
             group = entries if len(idx) == len(entries) else [entries[i] for i in idx]
             values = encode_entries(group)
@@ -350,12 +383,19 @@ class Intake:
                 )
                 group = [group[i] for i in kept]
                 values = [values[i] for i in kept]
+                idx = [idx[i] for i in kept]
             if not values:
                 continue
+            headers = None
+            if hm.enabled:
+                own = [e.labels for e in group]
+                ids_here = [ids[i] for i in idx] if ids is not None else None
+                headers = hm.make(own, values, ids_here, source)
             segments[topic] = TopicSegment(
                 values=Packed.of(values),
                 keys=self.keyer.keys_for(group) if self.keyer is not None else None,
                 levels=[e.level for e in group],
+                headers=headers,
             )
         # An invalid routing label: the entry, encoded, goes to the DLQ.
         for i, e in unroutable:

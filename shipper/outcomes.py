@@ -94,6 +94,8 @@ class EntryFailure:
     key: bytes | None = None
     line: int | None = None
     dropped: DropReason | None = None
+    #: the message's Kafka headers, when the sink sets any (the DLQ keeps them)
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass(slots=True)

@@ -23,12 +23,20 @@ def failed_result(
     keys: Sequence[bytes | None] | None,
     reason: Reason,
     error: str,
+    headers: Sequence[list[tuple[str, bytes]]] | None = None,
 ) -> SendResult:
     """A result in which every value failed with ``reason`` (nothing was produced)."""
     now = time.time()
     r = SendResult(topic=topic, sent=len(values), started=now, finished=now)
     r.failures = [
-        Failure(v, keys[i] if keys else None, reason, error) for i, v in enumerate(values)
+        Failure(
+            v,
+            keys[i] if keys else None,
+            reason,
+            error,
+            headers[i] if headers is not None else None,
+        )
+        for i, v in enumerate(values)
     ]
     return r
 
@@ -53,6 +61,7 @@ def probe_failed(results: list[SendResult]) -> list[SendResult]:
                         f.key,
                         Reason.CIRCUIT_OPEN,
                         f"the breaker's probe failed: {f.error}",
+                        f.headers,
                     )
                     if f.reason.retried and f.reason.from_broker
                     else f

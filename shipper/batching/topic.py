@@ -41,6 +41,7 @@ from shipper.batching.backpressure import BackpressurePolicy, Pressure, RateLimi
 from shipper.batching.results import failed_result, probe_failed
 from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
+from shipper.headers import Headers
 from shipper.kafka.client import SendResult
 from shipper.outcomes import DropReason, EntryFailure, Reason, SegmentOutcome
 from shipper.packed import Packed
@@ -53,8 +54,8 @@ log = logging.getLogger("shipper.batcher")
 
 #: One piece of a chunk as the Producer takes it: values (a list, a ``Packed`` or a
 #: handle the actor resolves), keys or None, explicit partitions or None (librdkafka's
-#: murmur2 partitioner places keyed messages).
-Part = tuple[Any, list[bytes | None] | None, list[int] | None]
+#: murmur2 partitioner places keyed messages), each message's headers or None.
+Part = tuple[Any, list[bytes | None] | None, list[int] | None, list[Headers] | None]
 
 # Partition counts are re-read from broker metadata this often, so a topic that
 # grows partitions gets them used.
@@ -304,14 +305,21 @@ class TopicBatcher:
         values: Sequence[bytes],
         keys: list[bytes | None] | None,
         levels: list[str] | None,
-    ) -> tuple[Sequence[bytes], list[bytes | None] | None, list[str] | None, DeadLetters]:
+        headers: list[Headers] | None = None,
+    ) -> tuple[
+        Sequence[bytes],
+        list[bytes | None] | None,
+        list[str] | None,
+        list[Headers] | None,
+        DeadLetters,
+    ]:
         """Split ``values`` (already resolved) into what the queue admits and what is
         shed to the DLQ, lowest levels first; error and above are never shed."""
         adm = self.policy.admit(
             levels or ["info"] * len(values), self.acc.queued, self.acc.capacity
         )
         if not adm.shed:
-            return values, keys, levels, DeadLetters()
+            return values, keys, levels, headers, DeadLetters()
         text = (
             f"queue for topic {self.topic} past queue_emergency_threshold "
             f"({self.acc.utilization:.0%} of {self.acc.capacity}); entry sent to the DLQ"
@@ -324,6 +332,7 @@ class TopicBatcher:
                     self.topic,
                     values[i],
                     keys[i] if keys else None,
+                    headers=headers[i] if headers is not None else None,
                 )
                 for i in adm.shed
             ],
@@ -335,6 +344,7 @@ class TopicBatcher:
             Packed.of([values[i] for i in keep]),
             [keys[i] for i in keep] if keys is not None else None,
             [levels[i] for i in keep] if levels is not None else None,
+            [headers[i] for i in keep] if headers is not None else None,
             self._route(letters),
         )
 
@@ -347,6 +357,7 @@ class TopicBatcher:
         values: Any,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
+        headers: list[Headers] | None = None,
     ) -> bool:
         """Queue ``values`` for ``ticket``; True when the flush loop should wake (a full
         batch, or the first waiting segment, from which ``batch_timeout`` counts)."""
@@ -355,7 +366,9 @@ class TopicBatcher:
             return False
         t = self._tickets[ticket]
         first = not self.acc.pending
-        self.acc.offer(Segment(values, keys, levels, t.submitted_at, ident=ticket, replay=t.replay))
+        seg = Segment(values, keys, levels, t.submitted_at, ident=ticket, replay=t.replay)
+        seg.headers = headers
+        self.acc.offer(seg)
         self.counts["entries"] += n
         # A replay from the DLQ is a batch already: the reprocessor paced it and waits
         # for it, so it goes out at once instead of waiting out batch_timeout.
@@ -403,7 +416,7 @@ class TopicBatcher:
                 # holds, so a key's partition never depends on its neighbours.
                 assert isinstance(self.partitioner, HashPartitioner)
                 partitions = self.partitioner.assign_keyless(keys, len(values), self.partitions)
-        return (values, keys, partitions)
+        return (values, keys, partitions, seg.headers)
 
     def gate(self) -> Gate:
         if self.parked:
@@ -529,7 +542,10 @@ class TopicBatcher:
                 rec.add("log_capturer_logs_sent_total", len(r.failures), _ERROR)
         out.latency = max(out.latency, r.finished - t.submitted_at)
         t.remaining -= r.delivered
-        failures = [EntryFailure(f.reason, f.error, self.topic, f.value, f.key) for f in r.failures]
+        failures = [
+            EntryFailure(f.reason, f.error, self.topic, f.value, f.key, headers=f.headers)
+            for f in r.failures
+        ]
         if t.replay:
             out.failures.extend(failures)
             self.counts["failed"] += len(failures)

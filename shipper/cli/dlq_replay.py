@@ -105,7 +105,12 @@ def client_resend(client: ProducerClient, wait: float) -> Resend:
     the wait for one topic's delivery reports; past it, every record of the call
     counts as a timeout (it may still reach Kafka, so it stays in the DLQ)."""
 
-    async def resend(topic: str, values: list[bytes], keys: list[bytes | None]) -> list[Failure]:
+    async def resend(
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: list[list[tuple[str, bytes]]] | None = None,
+    ) -> list[Failure]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[SendResult] = loop.create_future()
 
@@ -116,7 +121,7 @@ def client_resend(client: ProducerClient, wait: float) -> Resend:
         def done(result: SendResult) -> None:
             loop.call_soon_threadsafe(settle, result)
 
-        client.send(topic, values, keys, None, done)
+        client.send(topic, values, keys, None, done, headers=headers)
         try:
             result = await asyncio.wait_for(asyncio.shield(fut), wait)
         except TimeoutError:
@@ -124,7 +129,11 @@ def client_resend(client: ProducerClient, wait: float) -> Resend:
                 f"no delivery report within {format_duration(wait)}; kept in the DLQ "
                 "(the records may still reach Kafka)"
             )
-            return [Failure(v, k, Reason.TIMEOUT, error) for v, k in zip(values, keys, strict=True)]
+            hs = headers if headers is not None else [None] * len(values)
+            return [
+                Failure(v, k, Reason.TIMEOUT, error, h)
+                for v, k, h in zip(values, keys, hs, strict=True)
+            ]
         return result.failures
 
     return resend
@@ -189,11 +198,6 @@ def _print_summary(s: ReplaySummary, out: TextIO) -> None:
         print(
             f"stopped early: nothing of the last step was delivered; {s.not_tried} "
             "records were not tried and are unchanged (--keep-going tries them all)",
-            file=out,
-        )
-    if s.with_headers:
-        print(
-            f"note: {s.with_headers} records had headers, which replay does not send",
             file=out,
         )
 

@@ -41,6 +41,7 @@ from shipper.config.types import (
     Broker,
     Compression,
     Duration,
+    HeaderName,
     Mechanism,
     NonEmptyStr,
     PositiveDuration,
@@ -412,6 +413,22 @@ class KafkaSinkConfig(BaseModel):
         default_factory=lambda: CircuitBreakerConfig(),
         description="Circuit breaker per broker set.",
     )
+    headers: dict[HeaderName, str] = Field(
+        default_factory=dict,
+        description="Kafka headers put on every message, as name: value.",
+    )
+    headers_from_labels: list[HeaderName] = Field(
+        default_factory=list,
+        description="Labels whose values go on each message as headers of the same name "
+        "(an entry without the label gets no such header).",
+    )
+    entry_id_header: HeaderName | None = Field(
+        default=None,
+        description="Name of a header that holds a stable id of the entry, the same "
+        "each time the same entry is sent again, so consumers can drop the duplicates "
+        "that at-least-once delivery makes: for a file line its file, position and "
+        "bytes; else the entry's label of this name, or a hash of the entry.",
+    )
 
     @model_validator(mode="after")
     def _cross_fields(self) -> KafkaSinkConfig:
@@ -423,7 +440,28 @@ class KafkaSinkConfig(BaseModel):
                 "topic is a template: set topic_default, the topic of entries it cannot "
                 "name (a placeholder without a value, an illegal name, past max_topics)"
             )
+        names = [*self.headers, *self.headers_from_labels]
+        if self.entry_id_header is not None:
+            names.append(self.entry_id_header)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            where = "entry_id_header" if self.entry_id_header in twice else "headers_from_labels"
+            rules(
+                [
+                    (
+                        where,
+                        f"header {', '.join(twice)} is named more than once among headers, "
+                        "headers_from_labels and entry_id_header; a message would carry "
+                        "it twice",
+                    )
+                ]
+            )
         return self
+
+    @property
+    def wants_headers(self) -> bool:
+        """Whether messages carry headers (each is then produced on its own)."""
+        return bool(self.headers or self.headers_from_labels or self.entry_id_header)
 
     @property
     def first_topic(self) -> str:

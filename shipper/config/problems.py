@@ -37,6 +37,8 @@ def describe_path(loc: Loc) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif part == "[key]":
+            continue  # the mapping key itself is wrong (its name is the last part)
         else:
             out += f".{part}" if out else str(part)
     return out or "config"
@@ -182,6 +184,8 @@ def _describe(err: Any, loc: Loc, prep: Prepared) -> list[str]:
         return [f"{where}: needs at least {n} item{'s' if n != 1 else ''}"]
     if kind == "string_too_short":
         return [f"{where}: must not be empty"]
+    if kind == "header_name":
+        return [f"{where}: {err['msg']}"]  # (the message names the value)
     if kind in ("duration", "duration_range", "broker", "topic"):
         return [f"{where}: {err['msg']}{_shown(loc, value, prep)}"]
     # Anything else: pydantic's own words (they never contain the input).

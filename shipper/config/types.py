@@ -123,7 +123,22 @@ def _check_topic_or_template(value: str) -> str:
     return value
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,254}")
+
+
+def _check_header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise PydanticCustomError(
+            "header_name",
+            "'{value}' is not a usable header name: use 1-255 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            {"value": value},
+        )
+    return value
+
+
 Broker: TypeAlias = Annotated[str, AfterValidator(_check_broker)]
+HeaderName: TypeAlias = Annotated[str, AfterValidator(_check_header_name)]
 Topic: TypeAlias = Annotated[str, AfterValidator(_check_topic)]
 TopicOrTemplate: TypeAlias = Annotated[str, AfterValidator(_check_topic_or_template)]
 NonEmptyStr: TypeAlias = Annotated[str, Field(min_length=1)]

@@ -62,8 +62,12 @@ NO_TOPIC = "the record has no topic, so it cannot be replayed"
 # Outcomes that say nobody tried Kafka: an open breaker, a pipeline that is stopping.
 _NOT_TRIED = frozenset({Reason.CIRCUIT_OPEN, Reason.SHUTDOWN})
 
-#: Re-sends ``values`` (with ``keys``) to ``topic``; returns the ones that failed.
-Resend = Callable[[str, list[bytes], list[bytes | None]], Awaitable[Sequence[Failure]]]
+#: Re-sends ``values`` (with ``keys`` and, when any record has them, each one's
+#: headers) to ``topic``; returns the ones that failed.
+Resend = Callable[
+    [str, list[bytes], list[bytes | None], list[list[tuple[str, bytes]]] | None],
+    Awaitable[Sequence[Failure]],
+]
 
 
 @dataclass
@@ -299,7 +303,12 @@ class Reprocessor:
         topics = list(by_topic)
         answers = await asyncio.gather(
             *(
-                self.resend(t, [r.value for r in by_topic[t]], [r.key for r in by_topic[t]])
+                self.resend(
+                    t,
+                    [r.value for r in by_topic[t]],
+                    [r.key for r in by_topic[t]],
+                    _headers(by_topic[t]),
+                )
                 for t in topics
             ),
             return_exceptions=True,
@@ -356,3 +365,10 @@ class Reprocessor:
             self.recorder.add(
                 "log_capturer_dlq_replays_total", n, {"reason": reason, "outcome": outcome}
             )
+
+
+def _headers(records: list[DlqRecord]) -> list[list[tuple[str, bytes]]] | None:
+    """The records' headers for a re-send; None when none has any (the batch path)."""
+    if not any(r.headers for r in records):
+        return None
+    return [[(k, bytes(v)) for k, v in r.headers] for r in records]

@@ -30,6 +30,7 @@ the owner can open the set's circuit breaker.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -63,6 +64,7 @@ class Failure:
     key: bytes | None
     reason: Reason
     error: str
+    headers: list[tuple[str, bytes]] | None = None
 
 
 @dataclass(slots=True)
@@ -111,10 +113,12 @@ class ProducerClient(ABC):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
+        headers: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> None:
         """Queue every value for ``topic``; ``on_done`` runs once when all are settled.
         ``probe``: the breaker's half-open trial, which must really try Kafka even while
-        the client takes the broker set for unreachable."""
+        the client takes the broker set for unreachable. ``headers``: each message's
+        Kafka headers (a failure keeps them, for the DLQ)."""
 
     @abstractmethod
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
@@ -177,9 +181,25 @@ class _Tracker:
         if next(self.seen) == self.last:
             self._finish()
 
-    def fail(self, value: bytes, key: bytes | None, reason: Reason, text: str) -> None:
+    def report(self, headers: Any, err: Any, msg: Any) -> None:
+        """A delivery report of a message sent with ``headers`` (librdkafka's report
+        does not give them back; a failure keeps them for the DLQ)."""
+        if err is not None:
+            reason, text = self.explain(err)
+            self.failures.append(Failure(msg.value(), msg.key(), reason, text, headers))
+        if next(self.seen) == self.last:
+            self._finish()
+
+    def fail(
+        self,
+        value: bytes,
+        key: bytes | None,
+        reason: Reason,
+        text: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """A message that never got into librdkafka's queue."""
-        self.failures.append(Failure(value, key, reason, text))
+        self.failures.append(Failure(value, key, reason, text, headers))
         if next(self.seen) == self.last:
             self._finish()
 
@@ -342,6 +362,7 @@ class ConfluentProducerClient(ProducerClient):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
+        headers: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         if not values:
@@ -354,8 +375,13 @@ class ConfluentProducerClient(ProducerClient):
             # Known unreachable and silent since: fail now, not after message.timeout.ms
             # (the breaker is opening; a probe finds the set back once a broker answers).
             ks = keys if keys is not None else [None] * len(values)
-            for v, k in zip(values, ks, strict=True):
-                tracker.fail(v, k, Reason.CIRCUIT_OPEN, f"Kafka unreachable: {down}")
+            for i, (v, k) in enumerate(zip(values, ks, strict=True)):
+                h = headers[i] if headers is not None else None
+                tracker.fail(v, k, Reason.CIRCUIT_OPEN, f"Kafka unreachable: {down}", h)
+            return
+        if headers is not None:
+            # produce_batch cannot carry headers: one produce() per message.
+            self._produce_each(topic, values, keys, partitions, headers, tracker)
             return
         # produce_batch (librdkafka's rd_kafka_produce_batch) costs far less per
         # message than a produce() call each. It takes one partition per call (a
@@ -410,6 +436,32 @@ class ConfluentProducerClient(ProducerClient):
             if retry:
                 time.sleep(0.005)
             msgs = retry
+
+    def _produce_each(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None] | None,
+        partitions: Sequence[int] | None,
+        headers: Sequence[list[tuple[str, bytes]]],
+        tracker: _Tracker,
+    ) -> None:
+        produce = self._producer.produce
+        for i, v in enumerate(values):
+            k = keys[i] if keys is not None else None
+            p = partitions[i] if partitions is not None else -1
+            h: Any = headers[i]
+            while True:
+                try:
+                    report = functools.partial(tracker.report, h)
+                    produce(topic, v, k, partition=p, on_delivery=report, headers=h)
+                except BufferError:
+                    time.sleep(0.005)  # the local queue is full: the poll thread drains it
+                    continue
+                except Exception as exc:
+                    reason, text = self._describe_exception(exc)
+                    tracker.fail(v, k, reason, text, h)
+                break
 
     @staticmethod
     def _describe_exception(exc: Exception) -> tuple[Reason, str]:
@@ -469,6 +521,8 @@ class MemoryProducerClient(ProducerClient):
     def __init__(self, partitions: int = 3) -> None:
         self.default_partitions = partitions
         self.topics: dict[str, list[tuple[int, bytes | None, bytes]]] = {}
+        #: per topic, each stored message's headers (None: it had none)
+        self.headers: dict[str, list[list[tuple[str, bytes]] | None]] = {}
         self.partitions: dict[str, int] = {}
         self._fail: list[Reason] = []
         self._rr = 0
@@ -484,15 +538,18 @@ class MemoryProducerClient(ProducerClient):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
+        headers: Sequence[list[tuple[str, bytes]]] | None = None,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         log = self.topics.setdefault(topic, [])
         n_parts = self.partitions.setdefault(topic, self.default_partitions)
+        stored_headers = self.headers.setdefault(topic, [])
         for i, v in enumerate(values):
             k = keys[i] if keys is not None else None
+            h = headers[i] if headers is not None else None
             if self._fail:
                 reason = self._fail.pop(0)
-                result.failures.append(Failure(v, k, reason, f"injected failure: {reason}"))
+                result.failures.append(Failure(v, k, reason, f"injected failure: {reason}", h))
                 continue
             if partitions is not None and partitions[i] >= 0:
                 p = partitions[i]
@@ -503,9 +560,12 @@ class MemoryProducerClient(ProducerClient):
                 p = self._rr % n_parts
                 self._rr += 1
             if not 0 <= p < n_parts:
-                result.failures.append(Failure(v, k, Reason.ERROR, f"Local: Unknown partition {p}"))
+                result.failures.append(
+                    Failure(v, k, Reason.ERROR, f"Local: Unknown partition {p}", h)
+                )
                 continue
             log.append((p, k, bytes(v)))
+            stored_headers.append(h)
             result.delivered += 1
         result.finished = time.time()
         on_done(result)

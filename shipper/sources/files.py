@@ -77,6 +77,9 @@ class Block:
     labels: dict[str, str]
     seq: int = 0  # the block's number for its file (see AckTracker)
     gen: int = 0  # the file's generation: a truncation starts a new one
+    #: file bytes each entry of ``data`` was read from, when not the line itself
+    #: (multiline, container formats); for stable entry ids
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,7 +514,7 @@ class FileTailer:
         if f.cutter.cut:
             self.cut_lines += f.cutter.cut
             f.cutter.cut = 0
-        blob, read_lines, held = self._entries(f, blob, idle=not data, now=now)
+        blob, read_lines, held, sizes = self._entries(f, blob, idle=not data, now=now)
         if not blob:
             return None
         lines = blob.count(b"\n")
@@ -523,19 +526,22 @@ class FileTailer:
             self._refingerprint(f)  # still short: the fingerprint grows with the file
         seq = self.acks.sent(f.key, end, f.line)
         self._record(f, sent=(end, f.line))
-        return Block(f.key, f.path, start, end, first, lines, blob, f.labels, seq, f.gen)
+        return Block(f.key, f.path, start, end, first, lines, blob, f.labels, seq, f.gen, sizes)
 
-    def _entries(self, f: _File, blob: bytes, idle: bool, now: float) -> tuple[bytes, int, int]:
+    def _entries(
+        self, f: _File, blob: bytes, idle: bool, now: float
+    ) -> tuple[bytes, int, int, tuple[int, ...] | None]:
         """Whole lines into the entries the block carries: container lines decoded
         (partial lines joined), lines grouped (multiline). Returns the entries, the
-        file lines they came from, and the file bytes held back: partial container
+        file lines they came from, the file bytes held back (partial container
         lines and the entry still being gathered stay out of the block and of the
-        position, so a restart reads them again whole. (A line cut at max_line_bytes
+        position, so a restart reads them again whole), and the file bytes of each
+        entry (None: each is its line). (A line cut at max_line_bytes
         counts as cut in the held size, so after one the position may land inside it;
         the cut is counted.)"""
         dec, comb = f.decoder, f.combiner
         if dec is None and comb is None:
-            return blob, blob.count(b"\n"), 0
+            return blob, blob.count(b"\n"), 0, None
         held = 0
         if dec is not None:
             records = dec.feed(blob)
@@ -547,19 +553,20 @@ class FileTailer:
             held = dec.pending_bytes
             if comb is None:
                 out = b"".join(record_line(r) for r in records)
-                return out, sum(r.lines for r in records), held
+                return out, sum(r.lines for r in records), held, tuple(r.size for r in records)
             got = comb.feed_records(records)
         else:
             assert comb is not None
             got = comb.feed(blob)
-        blob, read_lines = got.data, got.lines
+        blob, read_lines, sizes = got.data, got.lines, got.sizes
         if comb.due():
             rest = comb.flush()
             blob, read_lines = blob + rest.data, read_lines + rest.lines
+            sizes += rest.sizes
         if comb.cut:
             self.multiline_cut += comb.cut
             comb.cut = 0
-        return blob, read_lines, held + comb.pending_bytes
+        return blob, read_lines, held + comb.pending_bytes, sizes
 
     # ------------------------------------------------------------------ positions
 

@@ -86,6 +86,8 @@ class Combined:
 
     data: bytes
     lines: int
+    #: file bytes each entry was read from (newlines included), in order
+    sizes: tuple[int, ...] = ()
 
     @property
     def entries(self) -> int:
@@ -140,6 +142,7 @@ class Combiner:
 
     def _take(self, items: Iterable[tuple[bytes, int, int, Any]]) -> Combined:
         out: list[bytes] = []
+        sizes: list[int] = []
         done = 0
         rule = self.rule
         for text, size, lines, rec in items:
@@ -156,11 +159,12 @@ class Combiner:
                 self.cut += 1  # too long: this line starts the next entry
             if self._group:
                 out.append(_entry(self._group, self._rec))
+                sizes.append(self._size)
                 done += self._lines
             self._group = [text]
             self._size, self._lines, self._text, self._rec = size, lines, len(text) + 1, rec
         self._last = self.clock()
-        return Combined(b"".join(out), done)
+        return Combined(b"".join(out), done, tuple(sizes))
 
     def due(self) -> bool:
         """Whether the held entry has waited ``timeout`` for a next line."""
@@ -170,6 +174,6 @@ class Combiner:
         """The held entry, now."""
         if not self._group:
             return Combined(b"", 0)
-        out = Combined(_entry(self._group, self._rec), self._lines)
+        out = Combined(_entry(self._group, self._rec), self._lines, (self._size,))
         self._group, self._size, self._lines, self._text, self._rec = [], 0, 0, 0, None
         return out

@@ -447,7 +447,18 @@ def test_auth_requires_credentials_when_enabled() -> None:
             "sinks.kafka.compresion: unknown key (allowed: preset, enabled, brokers, topic, "
             "topic_default, max_topics, compression, batch_size, batch_timeout, queue_size, "
             "max_message_bytes, required_acks, timeout, retry_max, partitioning, auth, tls, "
-            "dlq_config, backpressure_config, routing, circuit_breaker)",
+            "dlq_config, backpressure_config, routing, circuit_breaker, headers, "
+            "headers_from_labels, entry_id_header)",
+        ),
+        (
+            {"headers": {"bad name": "x"}},
+            "sinks.kafka.headers.bad name: 'bad name' is not a usable header name: use "
+            "1-255 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
+        (
+            {"headers": {"env": "prod"}, "headers_from_labels": ["env"]},
+            "sinks.kafka.headers_from_labels: header env is named more than once among headers, "
+            "headers_from_labels and entry_id_header; a message would carry it twice",
         ),
     ],
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,11 +36,17 @@ class Kafka:
         self.got: list[bytes] = []
         self._now = 0
         self.in_flight = 0
+        self.headers: list[list[list[tuple[str, bytes]]] | None] = []
 
     async def __call__(
-        self, topic: str, values: list[bytes], keys: list[bytes | None]
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: list[list[tuple[str, bytes]]] | None = None,
     ) -> Sequence[Failure]:
         self.calls.append(len(values))
+        self.headers.append(headers)
         self._now += 1
         self.in_flight = max(self.in_flight, self._now)
         await asyncio.sleep(0)
@@ -82,6 +89,20 @@ def test_steps_ramp_up_from_batch_size_then_run_several_at_once() -> None:
     assert kafka.got == sorted(kafka.got, key=int)  # oldest first
 
 
+def test_a_replay_sends_each_records_headers_and_none_when_no_record_has_any() -> None:
+    store = MemoryDlqStore()
+    with_h = DlqRecord(
+        value=b"a", topic="t", headers=[("env", b"prod")], reason=Reason.TIMEOUT, error="x"
+    )
+    store.put_batch([with_h, rec(b"b")])
+    kafka = Kafka()
+    assert run(store, kafka, batch_size=10).delivered == 2
+    assert kafka.headers == [[[("env", b"prod")], []]]
+    store.put_batch([rec(b"c")])
+    run(store, kafka, batch_size=10)
+    assert kafka.headers[-1] is None  # no record with headers: the batch path
+
+
 def test_a_failed_record_spends_a_retry_and_is_parked_at_max_retries() -> None:
     store = MemoryDlqStore()
     store.put_batch([rec(b"bad"), rec(b"ok")])
@@ -121,7 +142,9 @@ def test_an_open_breaker_spends_no_retry_and_stops_the_pass() -> None:
 
 
 def test_a_resend_that_breaks_is_untouched_and_counted_as_broken() -> None:
-    async def broken(topic: str, values: list[bytes], keys: list[bytes | None]) -> list[Failure]:
+    async def broken(
+        topic: str, values: list[bytes], keys: list[bytes | None], headers: Any = None
+    ) -> list[Failure]:
         raise RuntimeError("actor restarting")
 
     store = MemoryDlqStore()
@@ -177,7 +200,9 @@ def test_records_are_matched_by_value_and_key_and_a_topicless_one_fails() -> Non
     store = MemoryDlqStore()
     store.put_batch([rec(b"same"), rec(b"same"), rec(b"same", key=b"k"), rec(b"x", topic="")])
 
-    async def once(topic: str, values: list[bytes], keys: list[bytes | None]) -> list[Failure]:
+    async def once(
+        topic: str, values: list[bytes], keys: list[bytes | None], headers: Any = None
+    ) -> list[Failure]:
         # Fails one of the two equal keyless records (which one is moot).
         return [Failure(b"same", None, Reason.ERROR, "no")]
 

@@ -66,7 +66,7 @@ class Harness:
     ) -> int:
         t = self.c.open(len(vals), submitted_at=self.c.wall(), replay=replay)
         if not replay and self.c.must_shed(len(vals)):
-            kept, _keys, lv, shed = self.c.shed(t, vals, None, levels)
+            kept, _keys, lv, _headers, shed = self.c.shed(t, vals, None, levels)
             self.dead_letter(shed)
             vals, levels = list(kept), lv
         self.c.offer(t, vals, None, levels)
@@ -82,16 +82,16 @@ class Harness:
 
     def send(self, chunk: Chunk) -> list[SendResult]:
         results: list[SendResult] = []
-        for vals, keys, parts in chunk.parts:
-            self.client.send("t", list(vals), keys, parts, results.append)
+        for vals, keys, parts, headers in chunk.parts:
+            self.client.send("t", list(vals), keys, parts, results.append, headers=headers)
         return results
 
     def flush(self) -> None:
         for chunk in self.c.take():
             if self.c.gate() == Gate.DIVERT:
                 results = [
-                    failed_result("t", list(v), k, Reason.CIRCUIT_OPEN, "open")
-                    for v, k, _ in chunk.parts
+                    failed_result("t", list(v), k, Reason.CIRCUIT_OPEN, "open", h)
+                    for v, k, _, h in chunk.parts
                 ]
             else:
                 results = self.send(chunk)
@@ -276,8 +276,8 @@ def test_keyed_entries_are_placed_by_librdkafka_keyless_ones_rotate() -> None:
     c.offer(c.open(2, 0.0), [b"1", b"2"], [b"a", b"b"], None)
     c.offer(c.open(2, 0.0), [b"3", b"4"], [b"a", None], None)
     [chunk] = c.take()
-    assert chunk.parts[0] == ([b"1", b"2"], [b"a", b"b"], None)
-    assert chunk.parts[1] == ([b"3", b"4"], [b"a", None], [-1, 0])
+    assert chunk.parts[0] == ([b"1", b"2"], [b"a", b"b"], None, None)
+    assert chunk.parts[1] == ([b"3", b"4"], [b"a", None], [-1, 0], None)
 
 
 def test_replicas_take_turns_and_number_their_own_calls() -> None:
