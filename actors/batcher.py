@@ -26,7 +26,7 @@ from shipper.batching.topic import (
 )
 from shipper.breaker import BreakerState
 from shipper.errors import brief
-from shipper.headers import Headers
+from shipper.headers import Headers, HeaderTable
 from shipper.kafka.client import SendResult
 from shipper.ordering import SequenceGate
 from shipper.outcomes import Reason, SegmentOutcome
@@ -100,7 +100,7 @@ class BatcherActor:
         levels: list[str] | None,
         submitted_at: float,
         order: Order | None = None,
-        headers: list[Headers] | None = None,
+        headers: HeaderTable | None = None,
     ) -> SegmentOutcome:
         await self._start()
         turn = self.gate.turn(*order) if order is not None else contextlib.nullcontext()
@@ -130,7 +130,7 @@ class BatcherActor:
         values: Any,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
-        headers: list[Headers] | None = None,
+        headers: HeaderTable | None = None,
     ) -> None:
         """A call larger than the in-flight budget, in pieces that each wait until the
         queue can take them below its emergency band: its sender waits, and nothing of
@@ -157,7 +157,7 @@ class BatcherActor:
                     piece,
                     keys[i : i + size] if keys is not None else None,
                     levels[i : i + size] if levels is not None else None,
-                    headers[i : i + size] if headers is not None else None,
+                    headers.slice(i, i + size) if headers is not None else None,
                 )
             if wake:
                 self._wakeup.set()
@@ -166,11 +166,13 @@ class BatcherActor:
         self,
         values: Any,
         keys: list[bytes | None] | None,
-        headers: list[Headers] | None = None,
+        rows: list[Headers] | None = None,
     ) -> SegmentOutcome:
         """Re-send DLQ records: same queue and breaker, but failures come back to the
-        caller (the DLQ actor) instead of being dead-lettered again."""
+        caller (the DLQ actor) instead of being dead-lettered again. ``rows``: each
+        record's headers, when any has some."""
         await self._start()
+        headers = HeaderTable.of_rows(rows) if rows is not None else None
         ticket = self.core.open(len(values), time.time(), replay=True)
         fut = self._future(ticket)
         if self.core.gate() == Gate.DIVERT:
@@ -209,7 +211,7 @@ class BatcherActor:
         values: Any,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
-        headers: list[Headers] | None = None,
+        headers: HeaderTable | None = None,
     ) -> None:
         assert self._room is not None and self._wakeup is not None
         n = len(values)

@@ -56,7 +56,7 @@ class Remote(Protocol, Generic[P, T]):
 
 Values = Any  # a list of bytes, a shipper.packed.Packed, or a Stored handle
 Keys = list[bytes | None] | None
-HeaderLists = list[list[tuple[str, bytes]]] | None  # each message's Kafka headers
+HeaderLists = Any  # a shipper.headers.HeaderTable, or each message's list of pairs
 
 
 class StopHandle(Protocol):

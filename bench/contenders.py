@@ -318,8 +318,10 @@ def pipeline_config(
     *,
     queue_size: int = 50_000,
     preset: str | None = None,
+    headers: bool = False,
 ) -> dict[str, Any]:
-    """The shipper config every pipeline run uses (and the bare loop derives from).
+    """The shipper config every pipeline run uses (and the bare loop derives from);
+    ``headers``: a static header, one from a label and the entry id on every message.
 
     Priority routing is off so that every entry goes to the one benchmark topic, like
     the bare loop's; the DLQ stays on (the default) in a throwaway directory.
@@ -331,6 +333,12 @@ def pipeline_config(
         "routing": {"enabled": False},
         "dlq_config": {"path": str(dlq_dir)},
     }
+    if headers:
+        kafka.update(
+            headers={"env": "bench"},
+            headers_from_labels=["service"],
+            entry_id_header="x-log-id",
+        )
     if preset is not None:
         kafka["preset"] = preset
     else:
@@ -486,7 +494,14 @@ def kcat(b: Bench, topic: str, codec: str) -> dict[str, Any]:
     return out
 
 
-def pipeline_api(b: Bench, topic: str, codec: str, *, queue_size: int = 50_000) -> dict[str, Any]:
+def pipeline_headers(b: Bench, topic: str, codec: str) -> dict[str, Any]:
+    """:func:`pipeline_api` with Kafka headers and the entry id on every message."""
+    return pipeline_api(b, topic, codec, headers=True)
+
+
+def pipeline_api(
+    b: Bench, topic: str, codec: str, *, queue_size: int = 50_000, headers: bool = False
+) -> dict[str, Any]:
     """The Ray pipeline through ``Shipper.submit_lines`` in blobs of ``b.submission``.
 
     A first blob of ``b.warm`` lines is submitted and acked before the clock starts
@@ -498,7 +513,7 @@ def pipeline_api(b: Bench, topic: str, codec: str, *, queue_size: int = 50_000) 
     from actors.pipeline import Shipper
 
     with tempfile.TemporaryDirectory(dir=b.results_dir, prefix="dlq-") as dlq:
-        cfg = pipeline_config(b, topic, codec, dlq, queue_size=queue_size)
+        cfg = pipeline_config(b, topic, codec, dlq, queue_size=queue_size, headers=headers)
         shipper = Shipper(cfg)
         try:
             shipper.submit_lines(b.warm_blob).result(timeout=120)

@@ -61,6 +61,7 @@ CONTENDERS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "bare": ("bare loop (confluent-kafka)", c.bare_loop),
     "kcat": ("kcat -P (C ceiling)", c.kcat),
     "pipeline": ("pipeline (Python API, Ray actors)", c.pipeline_api),
+    "headers": ("pipeline with headers and entry id", c.pipeline_headers),
     "cli": ("CLI (shipper run)", c.cli),
 }
 PARTITIONS = 6
@@ -494,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                         f" s/1M  p99 {fmt_ms(res.get('latency_p99_ms'))}  "
                         f"topic {res['topic_messages']:,} {'ok' if res['verified'] else 'BAD'}"
                     )
-                if name == "pipeline":
+                if name in ("pipeline", "headers"):
                     time.sleep(1.0)  # let Ray retire the killed actors' workers
 
     throughput = {
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     for codec, per in throughput.items():
         bare = per.get("bare")
         ratios[codec] = {}
-        for name in ("pipeline", "cli", "kcat"):
+        for name in ("pipeline", "headers", "cli", "kcat"):
             if name in per and bare:
                 ratios[codec][f"{name}/bare"] = ratio(per[name]["median"], bare["median"])
                 ratios[codec][f"{name}/bare_paired"] = paired_ratio(per[name]["runs"], bare["runs"])

@@ -26,10 +26,10 @@ Digests are sha256 (never ``hash()``), cut to 16 bytes, written as 32 hex digits
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["HeaderMaker", "Headers", "entry_digest", "file_entry_ids"]
+__all__ = ["HeaderMaker", "HeaderTable", "Headers", "entry_digest", "file_entry_ids"]
 
 #: One message's headers, in the order Kafka gets them.
 Headers = list[tuple[str, bytes]]
@@ -58,6 +58,74 @@ def file_entry_ids(
     return out
 
 
+class HeaderTable:
+    """Each message's headers, kept by column so that thousands of them cross Ray's
+    hops as a few lists of bytes, not one list of pairs per message: the pairs every
+    message has (``static``), and for each other name its value per message (None:
+    that message has no such header). ``table[i]`` is message ``i``'s list of
+    pairs; a slice or :meth:`take` is a table of those messages."""
+
+    __slots__ = ("columns", "n", "names", "static")
+
+    def __init__(
+        self,
+        n: int,
+        static: Sequence[tuple[str, bytes]] = (),
+        names: Sequence[str] = (),
+        columns: Sequence[Sequence[bytes | None]] = (),
+    ) -> None:
+        self.n = n
+        self.static = tuple(static)
+        self.names = tuple(names)
+        self.columns = [list(c) for c in columns]
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Headers]) -> HeaderTable:
+        """A table of messages given as lists of pairs (a DLQ replay's records)."""
+        names: list[str] = []
+        for row in rows:
+            names.extend(k for k, _ in row if k not in names)
+        columns: list[list[bytes | None]] = [[None] * len(rows) for _ in names]
+        at = {k: j for j, k in enumerate(names)}
+        for i, row in enumerate(rows):
+            for k, v in row:
+                columns[at[k]][i] = v
+        return cls(len(rows), (), names, columns)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Headers:
+        row = list(self.static)
+        for name, col in zip(self.names, self.columns, strict=True):
+            v = col[i]
+            if v is not None:
+                row.append((name, v))
+        return row
+
+    def __iter__(self) -> Iterator[Headers]:
+        return iter(self.rows())
+
+    def slice(self, start: int, stop: int) -> HeaderTable:
+        cols = [c[start:stop] for c in self.columns]
+        return HeaderTable(
+            len(range(*slice(start, stop).indices(self.n))), self.static, self.names, cols
+        )
+
+    def take(self, idx: Sequence[int]) -> HeaderTable:
+        cols = [[c[i] for i in idx] for c in self.columns]
+        return HeaderTable(len(idx), self.static, self.names, cols)
+
+    def rows(self) -> list[Headers]:
+        return [self[i] for i in range(self.n)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HeaderTable) and self.rows() == other.rows()
+
+    def __repr__(self) -> str:
+        return f"HeaderTable({self.n} messages, names {[*dict(self.static), *self.names]})"
+
+
 class HeaderMaker:
     """Builds each message's headers from a sink config's three header settings."""
 
@@ -81,32 +149,38 @@ class HeaderMaker:
 
     def make(
         self,
-        labels: Iterable[Mapping[str, str]],
+        labels: Sequence[Mapping[str, str]],
         values: Sequence[bytes],
         ids: Sequence[bytes | None] | None = None,
         source: Mapping[str, str] | None = None,
-    ) -> list[Headers]:
+    ) -> HeaderTable:
         """Headers for each entry: ``labels`` are the entries' own, ``source`` labels
         apply where an entry has none of that name, ``ids`` are the file ids (or
         None), ``values`` the encoded entries (for the digest)."""
         src = source or {}
-        out: list[Headers] = []
-        for i, own in enumerate(labels):
-            h = list(self.static)
-            for name in self.from_labels:
-                v = own.get(name, src.get(name))
-                if v is not None:
-                    h.append((name, v.encode("utf-8", "surrogatepass")))
-            if self.id_header is not None:
-                given = own.get(self.id_header)
-                if given is not None and given == src.get(self.id_header):
-                    given = None  # a source's label, shared by all its entries: no id
-                if given is not None:
-                    ident = given.encode("utf-8", "surrogatepass")
+        names: list[str] = []
+        columns: list[list[bytes | None]] = []
+        for name in self.from_labels:
+            fallback = src.get(name)
+            col: list[bytes | None] = []
+            for own in labels:
+                v = own.get(name, fallback)
+                col.append(None if v is None else v.encode("utf-8", "surrogatepass"))
+            names.append(name)
+            columns.append(col)
+        if self.id_header is not None:
+            name = self.id_header
+            shared = src.get(name)
+            out: list[bytes | None] = []
+            for i, own in enumerate(labels):
+                given = own.get(name)
+                if given is not None and given != shared:
+                    out.append(given.encode("utf-8", "surrogatepass"))
                 elif ids is not None and ids[i] is not None:
-                    ident = ids[i]  # type: ignore[assignment]
+                    out.append(ids[i])
                 else:
-                    ident = entry_digest(values[i])
-                h.append((self.id_header, ident))
-            out.append(h)
-        return out
+                    # (a source's label of this name is shared by all its entries: no id)
+                    out.append(entry_digest(values[i]))
+            names.append(name)
+            columns.append(out)
+        return HeaderTable(len(labels), self.static, names, columns)

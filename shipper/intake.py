@@ -33,7 +33,7 @@ from shipper.entries import (
     from_objects,
 )
 from shipper.errors import EntryError, MessageTooLargeError
-from shipper.headers import HeaderMaker, Headers
+from shipper.headers import HeaderMaker, HeaderTable
 from shipper.outcomes import EntryFailure
 from shipper.packed import Packed
 from shipper.partitioning import make_partitioner
@@ -49,7 +49,7 @@ class TopicSegment:
     values: Sequence[bytes] = field(default_factory=list)  # a Packed on the way out
     keys: list[bytes | None] | None = None
     levels: list[str] = field(default_factory=list)
-    headers: list[Headers] | None = None  # per entry, when the sink sets any
+    headers: HeaderTable | None = None  # per entry, when the sink sets any
 
     def __len__(self) -> int:
         return len(self.values)

@@ -35,7 +35,7 @@ class Segment:
     arrived: float = 0.0  # monotonic time it reached the Batcher
     ident: int = 0
     replay: bool = False  # re-sent from the DLQ: failures go back to the DLQ actor, not in
-    headers: list[list[tuple[str, bytes]]] | None = None  # per entry, when any
+    headers: Any = None  # a shipper.headers.HeaderTable, when the sink sets headers
 
     def __len__(self) -> int:
         return len(self.values)

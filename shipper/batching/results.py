@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from shipper.kafka.client import Failure, SendResult
 from shipper.outcomes import Reason
@@ -23,7 +24,7 @@ def failed_result(
     keys: Sequence[bytes | None] | None,
     reason: Reason,
     error: str,
-    headers: Sequence[list[tuple[str, bytes]]] | None = None,
+    headers: Any = None,
 ) -> SendResult:
     """A result in which every value failed with ``reason`` (nothing was produced)."""
     now = time.time()

@@ -41,7 +41,7 @@ from shipper.batching.backpressure import BackpressurePolicy, Pressure, RateLimi
 from shipper.batching.results import failed_result, probe_failed
 from shipper.breaker import BreakerState
 from shipper.config import KafkaSinkConfig
-from shipper.headers import Headers
+from shipper.headers import HeaderTable
 from shipper.kafka.client import SendResult
 from shipper.outcomes import DropReason, EntryFailure, Reason, SegmentOutcome
 from shipper.packed import Packed
@@ -55,7 +55,7 @@ log = logging.getLogger("shipper.batcher")
 #: One piece of a chunk as the Producer takes it: values (a list, a ``Packed`` or a
 #: handle the actor resolves), keys or None, explicit partitions or None (librdkafka's
 #: murmur2 partitioner places keyed messages), each message's headers or None.
-Part = tuple[Any, list[bytes | None] | None, list[int] | None, list[Headers] | None]
+Part = tuple[Any, list[bytes | None] | None, list[int] | None, HeaderTable | None]
 
 # Partition counts are re-read from broker metadata this often, so a topic that
 # grows partitions gets them used.
@@ -305,12 +305,12 @@ class TopicBatcher:
         values: Sequence[bytes],
         keys: list[bytes | None] | None,
         levels: list[str] | None,
-        headers: list[Headers] | None = None,
+        headers: HeaderTable | None = None,
     ) -> tuple[
         Sequence[bytes],
         list[bytes | None] | None,
         list[str] | None,
-        list[Headers] | None,
+        HeaderTable | None,
         DeadLetters,
     ]:
         """Split ``values`` (already resolved) into what the queue admits and what is
@@ -344,7 +344,7 @@ class TopicBatcher:
             Packed.of([values[i] for i in keep]),
             [keys[i] for i in keep] if keys is not None else None,
             [levels[i] for i in keep] if levels is not None else None,
-            [headers[i] for i in keep] if headers is not None else None,
+            headers.take(keep) if headers is not None else None,
             self._route(letters),
         )
 
@@ -357,7 +357,7 @@ class TopicBatcher:
         values: Any,
         keys: list[bytes | None] | None,
         levels: list[str] | None,
-        headers: list[Headers] | None = None,
+        headers: HeaderTable | None = None,
     ) -> bool:
         """Queue ``values`` for ``ticket``; True when the flush loop should wake (a full
         batch, or the first waiting segment, from which ``batch_timeout`` counts)."""

@@ -113,12 +113,13 @@ class ProducerClient(ABC):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
-        headers: Sequence[list[tuple[str, bytes]]] | None = None,
+        headers: Any = None,
     ) -> None:
         """Queue every value for ``topic``; ``on_done`` runs once when all are settled.
         ``probe``: the breaker's half-open trial, which must really try Kafka even while
         the client takes the broker set for unreachable. ``headers``: each message's
-        Kafka headers (a failure keeps them, for the DLQ)."""
+        Kafka headers, a :class:`shipper.headers.HeaderTable` or a list of lists of
+        pairs (``headers[i]`` is message ``i``'s; a failure keeps them, for the DLQ)."""
 
     @abstractmethod
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
@@ -362,7 +363,7 @@ class ConfluentProducerClient(ProducerClient):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
-        headers: Sequence[list[tuple[str, bytes]]] | None = None,
+        headers: Any = None,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         if not values:
@@ -443,7 +444,7 @@ class ConfluentProducerClient(ProducerClient):
         values: Sequence[bytes],
         keys: Sequence[bytes | None] | None,
         partitions: Sequence[int] | None,
-        headers: Sequence[list[tuple[str, bytes]]],
+        headers: Any,
         tracker: _Tracker,
     ) -> None:
         produce = self._producer.produce
@@ -538,7 +539,7 @@ class MemoryProducerClient(ProducerClient):
         partitions: Sequence[int] | None,
         on_done: DoneCallback,
         probe: bool = False,
-        headers: Sequence[list[tuple[str, bytes]]] | None = None,
+        headers: Any = None,
     ) -> None:
         result = SendResult(topic=topic, sent=len(values), started=time.time())
         log = self.topics.setdefault(topic, [])

@@ -548,6 +548,23 @@ def test_replay_matches_failures_to_records_by_content() -> None:
     assert client.topics["logs"][-1] == (client.topics["logs"][-1][0], b"k", b"other")
 
 
+def test_replay_sends_each_records_headers_again() -> None:
+    store = MemoryDlqStore()
+    hs = [("env", b"prod"), ("x-log-id", b"0123456789abcdef0123456789abcdef")]
+    store.put_batch(
+        [
+            DlqRecord(value=b"a", topic="logs", headers=hs, reason=Reason.TIMEOUT),
+            rec(b"b"),
+        ]
+    )
+    client = MemoryProducerClient()
+    s = replay_records(
+        store, client, [1, 2], include_parked=False, batch_size=10, max_retries=5, wait=5
+    )
+    assert s.delivered == 2
+    assert client.headers["logs"] == [hs, []]
+
+
 def test_replay_counts_records_gone_meanwhile() -> None:
     store = MemoryDlqStore()
     store.put_batch([rec(b"a"), rec(b"b"), rec(b"c")])

@@ -11,7 +11,7 @@ import pytest
 from actors.dlq import failure_to_record
 from shipper.batching.topic import Gate
 from shipper.config import load_config
-from shipper.headers import HeaderMaker, entry_digest, file_entry_ids
+from shipper.headers import HeaderMaker, HeaderTable, entry_digest, file_entry_ids
 from shipper.intake import Intake, Prepared
 from shipper.outcomes import EntryFailure, Reason
 from tests.unit.test_topic_batcher import Harness, core
@@ -94,6 +94,13 @@ def test_file_ids_are_stable_per_position_and_content() -> None:
     assert merged[1] == file_entry_ids("8:42", 4, b"c\n")[0]
 
 
+def test_a_table_of_rows_with_and_without_headers() -> None:
+    rows = [[("a", b"1")], [], [("b", b"2"), ("a", b"3")]]
+    t = HeaderTable.of_rows(rows)
+    assert t.rows() == [[("a", b"1")], [], [("a", b"3"), ("b", b"2")]]
+    assert HeaderTable(2, [("env", b"x")]).rows() == [[("env", b"x")]] * 2
+
+
 def test_no_header_setting_means_no_headers() -> None:
     ik = intake(headers={}, headers_from_labels=[], entry_id_header=None)
     assert ik.prepare_lines(entry("a") + b"\n").segments["logs"].headers is None
@@ -103,10 +110,14 @@ def test_no_header_setting_means_no_headers() -> None:
 def test_the_batcher_core_carries_headers_to_kafka_and_into_dlq_failures() -> None:
     h = Harness(core())
     client = h.client
-    hs = [[("env", b"prod"), ("x-log-id", f"id{i}".encode())] for i in range(4)]
+    ids = [f"id{i}".encode() for i in range(4)]
+    table = HeaderTable(4, [("env", b"prod")], ["x-log-id"], [ids])
+    hs = [[("env", b"prod"), ("x-log-id", i)] for i in ids]
+    assert table.rows() == hs and list(table) == hs and len(table) == 4
+    assert table.slice(1, 3).rows() == hs[1:3] and table.take([3, 0]).rows() == [hs[3], hs[0]]
     t = h.c.open(4, submitted_at=h.c.wall())
     client.fail_next(1, Reason.TIMEOUT)
-    h.c.offer(t, [b"v0", b"v1", b"v2", b"v3"], None, None, hs)
+    h.c.offer(t, [b"v0", b"v1", b"v2", b"v3"], None, None, table)
     h.flush()
     assert client.headers["t"] == hs[1:]  # delivered with their headers
     [failed] = h.dlq
@@ -114,8 +125,13 @@ def test_the_batcher_core_carries_headers_to_kafka_and_into_dlq_failures() -> No
     record = failure_to_record(failed, 1.0)
     assert record.headers == hs[0]
     # Shed under emergency pressure: the dead letter keeps its headers too.
-    letters = h.c.shed(h.c.open(1, submitted_at=0.0), [b"x"], None, ["debug"], [hs[0]])[-1]
-    assert all(f.headers == hs[0] for f in letters.failures)
+    h.c.acc.pending_entries = 99  # the queue at its emergency band: debug is shed
+    one = table.take([0])
+    kept, _k, _l, kept_h, letters = h.c.shed(
+        h.c.open(1, submitted_at=0.0), [b"x"], None, ["debug"], one
+    )
+    assert not kept and kept_h is not None and len(kept_h) == 0
+    assert [f.headers for f in letters.failures] == [hs[0]]
     assert h.c.gate() == Gate.PRODUCE
 
 
