@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,27 @@ def test_api_and_file_messages_carry_headers_and_a_file_read_again_keeps_its_ids
             "files": [{"paths": [str(logs / "*.log")], "labels": {"service": "files"}}],
             "checkpoints": {"path": str(tmp_path / "cp")},
             "tail": {"poll_interval": "50ms"},
+            "http": {"enabled": True, "port": 0},
         }
         s = Shipper(cfg)
         s.start_sources()
         return s
 
     s = shipper()
+    assert s.http_url is not None
+    body = json.dumps({"message": "http", "labels": {"service": "web"}, "fields": {"seq": 1002}})
+    for _ in range(2):  # a client's retry of the same entry: the same id
+        req = urllib.request.Request(s.http_url, data=body.encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert resp.status == 200
     s.submit([{"message": "api", "labels": {"service": "api"}, "fields": {"seq": 1000}}]).result(60)
     s.submit([{"message": "mine", "labels": {"x-log-id": "id-7"}, "fields": {"seq": 1001}}]).result(
         60
     )
-    got = by_seq(consume_all(kafka.client_config(), topic, expected=102, timeout=60))
+    got = by_seq(consume_all(kafka.client_config(), topic, expected=104, timeout=60))
     s.close()
+    web = got[1002]
+    assert len(web) == 2 and web[0] == web[1] and web[0]["service"] == b"web"
     [api] = got[1000]
     assert api["env"] == b"prod" and api["service"] == b"api" and len(api["x-log-id"]) == 32
     assert got[1001][0]["x-log-id"] == b"id-7"
@@ -74,7 +84,7 @@ def test_api_and_file_messages_carry_headers_and_a_file_read_again_keeps_its_ids
     # sent again, each with the id it had the first time.
     shutil.rmtree(tmp_path / "cp")
     s = shipper()
-    again = by_seq(consume_all(kafka.client_config(), topic, expected=202, timeout=60))
+    again = by_seq(consume_all(kafka.client_config(), topic, expected=204, timeout=60))
     s.close()
     assert all(len(again[i]) == 2 for i in range(100))
     assert all(again[i][0]["x-log-id"] == again[i][1]["x-log-id"] for i in range(100))
