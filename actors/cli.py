@@ -1,7 +1,8 @@
 """The ``shipper`` command: :mod:`shipper.cli`'s commands plus those that need Ray.
 
 ``run`` (:mod:`actors.run`) ships files, stdin or the config's sources; ``status``
-(:mod:`actors.status`) shows a running shipper. Ray is imported only when one of them
+(:mod:`actors.status`) shows a running shipper; ``reload`` (:mod:`actors.reload`)
+makes it read its configuration again. Ray is imported only when one of them
 runs, so ``shipper`` itself stays light.
 """
 
@@ -34,6 +35,26 @@ register_subcommand(
     "per node of a running shipper: actors, queues, breaker, DLQ depth, entries/s",
     _status_arguments,
     _status,
+)
+
+
+def _reload_arguments(p: argparse.ArgumentParser) -> None:
+    from actors.reload import add_reload_arguments
+
+    add_reload_arguments(p)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from actors.reload import reload_command
+
+    return reload_command(args)
+
+
+register_subcommand(
+    "reload",
+    "make a running shipper run read its configuration file again (like SIGHUP)",
+    _reload_arguments,
+    _reload,
 )
 
 

@@ -89,6 +89,7 @@ class FleetKeeperActor:
         self.sources: dict[str, dict[str, str]] = {}
         self.sources_on = False
         self._env: dict[str, str] | None = None
+        self._reload = False  # `shipper reload` asked; the driver takes it (actors.reload)
 
     async def start_node(self, key: str, node_id: str) -> dict[str, Any]:
         """Start (or find) node ``key``'s pipeline, with its sources once they are on."""
@@ -130,6 +131,16 @@ class FleetKeeperActor:
     def stop_sources(self) -> None:
         """Pipelines started from now on get no sources (the driver stops the others)."""
         self.sources_on = False
+
+    def request_reload(self) -> None:
+        """``shipper reload``: the driver reads its configuration again (it looks here
+        every second)."""
+        self._reload = True
+
+    def take_reload(self) -> bool:
+        """Whether a reload was asked since the last look (and clear it)."""
+        asked, self._reload = self._reload, False
+        return asked
 
     def drop(self, key: str) -> None:
         """Let node ``key``'s actors go (its node left)."""

@@ -39,6 +39,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -85,17 +86,34 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _Stop:
-    """SIGTERM / SIGINT / SIGHUP seen: stop reading."""
+    """SIGTERM / SIGINT seen: stop reading. SIGHUP: read the configuration again
+    (``reload``, see :mod:`actors.reload`)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signal: int | None = None
         self.event = threading.Event()
+        self.reload = threading.Event()
+        self._asked_at = 0.0
 
     def __call__(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            self.reload.set()
+            return
         self.signal = signum
         self.event.set()
+
+    def maybe_reload(self, shipper: Any, tell: Any) -> None:
+        """Reload on SIGHUP, or when ``shipper reload`` asked (looked at each second)."""
+        now = time.monotonic()
+        if not self.reload.is_set() and now - self._asked_at >= 1.0:
+            self._asked_at = now
+            if shipper.reload_requested():
+                self.reload.set()
+        if self.reload.is_set() and self.signal is None:
+            self.reload.clear()
+            shipper.reload(tell)
 
     def install(self) -> dict[int, Any]:
         return {s: signal.signal(s, self) for s in self.SIGNALS}
@@ -145,7 +163,6 @@ def _start(args: argparse.Namespace) -> Any:
     address = _address(args)
     local_ray.prepare(address)
     from actors.local_ray import join_ray
-    from actors.pipeline import Shipper
     from shipper.config import load_config
 
     load_config(args.config)  # a bad config is reported before Ray starts
@@ -159,7 +176,13 @@ def _start(args: argparse.Namespace) -> Any:
     finally:
         if timer is not None:
             timer.cancel()
-    return Shipper(args.config, on_progress=lambda line: say(f"starting: {line}"))
+    return _shipper(args.config)
+
+
+def _shipper(config: Any) -> Any:
+    from actors.pipeline import Shipper
+
+    return Shipper(config, on_progress=lambda line: say(f"starting: {line}"))
 
 
 def _check_inputs(names: list[str] | None) -> str | None:
@@ -232,7 +255,12 @@ def _ship_inputs(
             ml = shipper.config.sources.stdin.multiline
             combiner = Combiner(rule_of(ml)) if ml is not None else None
             reader = StreamReader(
-                fd, cutter, read_bytes, stopped=stop.event.is_set, combiner=combiner
+                fd,
+                cutter,
+                read_bytes,
+                stopped=stop.event.is_set,
+                combiner=combiner,
+                idle=lambda: stop.maybe_reload(shipper, progress.say),
             )
             line = 1
             for blob in reader.blobs():
@@ -243,6 +271,7 @@ def _ship_inputs(
                     line += piece.count(b"\n")
                 line = reader.lines + 1
                 progress.show(shipper.stats())
+                stop.maybe_reload(shipper, progress.say)
             if cutter.cut:
                 progress.say(
                     f"{cutter.cut} lines of {name} were longer than "
@@ -266,9 +295,10 @@ def _serve(shipper: Any, stop: _Stop) -> str | None:
         say(line)
     if shipper.metrics_url:
         say(f"metrics at {shipper.metrics_url}")
-    say("serving until SIGTERM or Ctrl-C")
+    say("serving until SIGTERM or Ctrl-C (SIGHUP reads the configuration again)")
     ticks = 0
     while not stop.event.wait(1.0):
+        stop.maybe_reload(shipper, say)
         ticks += 1
         if ticks % 5 == 0 and (problem := shipper.fleet_problem()) is not None:
             say(str(problem))
@@ -308,7 +338,9 @@ def _run(args: argparse.Namespace) -> int:
     # and a summary rather than a dead process.
     old = stop.install()
     try:
-        shipper = _start(args)
+        from actors.reload import Switched
+
+        shipper = Switched(_start(args), _shipper, args.config)
     except (ShipperError, ConnectionError) as exc:
         for s, h in old.items():
             signal.signal(s, h)

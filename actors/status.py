@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["add_status_arguments", "status_command"]
+__all__ = ["add_status_arguments", "running_shippers", "status_command"]
 
 from . import names
 
@@ -32,7 +32,7 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _shippers(namespace: str | None) -> list[str]:
+def running_shippers(namespace: str | None) -> list[str]:
     import ray
 
     found = sorted(
@@ -143,7 +143,7 @@ def status_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"shipper status: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
         return 2
-    shippers = _shippers(args.namespace)
+    shippers = running_shippers(args.namespace)
     if not shippers:
         print("shipper status: no shipper runs on this cluster", file=sys.stderr)
         return 1

@@ -98,6 +98,9 @@ def summary(args: argparse.Namespace, shipper: Any, report: Any, progress: Progr
         print(
             "sources: " + ", ".join(f"{k} {v:,}" for k, v in sources.items() if isinstance(v, int))
         )
+    reloads = {k: v for k, v in getattr(shipper, "reloads", {}).items() if v}
+    if reloads:
+        print("configuration reloads: " + ", ".join(f"{v} {k}" for k, v in reloads.items()))
     if report.parked:
         print(f"parked in the DLQ at shutdown: {report.parked:,} entries (reason shutdown)")
     if not report.drained:
@@ -111,6 +114,7 @@ def summary(args: argparse.Namespace, shipper: Any, report: Any, progress: Progr
                     "parked": report.parked,
                     "sources": sources,
                     "by_source": {k: v.as_dict() for k, v in sorted(report.sources.items())},
+                    "reloads": dict(getattr(shipper, "reloads", {})),
                     "fatal": fatal,
                 },
                 f,

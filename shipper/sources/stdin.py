@@ -26,8 +26,10 @@ __all__ = ["StreamReader"]
 class StreamReader:
     """Whole-line blobs from descriptor ``fd`` until end of input or ``stopped()``.
 
-    ``poll`` bounds how long a stop request waits to be seen. On end of input or stop,
-    what was read is handed out too (an unfinished last line as a line of its own).
+    ``poll`` bounds how long a stop request waits to be seen; ``idle`` runs after every
+    ``poll`` in which nothing came (the caller's chance to act while the input is
+    quiet). On end of input or stop, what was read is handed out too (an unfinished
+    last line as a line of its own).
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class StreamReader:
         stopped: Callable[[], bool] = lambda: False,
         poll: float = 0.1,
         combiner: Combiner | None = None,
+        idle: Callable[[], None] | None = None,
     ) -> None:
         self.fd = fd
+        self.idle = idle
         self.cutter = cutter
         self.read_bytes = read_bytes
         self.stopped = stopped
@@ -74,6 +78,8 @@ class StreamReader:
         """Yield whole-line blobs as they become available."""
         while not self.stopped():
             if not self._readable(self.poll):
+                if self.idle is not None:
+                    self.idle()
                 idle = self.cutter.flush() if self.cutter.due() else b""
                 if idle or (self.combiner is not None and self.combiner.due()):
                     out = self._entries(idle)

@@ -81,6 +81,7 @@ MetricName = Literal[
     "log_capturer_dlq_replays_total",
     # actors
     "log_capturer_actor_restarts_total",
+    "log_capturer_config_reloads_total",
     # sources
     "log_capturer_source_lines_total",
     "log_capturer_source_resent_total",
@@ -402,6 +403,19 @@ _SPECS: tuple[MetricSpec, ...] = (
                 "source",
             )
         },
+    ),
+    MetricSpec(
+        name="log_capturer_config_reloads_total",
+        kind="counter",
+        unit="{reload}",
+        description=(
+            "Times shipper run read its configuration file again (SIGHUP or shipper "
+            "reload), by result: applied (the pipelines switched over to it), unchanged, "
+            "refused (it did not validate; the running one stayed), failed (it did not "
+            "start; the previous one runs again)."
+        ),
+        labels=("result",),
+        label_values={"result": ("applied", "unchanged", "refused", "failed")},
     ),
     # -- sources ----------------------------------------------------------------
     MetricSpec(

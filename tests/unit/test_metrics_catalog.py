@@ -52,6 +52,7 @@ REQUIRED_LABELS = {
     "log_capturer_source_resent_total": {"source"},
     "log_capturer_source_problems_total": {"source", "kind"},
     "log_capturer_topic_fallbacks_total": {"reason"},
+    "log_capturer_config_reloads_total": {"result"},
     "log_capturer_source_files": {"source"},
     "log_capturer_http_requests_total": {"code"},
     "log_capturer_fleet_nodes": {"state"},
