@@ -13,6 +13,10 @@ An outage never ends the command. When Kafka is away the breaker opens within
 seconds and entries go to the DLQ; when the pipeline has no room (Kafka hung, the DLQ
 full) reading waits (a pipe backs up, as it should) and stderr says why every 10 s.
 
+SIGHUP, or ``shipper reload``, reads the configuration file again: a file that does
+not validate is refused and the run goes on; a changed one is switched over to
+(:mod:`actors.reload`).
+
 Every way out ends the same way: SIGTERM or Ctrl-C (also in the middle of a wait),
 the end of the input, or an error after start. Reading stops, what was read is
 drained for ``pipeline.drain_timeout``, whatever is still queued is parked in the DLQ
