@@ -164,3 +164,45 @@ def test_sighup_refuses_a_bad_file_and_shipper_reload_switches_over_losing_nothi
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["reloads"]["applied"] == 1 and summary["reloads"]["refused"] == 1
     assert summary["sources"]["file_lines"] == 300, summary
+
+
+def test_a_reload_while_reading_a_quiet_pipe_switches_over_and_reads_on(
+    kafka: LocalKafka, topic: str, tmp_path: Path, ray_session: None
+) -> None:
+    path = tmp_path / "shipper.yaml"
+    path.write_text(yaml.safe_dump(sink_config(kafka, topic, batch_timeout="50ms")))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(
+        [SHIPPER, "run", "--config", str(path), "--summary-json", str(tmp_path / "s.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    out = Output(proc)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write("".join(line(i) + "\n" for i in range(50)).encode())
+        proc.stdin.flush()
+        consume_all(kafka.client_config(), topic, expected=50, timeout=90)
+        # The pipe is quiet now: the reload happens while the command waits for input.
+        path.write_text(
+            yaml.safe_dump(sink_config(kafka, topic, batch_timeout="50ms", headers={"env": "b"}))
+        )
+        proc.send_signal(signal.SIGHUP)
+        out.wait_for("reload: the new configuration runs", 120)
+        proc.stdin.write("".join(line(i) + "\n" for i in range(50, 100)).encode())
+        proc.stdin.close()
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        out.join()
+    assert proc.returncode == 0, out.text[-3000:]
+    assert "Traceback" not in out.text, out.text[-3000:]
+    msgs = consume_all(kafka.client_config(), topic, expected=100, timeout=60)
+    heads = {int(json.loads(m.value())["fields"]["seq"]): dict(m.headers() or []) for m in msgs}
+    assert sorted(heads) == list(range(100)) and len(msgs) == 100
+    assert all(heads[i] == {} for i in range(50))
+    assert all(heads[i] == {"env": b"b"} for i in range(50, 100))
