@@ -403,6 +403,24 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
         for key in keys:
             assert f"node {key}: " in st.stdout, st.stdout
         assert f"{topic}" in st.stdout and "breaker" in st.stdout
+        # `shipper reload` asks the job's driver to read its file again; the switch-over
+        # restarts every node's pipeline and sources (at their checkpoints).
+        cfg["sinks"]["kafka"]["headers"] = {"env": "reloaded"}
+        path.write_text(yaml.safe_dump(cfg))
+        rl = subprocess.run(
+            [str(BIN / "shipper"), "reload", "--address", dash],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert rl.returncode == 0, rl.stderr[-2000:]
+        wait_until(
+            lambda: (
+                "reload: the new configuration runs"
+                in _ray(["job", "logs", "--address", url, job], env, check=False).stdout
+            ),
+            240,
+            "the switch-over",
+            step=2.0,
+        )
         # More lines on every node, then the stop: what was read is drained.
         for k, key in enumerate(keys):
             with (tmp_path / key / "logs" / "app.log").open("ab") as f:
@@ -433,6 +451,15 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
     # what is not read yet stays behind each node's checkpoint for the next run.
     assert sum(got.values()) >= read and len(got) == read - report.get("parked", 0)
     assert max(got.values()) == 1
+    assert report["reloads"]["applied"] == 1, report
+    # The lines written after the switch-over went out with the new header.
+    later = {k * 10_000 + 2000 + i for k in range(3) for i in range(3000)}
+    headers = {
+        int(json.loads(m.value())["fields"]["seq"]): dict(m.headers() or [])
+        for m in consume_all(kafka.client_config(), topic, expected=sum(got.values()), timeout=60)
+    }
+    assert all(headers[i].get("env") == b"reloaded" for i in later if i in headers)
+    assert later & set(headers)
 
 
 def _dashboard_url() -> str:
