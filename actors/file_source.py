@@ -85,7 +85,12 @@ class FileSourceActor:
 
     async def _send(self, b: Block) -> SubmissionResult:
         now = time.time()
-        ids = file_entry_ids(b.key, b.start, b.data, b.sizes) if self._ids else None
+        ids = None
+        if self._ids:
+            # The node (inode numbers repeat across machines) and the file's generation
+            # (a truncation starts its offsets again) make the identity.
+            ident = f"{self.wiring.node}/{b.key}/{b.gen}"
+            ids = file_entry_ids(ident, b.start, b.data, b.sizes)
         prep = self.intake.prepare_lines(b.data, b.first_line, b.labels, ids)
         refs = await self.feeder.hand_over(prep, now)
         return await self.feeder.collect(prep, refs, now)

@@ -26,17 +26,20 @@ reloads by outcome.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import ray
 
 from shipper.errors import brief
-from shipper.reload import RELOAD_RESULTS, check_reload
+from shipper.reload import RELOAD_RESULTS, check_reload, resumed
 from shipper.submissions import CloseReport, RunStats
 from shipper.telemetry import MetricsRecorder
 
@@ -62,6 +65,8 @@ class Switched:
         self._earlier: list[CloseReport] = []
         self._counts: dict[str, int] = {}
         self._serving = False
+        self._live = True  # False between a close and a start (and after both failed)
+        self._read = shipper.config  # the file as read: what the next reload compares
         self.reloads: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
         self._recorder = MetricsRecorder("driver:reload")
         for result in RELOAD_RESULTS:
@@ -84,38 +89,46 @@ class Switched:
         for r in self._earlier:
             out.merge(r.stats)
             out.started = min(out.started, r.stats.started)
-        now = self._current.stats()
-        out.merge(now)
-        out.started = min(out.started, now.started)
+        if self._live:
+            now = self._current.stats()
+            out.merge(now)
+            out.started = min(out.started, now.started)
         return out
 
     @property
     def source_counts(self) -> dict[str, int]:
         out = dict(self._counts)
+        if not self._live:
+            return out
         for k, v in self._current.source_counts.items():
             out[k] = out.get(k, 0) + v if isinstance(v, int) else v
         return out
 
     def close(self, timeout: float | None = None) -> CloseReport:
-        report: CloseReport = self._current.close(timeout)
-        if not self._earlier:
+        reports: list[CloseReport]
+        if self._live:
+            reports = [*self._earlier, self._current.close(timeout)]
+        else:  # both starts of a reload failed: every figure is in _earlier already
+            reports = list(self._earlier)
+        report = reports[-1]
+        if len(reports) == 1:
             return report
         stats = RunStats()
-        stats.started = min(r.stats.started for r in [*self._earlier, report])
+        stats.started = min(r.stats.started for r in reports)
         sources: dict[str, RunStats] = {}
-        for r in [*self._earlier, report]:
+        for r in reports:
             stats.merge(r.stats)
             for kind, run in r.sources.items():
                 sources.setdefault(kind, RunStats()).merge(run)
         stats.finished = report.stats.finished
         return CloseReport(
-            drained=all(r.drained for r in [*self._earlier, report]),
+            drained=all(r.drained for r in reports),
             in_flight_submissions=report.in_flight_submissions,
             in_flight_entries=report.in_flight_entries,
             stats=stats,
-            parked=report.parked,  # the earlier parked entries went back through the DLQ
+            parked=report.parked if self._live else 0,  # earlier ones went back through the DLQ
             sources=sources,
-            problems=[p for r in [*self._earlier, report] for p in r.problems],
+            problems=[p for r in reports for p in r.problems],
         )
 
     # ------------------------------------------------------------------ reload
@@ -131,7 +144,7 @@ class Switched:
     def reload(self, say: Callable[[str], None]) -> str:
         """Read the file again and switch over if it changed; the result (one of
         :data:`shipper.reload.RELOAD_RESULTS`). Every outcome is said and logged."""
-        check = check_reload(self._path, self._current.config)
+        check = check_reload(self._path, self._read)
         if check.refused:
             say(f"reload refused, the running configuration stays: {self._path} has problems:")
             for p in check.problems:
@@ -145,37 +158,56 @@ class Switched:
         what = ", ".join(check.changed)
         say(f"reload: {what} changed; switching over (draining, then starting again)")
         log.warning("reload: switching over for %s", what)
+        assert check.config is not None
         with self._lock:
             old = self._current
             report = old.close()
             self._earlier.append(report)
+            self._live = False  # its figures are in _earlier now
             for k, v in old.source_counts.items():
                 if isinstance(v, int):
                     self._counts[k] = self._counts.get(k, 0) + v
             if report.parked:
                 say(f"reload: {report.parked:,} entries parked in the DLQ; replayed from there")
+            _wait_for_ports(old.config)
             try:
-                self._current = self._started(self._path, say)
+                self._started(resumed(self._read, check.config), say)
+                self._read = check.config
             except Exception as exc:
                 say(f"reload failed: the new configuration did not start ({brief(exc)}); "
                     "starting the previous one again")  # fmt: skip
                 log.error("reload failed: %s", brief(exc))
-                self._current = self._started(old.config, say)
-                return self._count("failed")
+                self._count("failed")
+                _wait_for_ports(check.config)
+                try:
+                    self._started(old.config, say)
+                except Exception as again:
+                    raise RuntimeError(
+                        "after a failed reload the previous configuration did not start "
+                        f"again either ({brief(again)}); what was read is in Kafka or the DLQ"
+                    ) from again
+                return "failed"
         say("reload: the new configuration runs")
         log.warning("reload applied: %s", what)
         return self._count("applied")
 
-    def _started(self, config: Any, say: Callable[[str], None]) -> Any:
+    def _started(self, config: Any, say: Callable[[str], None]) -> None:
+        """Start pipelines for ``config`` (and their sources when the run serves); a
+        start that fails half-way is closed again, so no second pipeline lingers."""
         shipper = self._start(config)
+        try:
+            lines = shipper.start_sources() if self._serving else []
+        except BaseException:
+            with contextlib.suppress(Exception):
+                shipper.close()
+            raise
         self._current = shipper
+        self._live = True
         self._point_metrics()
-        if self._serving:
-            for line in shipper.start_sources():
-                say(f"reload: {line}")
+        for line in lines:
+            say(f"reload: {line}")
         if shipper.metrics_url:
             say(f"reload: metrics at {shipper.metrics_url}")
-        return shipper
 
     def _count(self, result: str) -> str:
         self.reloads[result] += 1
@@ -185,9 +217,28 @@ class Switched:
 
     def _point_metrics(self) -> None:
         """Send the reload counts to the current pipelines' telemetry actor."""
-        self._reporter.telemetry = getattr(self._current, "_telemetry", None)
-        self._reporter.node = names.node_key(self._current.node_id)
-        self._reporter.push_now()
+        telemetry = getattr(self._current, "_telemetry", None)
+        self._reporter.telemetry = telemetry
+        if telemetry is not None:
+            self._reporter.node = names.node_key(self._current.node_id)
+            self._reporter.push_now()
+
+
+def _wait_for_ports(config: Any, limit: float = 20.0) -> None:
+    """Wait until the fixed metrics port of ``config`` can be bound again: the old
+    telemetry actor is killed, and its process may hold the port a moment longer."""
+    m = config.metrics
+    if not m.enabled or not m.port:
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((m.host, m.port))
+                return
+            except OSError:
+                time.sleep(0.2)
 
 
 def request_reload(namespace: str) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from shipper.config import ShipperConfig, check_files, load_config
 from shipper.errors import ConfigError
 
-__all__ = ["RELOAD_RESULTS", "ReloadCheck", "changes", "check_reload"]
+__all__ = ["RELOAD_RESULTS", "ReloadCheck", "changes", "check_reload", "resumed"]
 
 #: The values of ``log_capturer_config_reloads_total``'s ``result`` label.
 RELOAD_RESULTS = ("applied", "unchanged", "refused", "failed")
@@ -85,3 +85,22 @@ def check_reload(path: str | os.PathLike[str], running: ShipperConfig) -> Reload
     if problems:
         return ReloadCheck(None, list(problems))
     return ReloadCheck(new, [], changes(running, new))
+
+
+def resumed(old: ShipperConfig, new: ShipperConfig) -> ShipperConfig:
+    """``new`` as the pipelines that take over from ``old``'s must run it: a file group
+    that was followed already (the same ``paths``) starts files without a checkpoint
+    at their beginning, whatever its ``start_at``. Such a file appeared after the
+    first start (a rotation's new file, one created during the switch-over, one that
+    was empty): its lines are all new. A group the reload adds keeps its ``start_at``."""
+    before = {tuple(g.paths) for g in old.sources.files}
+    groups = [
+        g.model_copy(update={"start_at": "beginning"})
+        if g.start_at == "end" and tuple(g.paths) in before
+        else g
+        for g in new.sources.files
+    ]
+    if groups == list(new.sources.files):
+        return new
+    sources = new.sources.model_copy(update={"files": groups})
+    return new.model_copy(update={"sources": sources})

@@ -281,6 +281,20 @@ class FileTailer:
         except OSError:
             return True
 
+    def _head_grew(self, f: _File) -> bool:
+        """A head shorter than FP_BYTES grows with the file: take the longer one, unless
+        it no longer starts with the old (then the file was written anew)."""
+        if f.fp_len >= FP_BYTES:
+            return True
+        try:
+            head = os.pread(f.fd, FP_BYTES, 0)
+        except OSError:
+            return True
+        if not head.startswith(f.head):
+            return False
+        f.head, f.fp_len, f.fp = head, len(head), _digest(head)
+        return True
+
     def _truncate(self, f: _File, now: float, how: str) -> None:
         """``f`` was truncated (copy and truncate): remember what its old content was,
         for its copy, then start over."""
@@ -490,7 +504,7 @@ class FileTailer:
                     self._skipped.add((f.dev, f.ino))
                     self._release(f)
                     return None
-            if not self._same_head(f):
+            if not self._same_head(f) or not self._head_grew(f):
                 # Truncated and written again past the position since the last look:
                 # these bytes are the new content, not the rest of the old one.
                 self._truncate(f, now, f"{f.path} {_REWRITTEN}")
@@ -522,8 +536,6 @@ class FileTailer:
         start, first = f.boundary, f.line + 1
         f.boundary = end
         f.line += read_lines
-        if f.fp_len < FP_BYTES:
-            self._refingerprint(f)  # still short: the fingerprint grows with the file
         seq = self.acks.sent(f.key, end, f.line)
         self._record(f, sent=(end, f.line))
         return Block(f.key, f.path, start, end, first, lines, blob, f.labels, seq, f.gen, sizes)
