@@ -77,7 +77,7 @@ def test_a_payload_that_cannot_be_read_fails_only_its_own_part() -> None:
     producer = ProducerActor(Wiring("test", cfg), 0, client=client)
     good = Packed.of([b"a", b"b"])
     results = asyncio.run(
-        producer.produce("t", [(lost, [b"k", None, b"k"], None), (good, None, None)])
+        producer.produce("t", [(lost, [b"k", None, b"k"], None, None), (good, None, None, None)])
     )
     assert results[0].delivered == 0 and len(results[0].failures) == 3
     assert {(f.reason, f.value) for f in results[0].failures} == {("payload_lost", None)}

@@ -312,7 +312,16 @@ def test_an_outage_seen_by_one_node_opens_the_breaker_on_every_node(
         topic,
         tmp_path,
         timeout="3s",
-        circuit_breaker={"failure_threshold": 2, "success_threshold": 1, "timeout": "3s"},
+        # Failures only (no unreachable_after): each node's Producer would notice the
+        # broker gone by itself, and this test is about one node telling the others
+        # (seen in a fresh-clone run: every breaker was open before the first failed
+        # submission, so no node was the first).
+        circuit_breaker={
+            "failure_threshold": 2,
+            "success_threshold": 1,
+            "timeout": "3s",
+            "unreachable_after": "0s",
+        },
     )
     with Shipper(cfg) as s:
         nodes = s.nodes()
@@ -323,7 +332,7 @@ def test_an_outage_seen_by_one_node_opens_the_breaker_on_every_node(
         # name, so only that node's Batcher sees Kafka fail.
         first = None
         deadline = time.monotonic() + 90
-        while not any(b["state"] == 1 for b in s.breaker_states().values()):
+        while first is None or not any(b["state"] == 1 for b in s.breaker_states().values()):
             assert time.monotonic() < deadline, "the breaker never opened"
             ack = s.submit_lines(lines(100, 10))
             ack.result(60)
