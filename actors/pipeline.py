@@ -19,12 +19,12 @@ duplicates), never reported twice. ``close`` stops intake, drains for the drain
 timeout, parks what is still queued in the DLQ and reports.
 
 The parts live apart: the submission path in :mod:`actors.sender`, the client-side
-router in :mod:`actors.client`, the close in :mod:`actors.stopping` (the stop protocol
-every actor speaks), the read-only queries in :mod:`actors.views`.
-"""
+router in :mod:`actors.client`, the close (the stop protocol) in
+:mod:`actors.stopping`, the read-only queries in :mod:`actors.views`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -373,7 +373,10 @@ class Shipper(ShipperViews):
 
     def _kill_actors(self) -> None:
         # The supervisor first (it would start pipelines again), the telemetry actor
-        # last (it serves the final figures).
+        # last (it serves the final figures), its port released (a reload rebinds it).
+        if self._telemetry is not None:
+            with contextlib.suppress(ray.exceptions.RayError):
+                ray.get(self._telemetry.close.remote(), timeout=10)
         order = sorted(
             self.wiring.named(), key=lambda n: (n != names.SUPERVISOR, n == names.TELEMETRY)
         )

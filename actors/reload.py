@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -169,7 +166,6 @@ class Switched:
                     self._counts[k] = self._counts.get(k, 0) + v
             if report.parked:
                 say(f"reload: {report.parked:,} entries parked in the DLQ; replayed from there")
-            _wait_for_ports(old.config)
             try:
                 self._started(resumed(self._read, check.config), say)
                 self._read = check.config
@@ -178,7 +174,6 @@ class Switched:
                     "starting the previous one again")  # fmt: skip
                 log.error("reload failed: %s", brief(exc))
                 self._count("failed")
-                _wait_for_ports(check.config)
                 try:
                     self._started(old.config, say)
                 except Exception as again:
@@ -224,23 +219,6 @@ class Switched:
             self._reporter.push_now()
 
 
-def _wait_for_ports(config: Any, limit: float = 20.0) -> None:
-    """Wait until the fixed metrics port of ``config`` can be bound again: the old
-    telemetry actor is killed, and its process may hold the port a moment longer."""
-    m = config.metrics
-    if not m.enabled or not m.port:
-        return
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((m.host, m.port))
-                return
-            except OSError:
-                time.sleep(0.2)
-
-
 def request_reload(namespace: str) -> None:
     """Ask the shipper in ``namespace`` to read its configuration again."""
     keeper = ray.get_actor(names.KEEPER, namespace=namespace)
@@ -256,21 +234,11 @@ def reload_command(args: argparse.Namespace) -> int:
     """``shipper reload``: ask a running ``shipper run`` (a Ray job, or a command on
     a cluster) to read its configuration file again; what it did is in its output and
     log (and ``log_capturer_config_reloads_total``)."""
-    from actors import local_ray
+    from .status import find_shippers
 
-    from .status import running_shippers
-
-    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
-    local_ray.prepare(address)
-    try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    except Exception as exc:
-        print(f"shipper reload: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
-        return 2
-    found = running_shippers(args.namespace)
-    if not found:
-        print("shipper reload: no shipper runs on this cluster", file=sys.stderr)
-        return 1
+    found = find_shippers(args, "reload")
+    if isinstance(found, int):
+        return found
     if len(found) > 1:
         print(
             "shipper reload: several shippers run here; name one with --namespace: "

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["add_status_arguments", "running_shippers", "status_command"]
+__all__ = ["add_status_arguments", "find_shippers", "running_shippers", "status_command"]
 
 from . import names
 
@@ -131,7 +131,9 @@ def render(snap: dict[str, Any], before: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def status_command(args: argparse.Namespace) -> int:
+def find_shippers(args: argparse.Namespace, command: str) -> list[str] | int:
+    """Join the cluster of ``--address`` (else ``RAY_ADDRESS``, else the local one) and
+    list the shippers running there; or the exit code after saying why not."""
     from actors import local_ray
 
     address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
@@ -141,12 +143,21 @@ def status_command(args: argparse.Namespace) -> int:
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as exc:
-        print(f"shipper status: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr)
+        print(
+            f"shipper {command}: cannot join the Ray cluster at {address}: {exc}", file=sys.stderr
+        )
         return 2
-    shippers = running_shippers(args.namespace)
-    if not shippers:
-        print("shipper status: no shipper runs on this cluster", file=sys.stderr)
+    found = running_shippers(args.namespace)
+    if not found:
+        print(f"shipper {command}: no shipper runs on this cluster", file=sys.stderr)
         return 1
+    return found
+
+
+def status_command(args: argparse.Namespace) -> int:
+    shippers = find_shippers(args, "status")
+    if isinstance(shippers, int):
+        return shippers
     before: dict[str, dict[str, Any]] = {}
     try:
         while True:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -78,9 +79,14 @@ def test_sighup_refuses_a_bad_file_and_shipper_reload_switches_over_losing_nothi
     logs.mkdir()
     app = logs / "app.log"
 
+    # A fixed metrics port: the switch-over's new telemetry actor must bind it again.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
     def config(version: str, **kafka_extra: Any) -> dict[str, Any]:
         cfg = sink_config(kafka, topic, batch_timeout="50ms", **kafka_extra)
-        cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
+        cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": port}
         cfg["sources"] = {
             "files": [{"paths": [str(logs / "*.log")], "labels": {"v": version}}],
             "checkpoints": {"path": str(tmp_path / "cp")},
@@ -137,6 +143,7 @@ def test_sighup_refuses_a_bad_file_and_shipper_reload_switches_over_losing_nothi
         msgs = in_kafka(300)
 
         url = out.text.rsplit("reload: metrics at ", 1)[1].split()[0]
+        assert f":{port}/" in url
         with urllib.request.urlopen(url, timeout=30) as resp:
             scraped = resp.read().decode()
         for result, n in (("applied", 1), ("refused", 1)):

@@ -10,25 +10,21 @@ import pytest
 
 from actors.dlq import failure_to_record
 from shipper.batching.topic import Gate
-from shipper.config import load_config
 from shipper.headers import HeaderMaker, HeaderTable, entry_digest, file_entry_ids
 from shipper.intake import Intake, Prepared
 from shipper.outcomes import EntryFailure, Reason
+from tests.unit.test_intake import intake as base_intake
 from tests.unit.test_topic_batcher import Harness, core
 
 
 def intake(**kafka: Any) -> Intake:
-    base: dict[str, Any] = {
-        "enabled": True,
-        "brokers": ["127.0.0.1:1"],
-        "topic": "logs",
-        "routing": {"enabled": False},
+    headers = {
         "headers": {"env": "prod"},
         "headers_from_labels": ["service"],
         "entry_id_header": "x-log-id",
+        "partitioning": {"enabled": False},
     }
-    base.update(kafka)
-    return Intake(load_config({"sinks": {"kafka": base}}).sinks.kafka)
+    return base_intake(**{**headers, **kafka})
 
 
 def entry(msg: str, **labels: str) -> bytes:

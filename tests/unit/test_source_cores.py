@@ -287,12 +287,15 @@ def test_rotation_by_copy_and_truncate_continues_in_the_copy(tmp_path: Path) -> 
     assert "truncated" in [n.kind for n in t.take_notices()]
 
 
-def test_a_truncation_refilled_past_the_position_before_a_look_is_still_seen(
-    tmp_path: Path,
+@pytest.mark.parametrize("look_first", [True, False])
+def test_a_truncation_refilled_past_the_position_is_seen_by_a_look_and_by_a_read(
+    tmp_path: Path, look_first: bool
 ) -> None:
     # Seen under load: the copy was made, the file truncated and written again beyond
     # where the tailer was, all between two of its looks. Its size says nothing; its
-    # first bytes do.
+    # first bytes do, to a scan and to a read alike (reads go on between scans: one
+    # that took the new content's tail as the old content's rest would ship it, and
+    # the copy would then resume after it).
     t = tailer(tmp_path, pattern="app.log*")
     log = tmp_path / "app.log"
     old = [f"old line {i:04d}, long enough to matter" for i in range(40)]
@@ -304,10 +307,14 @@ def test_a_truncation_refilled_past_the_position_before_a_look_is_still_seen(
         fh.truncate(0)
     new = [f"new line {i:04d}, long enough to matter too" for i in range(60)]
     write(log, *new)  # now longer than it was: no shrink to notice
+    if not look_first:
+        assert t.read(1 << 20) == []  # no scan: the read itself sees it
+        assert "truncated" in [n.kind for n in t.take_notices()]
     got += lines_of(drain(t))
     want = [*old, "old, not read before the copy", *new]
     assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
-    assert "truncated" in [n.kind for n in t.take_notices()]
+    if look_first:
+        assert "truncated" in [n.kind for n in t.take_notices()]
 
 
 def test_a_rotation_between_the_scans_stat_and_its_open_reads_both_files_whole(
@@ -389,30 +396,6 @@ def test_start_at_end_applies_to_the_files_there_at_the_start_only(tmp_path: Pat
     assert drain(t) == []
     write(tmp_path / "b.log", "written after the start")  # e.g. a rotation's new file
     assert lines_of(drain(t)) == [b"written after the start"]
-
-
-def test_a_read_after_a_truncation_refilled_past_the_position_takes_no_new_bytes_as_old(
-    tmp_path: Path,
-) -> None:
-    # Reads go on between scans: one that meets a file truncated and written again
-    # past its position would ship the new content's tail as the old content's rest
-    # (and the copy would then resume after it). The file's first bytes tell.
-    t = tailer(tmp_path, pattern="app.log*")
-    log = tmp_path / "app.log"
-    old = [f"old line {i:04d}, long enough to matter" for i in range(40)]
-    write(log, *old)
-    got = lines_of(drain(t))
-    write(log, "old, not read before the copy")
-    (tmp_path / "app.log.1").write_bytes(log.read_bytes())
-    with log.open("r+b") as fh:
-        fh.truncate(0)
-    new = [f"new line {i:04d}, long enough to matter too" for i in range(60)]
-    write(log, *new)
-    assert t.read(1 << 20) == []  # no scan: the read itself sees it
-    assert "truncated" in [n.kind for n in t.take_notices()]
-    got += lines_of(drain(t))
-    want = [*old, "old, not read before the copy", *new]
-    assert sorted(got) == sorted(x.encode() for x in want)  # each exactly once
 
 
 def test_a_restart_resumes_at_the_acknowledged_position_and_counts_resends(
