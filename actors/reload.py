@@ -59,6 +59,7 @@ class Switched:
         self._start = start  # path -> a new Shipper
         self._path = path
         self._lock = threading.Lock()
+        self._done = threading.Event()  # the run ends: stop listening for reloads
         self._earlier: list[CloseReport] = []
         self._counts: dict[str, int] = {}
         self._serving = False
@@ -102,6 +103,7 @@ class Switched:
         return out
 
     def close(self, timeout: float | None = None) -> CloseReport:
+        self._done.set()
         reports: list[CloseReport]
         if self._live:
             reports = [*self._earlier, self._current.close(timeout)]
@@ -137,6 +139,18 @@ class Switched:
             return bool(ray.get(keeper.take_reload.remote(), timeout=10))
         except Exception:  # a keeper that cannot answer now: asked again in a second
             return False
+
+    def listen(self, asked: threading.Event, every: float = 1.0) -> None:
+        """Set ``asked`` when ``shipper reload`` asks, looking every ``every`` seconds
+        from a thread of its own (never from the reading or serving loop: a slow
+        keeper must not hold a line up). Ends with :meth:`close`."""
+
+        def look() -> None:
+            while not self._done.wait(every):
+                if not asked.is_set() and self.reload_requested():
+                    asked.set()
+
+        threading.Thread(target=look, name="reload-listen", daemon=True).start()
 
     def reload(self, say: Callable[[str], None]) -> str:
         """Read the file again and switch over if it changed; the result (one of

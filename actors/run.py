@@ -43,7 +43,6 @@ import socket
 import stat
 import sys
 import threading
-import time
 import traceback
 from typing import Any
 
@@ -99,7 +98,6 @@ class _Stop:
         self.signal: int | None = None
         self.event = threading.Event()
         self.reload = threading.Event()
-        self._asked_at = 0.0
 
     def __call__(self, signum: int, _frame: Any) -> None:
         if signum == signal.SIGHUP:
@@ -109,12 +107,8 @@ class _Stop:
         self.event.set()
 
     def maybe_reload(self, shipper: Any, tell: Any) -> None:
-        """Reload on SIGHUP, or when ``shipper reload`` asked (looked at each second)."""
-        now = time.monotonic()
-        if not self.reload.is_set() and now - self._asked_at >= 1.0:
-            self._asked_at = now
-            if shipper.reload_requested():
-                self.reload.set()
+        """Reload when SIGHUP or ``shipper reload`` asked (a flag: nothing else runs on
+        the reading path; the keeper is asked from ``Switched.listen``'s thread)."""
         if self.reload.is_set() and self.signal is None:
             self.reload.clear()
             shipper.reload(tell)
@@ -345,6 +339,7 @@ def _run(args: argparse.Namespace) -> int:
         from actors.reload import Switched
 
         shipper = Switched(_start(args), _shipper, args.config)
+        shipper.listen(stop.reload)
     except (ShipperError, ConnectionError) as exc:
         for s, h in old.items():
             signal.signal(s, h)

@@ -383,8 +383,9 @@ def test_ray_job_runs_the_fleet_status_shows_it_and_ray_job_stop_drains_it(
     argv = ["job", "submit", "--address", url, "--no-wait", "--runtime-env-json", stop_wait]
     argv += ["--", *command]
     # The head's job agent registers a while after the dashboard answers (longer on a
-    # loaded machine); until then Ray answers "No available agent ... try again later".
-    deadline = time.monotonic() + 90
+    # loaded machine: a fresh-clone run needed more than 90 s); until then Ray answers
+    # "No available agent ... try again later".
+    deadline = time.monotonic() + 240
     while True:
         submit = _ray(argv, env, check=False)
         if submit.returncode == 0 or "No available agent" not in submit.stderr:
